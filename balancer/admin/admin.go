@@ -1,0 +1,173 @@
+// Package admin serves the balancer's admin port: /healthz for probes,
+// /status (JSON: the replica count and every backend's counts, the contract
+// loadtest and users rely on) and /metrics (Prometheus). With ADMIN_TOKEN
+// set, /status and /metrics want "Authorization: Bearer <token>".
+package admin
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"lbscale/balancer/pool"
+	"lbscale/balancer/state"
+)
+
+// Source is what the admin port reports on.
+type Source interface {
+	Set() *pool.Set
+	State(id string) state.Status
+	StoreUp() bool
+	Peers() int
+}
+
+// Status is the /status document.
+type Status struct {
+	Balancer string `json:"balancer"`
+	Policy   string `json:"policy"`
+	// Replicas is the number of ready backends (routable, not draining).
+	Replicas   int             `json:"replicas"`
+	QueueDepth int64           `json:"queue_depth"`
+	StoreUp    bool            `json:"store_up"`
+	Balancers  int             `json:"balancers"`
+	Backends   []BackendStatus `json:"backends"`
+}
+
+// BackendStatus is one backend in /status.
+type BackendStatus struct {
+	ID              string     `json:"id"`
+	Addr            string     `json:"addr"`
+	State           string     `json:"state"`
+	Healthy         bool       `json:"healthy"`
+	InflightLocal   int64      `json:"inflight_local"`
+	InflightCluster int64      `json:"inflight_cluster"`
+	Grant           int64      `json:"grant"`
+	Limit           int64      `json:"limit"`
+	LastSeen        *time.Time `json:"last_seen"`
+	Served          uint64     `json:"served"`
+	Failures        uint64     `json:"failures"`
+	Load            float64    `json:"load"`
+}
+
+// Server is the admin handler.
+type Server struct {
+	ID     string
+	Policy string
+	Token  string
+	Src    Source
+	Queue  func() int64
+	Gather prometheus.Gatherer
+}
+
+// Handler returns the admin router.
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	r.Group(func(r chi.Router) {
+		r.Use(s.auth)
+		r.Get("/status", s.status)
+		r.Handle("/metrics", promhttp.HandlerFor(s.Gather, promhttp.HandlerOpts{}))
+	})
+	return r
+}
+
+func (s *Server) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Token != "" {
+			want := "Bearer " + s.Token
+			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="lbscale"`)
+				http.Error(w, "401 unauthorized: ADMIN_TOKEN is set; send Authorization: Bearer <token>", http.StatusUnauthorized)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Snapshot builds the /status document.
+func (s *Server) Snapshot() Status {
+	st := Status{Balancer: s.ID, Policy: s.Policy, QueueDepth: s.Queue(), StoreUp: s.Src.StoreUp(), Balancers: s.Src.Peers(), Backends: []BackendStatus{}}
+	for _, b := range s.Src.Set().Backends {
+		state := string(s.Src.State(b.ID))
+		if state == "" {
+			state = "ready"
+		}
+		if b.Draining() {
+			state = "draining"
+		}
+		bs := BackendStatus{
+			ID: b.ID, Addr: b.Addr, State: state, Healthy: b.Healthy(),
+			InflightLocal: b.Local(), InflightCluster: b.Inflight(), Grant: b.Grant(), Limit: b.Limit(),
+			Served: b.Served(), Failures: b.Failures(), Load: b.Load(),
+		}
+		if t := b.LastSeen(); !t.IsZero() {
+			bs.LastSeen = &t
+		}
+		if b.Routable() {
+			st.Replicas++
+		}
+		st.Backends = append(st.Backends, bs)
+	}
+	return st
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(s.Snapshot())
+}
+
+// Collector exports per-backend gauges read from the pool at scrape time.
+type Collector struct {
+	Src   Source
+	Queue func() int64
+}
+
+var (
+	descInflight = prometheus.NewDesc("lbscale_balancer_backend_inflight", "Requests in flight to a backend; scope local (this balancer, exact) or cluster (all balancers, as of the last sync).", []string{"backend", "scope"}, nil)
+	descGrant    = prometheus.NewDesc("lbscale_balancer_backend_grant", "Slots of the backend's MAX_INFLIGHT this balancer holds.", []string{"backend"}, nil)
+	descServed   = prometheus.NewDesc("lbscale_balancer_backend_served_total", "Requests this balancer completed on the backend.", []string{"backend"}, nil)
+	descHealthy  = prometheus.NewDesc("lbscale_balancer_backend_healthy", "1 when the backend passes its health checks.", []string{"backend"}, nil)
+	descReplicas = prometheus.NewDesc("lbscale_balancer_replicas", "Ready backends.", nil, nil)
+	descQueue    = prometheus.NewDesc("lbscale_balancer_queue_depth", "Requests waiting for a backend slot.", nil, nil)
+	descStoreUp  = prometheus.NewDesc("lbscale_balancer_store_up", "1 when the last sync reached the shared store.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descInflight, descGrant, descServed, descHealthy, descReplicas, descQueue, descStoreUp} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	replicas := 0
+	for _, b := range c.Src.Set().Backends {
+		ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(b.Local()), b.ID, "local")
+		ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(b.Inflight()), b.ID, "cluster")
+		ch <- prometheus.MustNewConstMetric(descGrant, prometheus.GaugeValue, float64(b.Grant()), b.ID)
+		ch <- prometheus.MustNewConstMetric(descServed, prometheus.CounterValue, float64(b.Served()), b.ID)
+		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(b.Healthy()), b.ID)
+		if b.Routable() {
+			replicas++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descReplicas, prometheus.GaugeValue, float64(replicas))
+	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(c.Queue()))
+	ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, b2f(c.Src.StoreUp()))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

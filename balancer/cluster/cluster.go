@@ -1,0 +1,323 @@
+// Package cluster keeps a balancer's pool in step with the rest of the
+// cluster: one goroutine syncs with the Store on a short interval (and at
+// once when a request starts queueing), turns the registry into the pool.Set
+// the proxy picks from, and applies slot grants, other balancers' in-flight
+// counts and last-seen times. The request path only reads what it wrote.
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"lbscale/balancer/pool"
+	"lbscale/balancer/state"
+)
+
+// Static is a backend from BACKENDS.
+type Static struct {
+	Addr   string
+	Weight int
+}
+
+// Options configure a Syncer.
+type Options struct {
+	Store state.Store
+	// ID is this balancer's unique id in the store.
+	ID string
+	// Share divides MAX_INFLIGHT among balancers (SHARE_STATE). When false
+	// each balancer enforces the whole limit alone, yet still publishes its
+	// counts so the scaler sees the load.
+	Share    bool
+	Interval time.Duration
+	// Limit is MAX_INFLIGHT per backend.
+	Limit int64
+	// SlowStart ramps a new backend's limit from 1 to Limit over this long.
+	SlowStart time.Duration
+	// Static backends, used while no scaler has written a registry.
+	Static []Static
+	// Queued reports this balancer's queue depth (the demand signal).
+	Queued func() int64
+	// OnCapacity is called when slots may have appeared (the queue dispatches).
+	OnCapacity func()
+	Now        func() time.Time
+	Log        *slog.Logger
+}
+
+// Syncer owns the pool. Set is safe for concurrent use; everything else
+// runs on Run's goroutine.
+type Syncer struct {
+	o    Options
+	ttl  time.Duration
+	set  atomic.Pointer[pool.Set]
+	kick chan struct{}
+
+	version  uint64
+	weight   float64
+	lastOK   time.Time
+	up       atomic.Bool
+	peers    atomic.Int64
+	degraded bool
+
+	statMu   sync.Mutex
+	states   map[string]state.Status
+	lastSync time.Duration
+	syncs    atomic.Uint64
+	failures atomic.Uint64
+}
+
+// New returns a Syncer whose pool starts with the static backends (holding no
+// slots until the first sync when sharing).
+func New(o Options) *Syncer {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Queued == nil {
+		o.Queued = func() int64 { return 0 }
+	}
+	if o.OnCapacity == nil {
+		o.OnCapacity = func() {}
+	}
+	s := &Syncer{o: o, kick: make(chan struct{}, 1), states: map[string]state.Status{}}
+	// A dead balancer's slots come back after ttl: long enough to ride out a
+	// few slow syncs, short enough that its share is not missed for long.
+	s.ttl = max(10*o.Interval, time.Second)
+	var entries []state.Backend
+	for _, st := range o.Static {
+		entries = append(entries, state.Backend{ID: st.Addr, Addr: st.Addr, State: state.Ready, Weight: st.Weight})
+	}
+	s.set.Store(&pool.Set{})
+	s.apply(entries)
+	return s
+}
+
+// Set is the current pool, for the request path.
+func (s *Syncer) Set() *pool.Set { return s.set.Load() }
+
+// Kick asks for a sync now (a request started queueing).
+func (s *Syncer) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// StoreUp reports whether the last sync reached the store.
+func (s *Syncer) StoreUp() bool { return s.up.Load() }
+
+// Peers is the number of live balancers at the last sync, this one included.
+func (s *Syncer) Peers() int { return int(s.peers.Load()) }
+
+// State is the registry state of backend id.
+func (s *Syncer) State(id string) state.Status {
+	s.statMu.Lock()
+	defer s.statMu.Unlock()
+	return s.states[id]
+}
+
+// Stats returns sync counts and the last sync's duration.
+func (s *Syncer) Stats() (syncs, failures uint64, last time.Duration) {
+	s.statMu.Lock()
+	defer s.statMu.Unlock()
+	return s.syncs.Load(), s.failures.Load(), s.lastSync
+}
+
+// Run syncs until ctx ends, then leaves the cluster so this balancer's
+// slots are free at once.
+func (s *Syncer) Run(ctx context.Context) {
+	t := time.NewTicker(s.o.Interval)
+	defer t.Stop()
+	s.Sync(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			lctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = s.o.Store.Leave(lctx, s.o.ID)
+			cancel()
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		s.Sync(ctx)
+	}
+}
+
+// Sync runs one round: report, receive, apply.
+func (s *Syncer) Sync(ctx context.Context) {
+	set := s.set.Load()
+	now := s.o.Now()
+	// Fractional slot shares rotate every 10 syncs: often enough that a
+	// balancer with a small share waits little, rarely enough that moving
+	// slots (each move idles one for up to an interval) costs little.
+	req := state.SyncRequest{Balancer: s.o.ID, Queued: s.o.Queued(), TTL: s.ttl, Epoch: 10 * s.o.Interval}
+	demand := float64(req.Queued)
+	for _, b := range set.Backends {
+		demand += float64(b.Local())
+	}
+	s.weight = DemandWeight(s.weight, demand, s.o.Interval)
+	req.Weight = s.weight
+	for _, b := range set.Backends {
+		limit := s.limitFor(b, now)
+		b.SetLimit(limit)
+		floor := limit
+		if s.o.Share {
+			// Give back lent slots before asking: the grant drops to the
+			// target (never below in-flight), and the store never grants less
+			// than this floor, so in-flight <= grant <= recorded grant holds.
+			floor = b.ShrinkGrant(b.Target())
+		}
+		req.Slots = append(req.Slots, state.SlotUse{ID: b.ID, Local: b.Local(), Floor: floor, Limit: limit, LastSeen: b.LastSeen()})
+	}
+	sctx, cancel := context.WithTimeout(ctx, max(4*s.o.Interval, 500*time.Millisecond))
+	start := time.Now()
+	res, err := s.o.Store.Sync(sctx, req)
+	cancel()
+	s.statMu.Lock()
+	s.lastSync = time.Since(start)
+	s.statMu.Unlock()
+	s.syncs.Add(1)
+	if err != nil {
+		s.failures.Add(1)
+		s.syncFailed(set, now, err)
+		return
+	}
+	if !s.up.Swap(true) && !s.lastOK.IsZero() {
+		s.o.Log.Info("store reachable again; shared counts resume")
+	}
+	s.lastOK, s.degraded = now, false
+	s.peers.Store(int64(res.Balancers))
+	raised := false
+	for i, b := range set.Backends {
+		g := res.Grants[i]
+		if !s.o.Share {
+			g = req.Slots[i].Limit
+			res.Targets[i], res.Remote[i] = g, 0
+		}
+		if g > b.Grant() {
+			raised = true
+		}
+		b.SetGrant(g, res.Targets[i])
+		b.SetRemote(res.Remote[i])
+		b.SeenAt(res.LastSeen[i])
+	}
+	if res.HasRegistry && s.apply(res.Registry) {
+		// New backends hold no slots yet: ask for them now rather than a
+		// whole interval later, since queued requests may be waiting for them.
+		s.Kick()
+	}
+	if raised {
+		s.o.OnCapacity()
+	}
+}
+
+// syncFailed keeps serving on what this balancer knows: local counts, the
+// last registry and grants. Once the outage outlasts the TTL the store has
+// forgotten everyone's grants anyway, so each balancer falls back to an even
+// share of each limit (at least 1) so none is starved while Redis is away.
+func (s *Syncer) syncFailed(set *pool.Set, now time.Time, err error) {
+	if s.up.Swap(false) || s.lastOK.IsZero() {
+		s.o.Log.Warn("store unreachable; serving on local counts", "err", err)
+	}
+	if s.degraded || (!s.lastOK.IsZero() && now.Sub(s.lastOK) < s.ttl) {
+		return
+	}
+	s.degraded = true
+	peers := max(s.peers.Load(), 1)
+	for _, b := range set.Backends {
+		share := (b.Limit() + peers - 1) / peers
+		if !s.o.Share {
+			share = b.Limit()
+		}
+		b.SetRemote(0)
+		if share > b.Grant() {
+			b.SetGrant(share, share)
+		}
+	}
+	s.o.OnCapacity()
+}
+
+func (s *Syncer) limitFor(b *pool.Backend, now time.Time) int64 {
+	if s.o.SlowStart <= 0 || b.Since.IsZero() {
+		return s.o.Limit
+	}
+	return SlowStartLimit(s.o.Limit, now.Sub(b.Since), s.o.SlowStart)
+}
+
+// DemandWeight is the demand this balancer claims slots by: it follows a
+// rise at once (a burst needs slots now) and decays over about a second.
+// In-flight plus queued jitters by a few requests from one sync to the next
+// under steady load; fed raw into the division it would move a slot between
+// balancers every few syncs, and each move idles the slot for up to a sync
+// interval. E.g. demand 34, 36, 35, 36 at 25 ms gives 34, 36, 35.98, 36.
+func DemandWeight(prev, now float64, interval time.Duration) float64 {
+	a := min(1, interval.Seconds())
+	return max(now, prev*(1-a)+now*a)
+}
+
+// SlowStartLimit is a new backend's limit age after it turned ready: a
+// linear ramp from 1 to limit over ramp, so a container that just passed its
+// health check (cold caches, JIT, connection pools) is not handed a whole
+// queue at once. E.g. limit 8, ramp 4s: 1 at 0s, 4 at 2s, 8 from 4s.
+func SlowStartLimit(limit int64, age, ramp time.Duration) int64 {
+	if age >= ramp || ramp <= 0 {
+		return limit
+	}
+	if age < 0 {
+		age = 0
+	}
+	n := (limit*int64(age) + int64(ramp) - 1) / int64(ramp)
+	return max(1, min(n, limit))
+}
+
+// apply turns registry entries into the pool: ready and draining backends are
+// in the set (draining ones only so their in-flight requests are tracked),
+// starting ones are not. Backends keep their counters across changes. It
+// reports whether the membership changed.
+func (s *Syncer) apply(entries []state.Backend) bool {
+	old := s.set.Load()
+	byID := make(map[string]*pool.Backend, len(old.Backends))
+	for _, b := range old.Backends {
+		byID[b.ID] = b
+	}
+	states := make(map[string]state.Status, len(entries))
+	var next []*pool.Backend
+	changed := false
+	for _, e := range entries {
+		states[e.ID] = e.State
+		if e.State != state.Ready && e.State != state.Draining {
+			continue
+		}
+		b, ok := byID[e.ID]
+		if !ok || b.Addr != e.Addr {
+			b = pool.New(e.ID, e.Addr, e.Weight, s.o.Limit)
+			b.Since = e.Since
+			if s.o.Share {
+				b.SetGrant(0, 0) // no slots until the store grants some
+			}
+			changed = true
+		}
+		if b.Draining() != (e.State == state.Draining) {
+			b.SetDraining(e.State == state.Draining)
+			changed = true
+		}
+		next = append(next, b)
+	}
+	if len(next) != len(old.Backends) {
+		changed = true
+	}
+	s.statMu.Lock()
+	s.states = states
+	s.statMu.Unlock()
+	if !changed {
+		return false
+	}
+	s.version++
+	s.set.Store(&pool.Set{Backends: next, Version: s.version})
+	s.o.Log.Info("pool changed", "backends", len(next))
+	return true
+}

@@ -1,0 +1,131 @@
+// Package config loads and validates the balancer's configuration from the
+// environment. Every variable the balancer reads is named here and nowhere
+// else.
+package config
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"lbscale/balancer/envconf"
+	"lbscale/balancer/policy"
+	"lbscale/balancer/state"
+)
+
+// Static is one BACKENDS entry.
+type Static struct {
+	Addr   string
+	Weight int
+}
+
+// Config is the balancer's whole configuration.
+type Config struct {
+	ListenAddr      string        // LISTEN_ADDR: proxy port
+	AdminAddr       string        // ADMIN_ADDR: /status, /metrics, /healthz
+	Backends        []Static      // BACKENDS: host:port[=weight],...; static pool
+	RedisURL        string        // REDIS_URL: empty means in-memory store
+	Pool            string        // POOL: which registry in Redis
+	Policy          string        // LB_POLICY
+	HashKey         string        // HASH_KEY: ip | header:<Name> | cookie:<Name>
+	HashLoadFactor  float64       // HASH_LOAD_FACTOR: bounded-loads factor c
+	TrustForwarded  bool          // TRUST_FORWARDED_FOR: hash by the first X-Forwarded-For hop
+	StickyCookie    string        // STICKY_COOKIE: the sticky policy's cookie
+	MaxInflight     int64         // MAX_INFLIGHT: per backend, cluster-wide
+	QueueMax        int           // QUEUE_MAX: requests waiting for a slot
+	QueueTimeout    time.Duration // QUEUE_TIMEOUT: longest wait before 503
+	ShareState      bool          // SHARE_STATE: share counts and slots through the store
+	SyncInterval    time.Duration // SYNC_INTERVAL
+	AdminToken      string        // ADMIN_TOKEN: bearer token for admin endpoints
+	BalancerID      string        // BALANCER_ID: unique per replica
+	HealthInterval  time.Duration // HEALTH_INTERVAL: active checks
+	HealthPath      string        // HEALTH_PATH
+	SlowStart       time.Duration // SLOW_START: ramp for new backends
+	UpstreamTimeout time.Duration // UPSTREAM_TIMEOUT: response header timeout
+	LoadInterval    time.Duration // LOAD_INTERVAL: /load polling for least-loaded
+	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
+	LogLevel        string        // LOG_LEVEL
+}
+
+// Load reads the configuration; the error names every invalid variable.
+func Load(lookup func(string) (string, bool)) (Config, error) {
+	r := envconf.New(lookup)
+	host, _ := os.Hostname()
+	c := Config{
+		ListenAddr:      r.Addr("LISTEN_ADDR", ":8080"),
+		AdminAddr:       r.Addr("ADMIN_ADDR", ":9090"),
+		RedisURL:        r.String("REDIS_URL", ""),
+		Pool:            r.String("POOL", "web"),
+		Policy:          r.OneOf("LB_POLICY", "least-connections", policy.Names()...),
+		HashKey:         r.String("HASH_KEY", "ip"),
+		HashLoadFactor:  r.Float("HASH_LOAD_FACTOR", 1.25, 1, 100),
+		TrustForwarded:  r.Bool("TRUST_FORWARDED_FOR", false),
+		StickyCookie:    r.String("STICKY_COOKIE", "lbscale_sticky"),
+		MaxInflight:     int64(r.Int("MAX_INFLIGHT", 4, 1, 1<<20)),
+		QueueMax:        r.Int("QUEUE_MAX", 1000, 0, 1<<20),
+		QueueTimeout:    r.Duration("QUEUE_TIMEOUT", 30*time.Second, time.Millisecond, time.Hour),
+		ShareState:      r.Bool("SHARE_STATE", true),
+		SyncInterval:    r.Duration("SYNC_INTERVAL", 25*time.Millisecond, time.Millisecond, 10*time.Second),
+		AdminToken:      r.String("ADMIN_TOKEN", ""),
+		BalancerID:      r.String("BALANCER_ID", host+"-"+strconv.Itoa(os.Getpid())),
+		HealthInterval:  r.Duration("HEALTH_INTERVAL", 2*time.Second, 10*time.Millisecond, time.Hour),
+		HealthPath:      r.String("HEALTH_PATH", "/healthz"),
+		SlowStart:       r.Duration("SLOW_START", 3*time.Second, 0, time.Hour),
+		UpstreamTimeout: r.Duration("UPSTREAM_TIMEOUT", 60*time.Second, time.Millisecond, time.Hour),
+		LoadInterval:    r.Duration("LOAD_INTERVAL", time.Second, 10*time.Millisecond, time.Hour),
+		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 30*time.Second, 0, time.Hour),
+		LogLevel:        r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+	}
+	for _, item := range r.List("BACKENDS") {
+		s, err := parseStatic(item)
+		if err != nil {
+			r.Fail("BACKENDS", "%v", err)
+			continue
+		}
+		c.Backends = append(c.Backends, s)
+	}
+	if c.RedisURL != "" {
+		if _, err := state.ParseRedisURL(c.RedisURL); err != nil {
+			r.Fail("REDIS_URL", "%q is not a redis:// or rediss:// URL: %v", c.RedisURL, err)
+		}
+	}
+	if !strings.HasPrefix(c.HealthPath, "/") {
+		r.Fail("HEALTH_PATH", "%q must start with /", c.HealthPath)
+	}
+	if err := validHashKey(c.HashKey); err != nil {
+		r.Fail("HASH_KEY", "%v", err)
+	}
+	if c.RedisURL == "" && len(c.Backends) == 0 && r.Err() == nil {
+		r.Fail("BACKENDS", "no backends: set BACKENDS (host:port,...) or REDIS_URL to follow the scaler's registry")
+	}
+	return c, r.Err()
+}
+
+func parseStatic(item string) (Static, error) {
+	addr, w, hasWeight := strings.Cut(item, "=")
+	s := Static{Addr: addr, Weight: 1}
+	if err := envconf.HostPort(addr); err != nil || strings.HasPrefix(addr, ":") {
+		return s, fmt.Errorf("%q is not host:port[=weight]", item)
+	}
+	if hasWeight {
+		n, err := strconv.Atoi(w)
+		if err != nil || n < 1 || n > 1000 {
+			return s, fmt.Errorf("%q: weight must be a whole number from 1 to 1000", item)
+		}
+		s.Weight = n
+	}
+	return s, nil
+}
+
+func validHashKey(k string) error {
+	if k == "ip" {
+		return nil
+	}
+	kind, name, _ := strings.Cut(k, ":")
+	if (kind == "header" || kind == "cookie") && name != "" {
+		return nil
+	}
+	return fmt.Errorf("%q is not ip, header:<Name> or cookie:<Name>", k)
+}

@@ -1,0 +1,56 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"lbscale/balancer/envconf"
+)
+
+func TestLoad(t *testing.T) {
+	cases := []struct {
+		name    string
+		env     map[string]string
+		wantErr string // a variable name the error must mention; "" for none
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "defaults", env: map[string]string{"BACKENDS": "a:1,b:2=3"}, check: func(t *testing.T, c Config) {
+			if c.ListenAddr != ":8080" || c.AdminAddr != ":9090" || c.MaxInflight != 4 || !c.ShareState ||
+				c.Policy != "least-connections" || c.QueueTimeout != 30*time.Second || len(c.Backends) != 2 || c.Backends[1].Weight != 3 {
+				t.Errorf("defaults: %+v", c)
+			}
+		}},
+		{name: "redis only", env: map[string]string{"REDIS_URL": "redis://r:6379/0", "SHARE_STATE": "false"}, check: func(t *testing.T, c Config) {
+			if c.ShareState || c.RedisURL == "" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "no backends at all", env: map[string]string{}, wantErr: "BACKENDS"},
+		{name: "negative limit", env: map[string]string{"BACKENDS": "a:1", "MAX_INFLIGHT": "-1"}, wantErr: "MAX_INFLIGHT"},
+		{name: "bogus policy", env: map[string]string{"BACKENDS": "a:1", "LB_POLICY": "bogus"}, wantErr: "LB_POLICY"},
+		{name: "bad redis url", env: map[string]string{"REDIS_URL": "localhost:6379"}, wantErr: "REDIS_URL"},
+		{name: "duration words", env: map[string]string{"BACKENDS": "a:1", "QUEUE_TIMEOUT": "soon"}, wantErr: "QUEUE_TIMEOUT"},
+		{name: "weight zero", env: map[string]string{"BACKENDS": "a:1=0"}, wantErr: "BACKENDS"},
+		{name: "hash key", env: map[string]string{"BACKENDS": "a:1", "HASH_KEY": "body"}, wantErr: "HASH_KEY"},
+		{name: "two errors both named", env: map[string]string{"BACKENDS": "a:1", "QUEUE_MAX": "x", "SLOW_START": "-1s"}, wantErr: "QUEUE_MAX"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(envconf.FromMap(tc.env))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.check(t, c)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("want an error naming %s, got %v", tc.wantErr, err)
+			}
+			if tc.name == "two errors both named" && !strings.Contains(err.Error(), "SLOW_START") {
+				t.Fatalf("every invalid variable should be reported: %v", err)
+			}
+		})
+	}
+}

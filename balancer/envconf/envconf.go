@@ -1,0 +1,213 @@
+// Package envconf reads a command's configuration from environment variables.
+//
+// Every lbscale command loads one config struct through a Reader, so that the
+// rule "an invalid value stops the program at start-up with a message naming
+// the variable" is implemented once. A Reader collects every error instead of
+// stopping at the first, so a user fixing a compose file sees all mistakes at
+// once.
+package envconf
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ExitCode is the status a command exits with when its configuration is
+// invalid (the design's contract: invalid values exit with status 2).
+const ExitCode = 2
+
+// Reader reads typed values from a lookup function and remembers the errors.
+type Reader struct {
+	lookup func(string) (string, bool)
+	errs   []error
+}
+
+// New returns a Reader over lookup; pass os.LookupEnv in main and a map in tests.
+func New(lookup func(string) (string, bool)) *Reader {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	return &Reader{lookup: lookup}
+}
+
+// FromMap adapts a map to the lookup signature, for tests.
+func FromMap(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// Err returns every problem found so far joined into one error, or nil.
+func (r *Reader) Err() error { return errors.Join(r.errs...) }
+
+// Fail records a problem with variable name that the caller found itself
+// (a cross-field rule, say).
+func (r *Reader) Fail(name, format string, args ...any) {
+	r.errs = append(r.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+func (r *Reader) raw(name string) (string, bool) {
+	v, ok := r.lookup(name)
+	if !ok {
+		return "", false
+	}
+	v = strings.TrimSpace(v)
+	return v, v != ""
+}
+
+// String returns the value of name, or def when unset or empty.
+func (r *Reader) String(name, def string) string {
+	if v, ok := r.raw(name); ok {
+		return v
+	}
+	return def
+}
+
+// OneOf returns the value of name, which must be one of allowed.
+func (r *Reader) OneOf(name, def string, allowed ...string) string {
+	v := r.String(name, def)
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	r.Fail(name, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	return def
+}
+
+// Int returns the integer value of name within [min, max].
+func (r *Reader) Int(name string, def, min, max int) int {
+	v, ok := r.raw(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		r.Fail(name, "%q is not a whole number from %d to %d", v, min, max)
+		return def
+	}
+	return n
+}
+
+// Float returns the value of name within [min, max].
+func (r *Reader) Float(name string, def, min, max float64) float64 {
+	v, ok := r.raw(name)
+	if !ok {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < min || f > max {
+		r.Fail(name, "%q is not a number from %g to %g", v, min, max)
+		return def
+	}
+	return f
+}
+
+// Bool returns the boolean value of name (true/false/1/0/yes/no).
+func (r *Reader) Bool(name string, def bool) bool {
+	v, ok := r.raw(name)
+	if !ok {
+		return def
+	}
+	switch strings.ToLower(v) {
+	case "1", "true", "yes", "on":
+		return true
+	case "0", "false", "no", "off":
+		return false
+	}
+	r.Fail(name, "%q is not a boolean (true or false)", v)
+	return def
+}
+
+// Duration returns the Go duration value of name within [min, max].
+func (r *Reader) Duration(name string, def, min, max time.Duration) time.Duration {
+	v, ok := r.raw(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < min || d > max {
+		r.Fail(name, "%q is not a Go duration from %s to %s (e.g. 250ms, 2m)", v, min, max)
+		return def
+	}
+	return d
+}
+
+// URL returns the value of name parsed as an absolute URL with one of schemes.
+func (r *Reader) URL(name, def string, schemes ...string) string {
+	v := r.String(name, def)
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		r.Fail(name, "%q is not a URL like %s://host:port", v, schemes[0])
+		return def
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return v
+		}
+	}
+	r.Fail(name, "%q has scheme %q, want one of %s", v, u.Scheme, strings.Join(schemes, ", "))
+	return def
+}
+
+// HostPort checks that v is host:port with a numeric port (host may be empty).
+func HostPort(v string) error {
+	i := strings.LastIndex(v, ":")
+	if i < 0 {
+		return fmt.Errorf("%q is not host:port", v)
+	}
+	p, err := strconv.Atoi(v[i+1:])
+	if err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q has no port from 1 to 65535", v)
+	}
+	return nil
+}
+
+// Addr returns a listen address (":8080", "127.0.0.1:9090").
+func (r *Reader) Addr(name, def string) string {
+	v := r.String(name, def)
+	if err := HostPort(v); err != nil {
+		r.Fail(name, "%v", err)
+		return def
+	}
+	return v
+}
+
+// List returns the comma-separated items of name with blanks dropped.
+func (r *Reader) List(name string) []string {
+	v, _ := r.raw(name)
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Exit prints err and exits with ExitCode; main calls it when Load fails.
+func Exit(command string, err error) {
+	fmt.Fprintf(os.Stderr, "%s: invalid configuration:\n%s\n", command, indent(err.Error()))
+	os.Exit(ExitCode)
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// Logger returns the commands' structured JSON logger on stderr at level
+// (debug, info, warn, error; LOG_LEVEL) and makes it slog's default.
+func Logger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(strings.ToUpper(level)))
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	slog.SetDefault(log)
+	return log
+}

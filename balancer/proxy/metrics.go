@@ -1,0 +1,54 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the request path's Prometheus series. Per-backend gauges are
+// not here: the admin collector reads them from the pool at scrape time, so
+// the request path pays nothing for them.
+type Metrics struct {
+	Requests  *prometheus.CounterVec
+	Duration  prometheus.Histogram
+	QueueWait prometheus.Histogram
+	Rejected  *prometheus.CounterVec
+	Retries   prometheus.Counter
+}
+
+// NewMetrics registers the series with reg (nil: a private registry).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lbscale_balancer_requests_total", Help: "Requests answered, by status code.",
+		}, []string{"code"}),
+		Duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lbscale_balancer_request_duration_seconds", Help: "Time from arrival to the end of the response, queueing included.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		QueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lbscale_balancer_queue_wait_seconds", Help: "Time requests spent queued because every backend was at MAX_INFLIGHT.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lbscale_balancer_rejected_total", Help: "Requests not placed on a backend, by reason (queue_full, queue_timeout, client_gone).",
+		}, []string{"reason"}),
+		Retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lbscale_balancer_retries_total", Help: "Idempotent requests retried on another backend after a failure.",
+		}),
+	}
+	reg.MustRegister(m.Requests, m.Duration, m.QueueWait, m.Rejected, m.Retries)
+	return m
+}
+
+func (m *Metrics) observe(code int, d time.Duration) {
+	m.Requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	if d > 0 {
+		m.Duration.Observe(d.Seconds())
+	}
+}

@@ -1,0 +1,291 @@
+// Package proxy is the balancer's request path: place the request on a
+// backend slot (or queue it), proxy it with httputil.ReverseProxy, retry an
+// idempotent request once elsewhere when the connection fails, and answer
+// 503 + Retry-After when it cannot be placed.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"sync"
+	"time"
+
+	"lbscale/balancer/policy"
+	"lbscale/balancer/pool"
+)
+
+// Sets gives the current pool; cluster.Syncer implements it.
+type Sets interface{ Set() *pool.Set }
+
+// Options configure a Handler.
+type Options struct {
+	Sets   Sets
+	Policy policy.Policy
+	Queue  *Queue
+	// UpstreamTimeout bounds the wait for a backend's response headers.
+	UpstreamTimeout time.Duration
+	// RetryAfter is the Retry-After value of 503 answers.
+	RetryAfter time.Duration
+	// MaxIdlePerHost sizes the keep-alive pool per backend (the in-flight
+	// limit is the most connections one backend ever needs).
+	MaxIdlePerHost int
+	Metrics        *Metrics
+	Log            *slog.Logger
+}
+
+// Handler is the proxy's http.Handler.
+type Handler struct {
+	o     Options
+	proxy *httputil.ReverseProxy
+}
+
+type ctxKey struct{}
+
+// attempt travels in the request context from ServeHTTP to the
+// ReverseProxy hooks: which backend holds this request's slot.
+type attempt struct {
+	backend *pool.Backend
+	retried bool
+}
+
+// New returns a Handler.
+func New(o Options) *Handler {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.RetryAfter <= 0 {
+		o.RetryAfter = time.Second
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	h := &Handler{o: o}
+	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+	transport := &http.Transport{
+		Proxy:                 nil, // never send backend traffic through an environment proxy
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   max(o.MaxIdlePerHost, 16),
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: o.UpstreamTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	h.proxy = &httputil.ReverseProxy{
+		Rewrite:        h.rewrite,
+		Transport:      transport,
+		FlushInterval:  -1, // stream: server-sent events and long polls pass at once
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.errorHandler,
+		BufferPool:     bufferPool{},
+		ErrorLog:       slog.NewLogLogger(o.Log.Handler(), slog.LevelWarn),
+	}
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Method == http.MethodConnect {
+		http.Error(w, "CONNECT is not proxied", http.StatusMethodNotAllowed)
+		return
+	}
+	id := r.Header.Get("X-Request-Id")
+	if id == "" {
+		id = newRequestID()
+		r.Header.Set("X-Request-Id", id)
+	} else if len(id) > 128 {
+		http.Error(w, "X-Request-Id longer than 128 bytes", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("X-Request-Id", id)
+
+	b, queued, err := h.o.Queue.Acquire(r.Context(), h.picker(w, r, nil))
+	if queued {
+		h.o.Metrics.QueueWait.Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
+		if r.Context().Err() != nil {
+			h.o.Metrics.Rejected.WithLabelValues("client_gone").Inc()
+			return // the client left; nobody to answer
+		}
+		h.unavailable(w, err)
+		return
+	}
+	a := &attempt{backend: b}
+	sw := &statusWriter{ResponseWriter: w}
+	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, a)))
+	h.release(a.backend)
+	h.o.Metrics.observe(sw.code(), time.Since(start))
+}
+
+// picker returns the try function the queue calls: pick with the policy and
+// take the slot; a lost race (another request took the last slot) picks again.
+func (h *Handler) picker(w http.ResponseWriter, r *http.Request, exclude *pool.Backend) func() *pool.Backend {
+	return func() *pool.Backend {
+		set := h.o.Sets.Set()
+		for range 4 {
+			b := h.o.Policy.Pick(set, w, r)
+			if b == nil {
+				return nil
+			}
+			if b == exclude {
+				break
+			}
+			if b.TryAcquire() {
+				return b
+			}
+		}
+		for _, b := range set.Backends {
+			if b != exclude && b.TryAcquire() {
+				return b
+			}
+		}
+		return nil
+	}
+}
+
+func (h *Handler) release(b *pool.Backend) {
+	b.Release()
+	h.o.Queue.Dispatch()
+}
+
+func (h *Handler) unavailable(w http.ResponseWriter, err error) {
+	reason := "queue_timeout"
+	if errors.Is(err, ErrQueueFull) {
+		reason = "queue_full"
+	}
+	h.o.Metrics.Rejected.WithLabelValues(reason).Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(int(max(1, h.o.RetryAfter.Round(time.Second)/time.Second))))
+	http.Error(w, "503 service unavailable: "+err.Error(), http.StatusServiceUnavailable)
+	h.o.Metrics.observe(http.StatusServiceUnavailable, 0)
+}
+
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	a := pr.In.Context().Value(ctxKey{}).(*attempt)
+	// Keep the client's chain of proxies: Rewrite drops inbound
+	// X-Forwarded-For, SetXForwarded then appends the client address to it.
+	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	pr.SetURL(a.backend.URL)
+	pr.Out.Host = pr.In.Host // the backend sees the host the client asked for
+	pr.SetXForwarded()
+}
+
+func (h *Handler) modifyResponse(res *http.Response) error {
+	a := res.Request.Context().Value(ctxKey{}).(*attempt)
+	res.Header.Set("X-Lbscale-Backend", a.backend.ID)
+	return nil
+}
+
+// errorHandler runs when the backend could not be reached or did not answer
+// before any byte of the response went to the client. A connection failure
+// ejects the backend until its health check passes again; an idempotent
+// request without a body is retried once on another backend.
+func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	a := r.Context().Value(ctxKey{}).(*attempt)
+	failed := a.backend
+	failed.Failed()
+	if r.Context().Err() != nil {
+		return // the client left
+	}
+	connErr := isConnectError(err)
+	if connErr {
+		failed.SetHealthy(false)
+		h.o.Log.Warn("backend unreachable; ejected until its health check passes", "backend", failed.ID, "err", err)
+	}
+	if !a.retried && retryable(r) {
+		a.retried = true
+		if next, _, qerr := h.o.Queue.Acquire(r.Context(), h.picker(w, r, failed)); qerr == nil {
+			h.release(failed)
+			a.backend = next
+			h.o.Metrics.Retries.Inc()
+			h.proxy.ServeHTTP(w, r)
+			return
+		}
+	}
+	if isTimeout(err) && !connErr {
+		http.Error(w, "504 gateway timeout: backend "+failed.ID+" did not answer in time", http.StatusGatewayTimeout)
+		return
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(max(1, h.o.RetryAfter.Round(time.Second)/time.Second))))
+	http.Error(w, "503 service unavailable: backend "+failed.ID+" failed: "+err.Error(), http.StatusServiceUnavailable)
+}
+
+// retryable: safe to send twice (RFC 9110 idempotent methods) and nothing to
+// replay (no body).
+func retryable(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+	default:
+		return false
+	}
+	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && r.Header.Get("Transfer-Encoding") == ""
+}
+
+func isConnectError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// bufferPool recycles ReverseProxy's copy buffers; without it every
+// request allocates a fresh 32 KiB buffer.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusWriter remembers the status code for metrics. It passes Flush and
+// Hijack through (via Unwrap and http.ResponseController), so streaming and
+// WebSocket upgrades work through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) code() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
+}

@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"lbscale/balancer/pool"
+)
+
+func TestQueueFIFOAndHandOff(t *testing.T) {
+	b := pool.New("w", "x:1", 1, 1)
+	try := func() *pool.Backend {
+		if b.TryAcquire() {
+			return b
+		}
+		return nil
+	}
+	demand := 0
+	q := NewQueue(10, 5*time.Second, func() { demand++ })
+	first, waited, err := q.Acquire(context.Background(), try)
+	if err != nil || waited || first != b {
+		t.Fatalf("free slot: %v %v %v", first, waited, err)
+	}
+	order := make(chan int, 3)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, waited, err := q.Acquire(context.Background(), try)
+			if err != nil || !waited || got != b {
+				t.Errorf("waiter %d: %v %v %v", i, got, waited, err)
+				return
+			}
+			order <- i
+			b.Release()
+			q.Dispatch()
+		}()
+		// Enqueue in a known order.
+		for q.Depth() != int64(i+1) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	b.Release()
+	q.Dispatch()
+	wg.Wait()
+	close(order)
+	want := 0
+	for i := range order {
+		if i != want {
+			t.Fatalf("served waiter %d, want %d (FIFO)", i, want)
+		}
+		want++
+	}
+	if demand != 3 {
+		t.Fatalf("demand signalled %d times, want once per queued request", demand)
+	}
+}
+
+func TestQueueLimits(t *testing.T) {
+	none := func() *pool.Backend { return nil }
+	q := NewQueue(1, 50*time.Millisecond, nil)
+	start := time.Now()
+	done := make(chan error)
+	go func() { _, _, err := q.Acquire(context.Background(), none); done <- err }()
+	for q.Depth() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	if _, _, err := q.Acquire(context.Background(), none); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("second waiter in a queue of 1: %v", err)
+	}
+	if err := <-done; !errors.Is(err, ErrQueueTimeout) || time.Since(start) < 50*time.Millisecond {
+		t.Fatalf("want timeout after 50ms: %v", err)
+	}
+	if q.Depth() != 0 {
+		t.Fatalf("timed-out waiter left in the queue")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := q.Acquire(ctx, none); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled client: %v", err)
+	}
+}

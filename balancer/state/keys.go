@@ -1,0 +1,33 @@
+package state
+
+// Keys names every Redis key of one pool. All keys carry the same hash tag
+// ({pool}) so that the sync script, which touches several of them, works on
+// Redis Cluster as well as on one server.
+type Keys struct{ prefix string }
+
+// NewKeys returns the key names for pool.
+func NewKeys(pool string) Keys { return Keys{prefix: "lbscale:{" + pool + "}:"} }
+
+// Registry is a hash: backend id -> JSON Backend. Written by the scaler.
+func (k Keys) Registry() string { return k.prefix + "registry" }
+
+// Balancers is a sorted set: balancer id -> expiry (unix ms). A balancer
+// whose expiry passed is dead and its counts no longer count.
+func (k Keys) Balancers() string { return k.prefix + "balancers" }
+
+// Balancer is a hash per balancer: "q" -> queued, "i:<backend>" -> in-flight,
+// "g:<backend>" -> granted slots. It expires with the balancer's TTL.
+func (k Keys) Balancer(id string) string { return k.prefix + "bal:" + id }
+
+// BalancerPrefix is Balancer("") for the sync script, which builds the keys
+// of the other balancers itself.
+func (k Keys) BalancerPrefix() string { return k.Balancer("") }
+
+// LastSeen is a hash: backend id -> unix ms of the latest request.
+func (k Keys) LastSeen() string { return k.prefix + "lastseen" }
+
+// DemandChannel is the pub/sub channel balancers signal saturation on.
+func (k Keys) DemandChannel() string { return k.prefix + "demand" }
+
+// Leader is the scaler lease: holder id, SET NX PX.
+func (k Keys) Leader() string { return k.prefix + "leader" }

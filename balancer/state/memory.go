@@ -1,0 +1,204 @@
+package state
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Memory is a Store inside one process: the default when REDIS_URL is unset
+// (one balancer, static BACKENDS) and the store of unit tests.
+//
+// It keeps the same books as Redis — registry, per-balancer counts with a
+// TTL, last-seen, lease — but divides no slots: every balancer in the
+// process is granted each backend's whole limit, because with one balancer
+// there is no one to share with.
+type Memory struct {
+	mu        sync.Mutex
+	now       func() time.Time
+	registry  map[string]Backend
+	balancers map[string]memBalancer
+	lastSeen  map[string]time.Time
+	lease     string
+	leaseEnd  time.Time
+	subs      map[chan int64]struct{}
+}
+
+type memBalancer struct {
+	expires time.Time
+	queued  int64
+	local   map[string]int64
+}
+
+// NewMemory returns an empty in-process store; now is its clock (nil: time.Now).
+func NewMemory(now func() time.Time) *Memory {
+	if now == nil {
+		now = time.Now
+	}
+	return &Memory{
+		now:       now,
+		registry:  map[string]Backend{},
+		balancers: map[string]memBalancer{},
+		lastSeen:  map[string]time.Time{},
+		subs:      map[chan int64]struct{}{},
+	}
+}
+
+// Backends implements Registry.
+func (m *Memory) Backends(context.Context) ([]Backend, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.backendsLocked(), nil
+}
+
+func (m *Memory) backendsLocked() []Backend {
+	out := make([]Backend, 0, len(m.registry))
+	for _, b := range m.registry {
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// PutBackend implements Registry.
+func (m *Memory) PutBackend(_ context.Context, b Backend) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.registry[b.ID] = b
+	return nil
+}
+
+// RemoveBackend implements Registry.
+func (m *Memory) RemoveBackend(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.registry, id)
+	delete(m.lastSeen, id)
+	return nil
+}
+
+// Sync implements Store.
+func (m *Memory) Sync(_ context.Context, req SyncRequest) (SyncResult, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.expireLocked(now)
+	local := make(map[string]int64, len(req.Slots))
+	for _, s := range req.Slots {
+		local[s.ID] = s.Local
+		if s.LastSeen.After(m.lastSeen[s.ID]) {
+			m.lastSeen[s.ID] = s.LastSeen
+		}
+	}
+	m.balancers[req.Balancer] = memBalancer{expires: now.Add(req.TTL), queued: req.Queued, local: local}
+	res := SyncResult{
+		Grants:      make([]int64, len(req.Slots)),
+		Targets:     make([]int64, len(req.Slots)),
+		Remote:      make([]int64, len(req.Slots)),
+		LastSeen:    make([]time.Time, len(req.Slots)),
+		Balancers:   len(m.balancers),
+		HasRegistry: len(m.registry) > 0,
+	}
+	for i, s := range req.Slots {
+		res.Grants[i], res.Targets[i] = s.Limit, s.Limit
+		for id, b := range m.balancers {
+			if id != req.Balancer {
+				res.Remote[i] += b.local[s.ID]
+			}
+		}
+		res.LastSeen[i] = m.lastSeen[s.ID]
+	}
+	if res.HasRegistry {
+		res.Registry = m.backendsLocked()
+	}
+	return res, nil
+}
+
+func (m *Memory) expireLocked(now time.Time) {
+	for id, b := range m.balancers {
+		if !now.Before(b.expires) {
+			delete(m.balancers, id)
+		}
+	}
+}
+
+// Leave implements Store.
+func (m *Memory) Leave(_ context.Context, balancer string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.balancers, balancer)
+	return nil
+}
+
+// ClusterLoad implements Store.
+func (m *Memory) ClusterLoad(context.Context) (ClusterLoad, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expireLocked(m.now())
+	cl := ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}, Balancers: len(m.balancers)}
+	for _, b := range m.balancers {
+		cl.Queued += b.queued
+		for id, n := range b.local {
+			cl.Inflight[id] += n
+		}
+	}
+	for id, t := range m.lastSeen {
+		cl.LastSeen[id] = t
+	}
+	return cl, nil
+}
+
+// PublishDemand implements Store.
+func (m *Memory) PublishDemand(_ context.Context, _ string, queued int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for ch := range m.subs {
+		select {
+		case ch <- queued:
+		default: // a slow subscriber loses the signal; it also polls
+		}
+	}
+	return nil
+}
+
+// Demand implements Store.
+func (m *Memory) Demand(ctx context.Context) <-chan int64 {
+	ch := make(chan int64, 16)
+	m.mu.Lock()
+	m.subs[ch] = struct{}{}
+	m.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		m.mu.Lock()
+		delete(m.subs, ch)
+		m.mu.Unlock()
+		close(ch)
+	}()
+	return ch
+}
+
+// AcquireLease implements Store.
+func (m *Memory) AcquireLease(_ context.Context, holder string, ttl time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	if m.lease == "" || m.lease == holder || !now.Before(m.leaseEnd) {
+		m.lease, m.leaseEnd = holder, now.Add(ttl)
+		return true, nil
+	}
+	return false, nil
+}
+
+// ReleaseLease implements Store.
+func (m *Memory) ReleaseLease(_ context.Context, holder string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lease == holder {
+		m.lease = ""
+	}
+	return nil
+}
+
+// Close implements Store.
+func (m *Memory) Close() error { return nil }

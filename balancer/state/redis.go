@@ -1,0 +1,335 @@
+package state
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the cluster Store.
+//
+// Why slot grants: MAX_INFLIGHT must hold for the sum over balancers, yet
+// the request path may not wait on Redis. So each balancer holds a grant of
+// each backend's slots and never exceeds it locally; the grants of live
+// balancers never sum past the limit, hence neither do their requests. The
+// sync script (sync.lua) recomputes this balancer's grant at every sync,
+// atomically, from everyone's demand. A grant only grows once Redis has
+// recorded it and only shrinks (pool.Backend.ShrinkGrant) before Redis is
+// told, so at every instant local in-flight <= local grant <= recorded grant.
+type Redis struct {
+	rdb  redis.UniversalClient
+	keys Keys
+}
+
+var (
+	//go:embed sync.lua
+	syncSrc    string
+	syncScript = redis.NewScript(syncSrc)
+	//go:embed load.lua
+	loadSrc    string
+	loadScript = redis.NewScript(loadSrc)
+	//go:embed lease.lua
+	leaseSrc    string
+	leaseScript = redis.NewScript(leaseSrc)
+	// releaseScript deletes the lease only if holder still has it.
+	releaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+)
+
+// ParseRedisURL checks a redis:// or rediss:// URL the way NewRedis will use it.
+func ParseRedisURL(url string) (*redis.Options, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse redis url: %w", err)
+	}
+	return opt, nil
+}
+
+// NewRedis connects to url for pool. Timeouts are short: a sync that cannot
+// reach Redis should fail fast so the balancer carries on with local counts.
+func NewRedis(url, pool string) (*Redis, error) {
+	opt, err := ParseRedisURL(url)
+	if err != nil {
+		return nil, err
+	}
+	opt.DialTimeout = 500 * time.Millisecond
+	opt.ReadTimeout = 500 * time.Millisecond
+	opt.WriteTimeout = 500 * time.Millisecond
+	opt.MaxRetries = 1
+	return NewRedisClient(redis.NewClient(opt), pool), nil
+}
+
+// NewRedisClient wraps an existing client (a Sentinel or Cluster client works
+// unchanged: every key of a pool shares one hash slot).
+func NewRedisClient(rdb redis.UniversalClient, pool string) *Redis {
+	return &Redis{rdb: rdb, keys: NewKeys(pool)}
+}
+
+// Keys returns the store's key names (for tests and tooling).
+func (s *Redis) Keys() Keys { return s.keys }
+
+// Backends implements Registry.
+func (s *Redis) Backends(ctx context.Context) ([]Backend, error) {
+	m, err := s.rdb.HGetAll(ctx, s.keys.Registry()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read registry: %w", err)
+	}
+	return decodeRegistry(m)
+}
+
+func decodeRegistry(m map[string]string) ([]Backend, error) {
+	out := make([]Backend, 0, len(m))
+	for id, v := range m {
+		var b Backend
+		if err := json.Unmarshal([]byte(v), &b); err != nil {
+			return nil, fmt.Errorf("decode registry entry %s: %w", id, err)
+		}
+		b.ID = id
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// PutBackend implements Registry.
+func (s *Redis) PutBackend(ctx context.Context, b Backend) error {
+	v, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("encode backend %s: %w", b.ID, err)
+	}
+	if err := s.rdb.HSet(ctx, s.keys.Registry(), b.ID, v).Err(); err != nil {
+		return fmt.Errorf("register backend %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// RemoveBackend implements Registry.
+func (s *Redis) RemoveBackend(ctx context.Context, id string) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, s.keys.Registry(), id)
+		p.HDel(ctx, s.keys.LastSeen(), id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("unregister backend %s: %w", id, err)
+	}
+	return nil
+}
+
+// Sync implements Store: the script, the registry read and (when requests
+// are queued) the demand signal go in one pipelined round trip.
+func (s *Redis) Sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
+	res, err := s.sync(ctx, req)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis restarted and forgot the script: load it and try once more.
+		if lerr := syncScript.Load(ctx, s.rdb).Err(); lerr != nil {
+			return SyncResult{}, fmt.Errorf("load sync script: %w", lerr)
+		}
+		res, err = s.sync(ctx, req)
+	}
+	return res, err
+}
+
+func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
+	keys := []string{s.keys.Balancers(), s.keys.Balancer(req.Balancer), s.keys.LastSeen()}
+	epoch := req.Epoch
+	if epoch <= 0 {
+		epoch = DefaultEpoch
+	}
+	args := make([]any, 0, 7+5*len(req.Slots))
+	args = append(args, req.Balancer, req.TTL.Milliseconds(), req.Queued, s.keys.BalancerPrefix(),
+		strconv.FormatFloat(req.Weight, 'f', 3, 64), max(1, epoch.Milliseconds()), len(req.Slots))
+	for _, sl := range req.Slots {
+		var seen int64
+		if !sl.LastSeen.IsZero() {
+			seen = sl.LastSeen.UnixMilli()
+		}
+		args = append(args, sl.ID, sl.Local, sl.Floor, sl.Limit, seen)
+	}
+	var (
+		script *redis.Cmd
+		reg    *redis.MapStringStringCmd
+	)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		script = syncScript.EvalSha(ctx, p, keys, args...)
+		reg = p.HGetAll(ctx, s.keys.Registry())
+		if req.Queued > 0 {
+			p.Publish(ctx, s.keys.DemandChannel(), demandMessage(req.Balancer, req.Queued))
+		}
+		return nil
+	})
+	if err != nil {
+		if serr := script.Err(); serr != nil {
+			err = serr
+		}
+		return SyncResult{}, fmt.Errorf("sync balancer %s: %w", req.Balancer, err)
+	}
+	raw, err := script.Slice()
+	if err != nil || len(raw) != 5 {
+		return SyncResult{}, fmt.Errorf("sync balancer %s: unexpected reply %v: %w", req.Balancer, raw, err)
+	}
+	res := SyncResult{
+		Grants:  ints(raw[0]),
+		Targets: ints(raw[1]),
+		Remote:  ints(raw[2]),
+	}
+	for _, ms := range ints(raw[3]) {
+		var t time.Time
+		if ms > 0 {
+			t = time.UnixMilli(ms)
+		}
+		res.LastSeen = append(res.LastSeen, t)
+	}
+	if n, ok := raw[4].(int64); ok {
+		res.Balancers = int(n)
+	}
+	if len(res.Grants) != len(req.Slots) || len(res.Remote) != len(req.Slots) || len(res.LastSeen) != len(req.Slots) {
+		return SyncResult{}, fmt.Errorf("sync balancer %s: reply for %d backends, sent %d", req.Balancer, len(res.Grants), len(req.Slots))
+	}
+	m, err := reg.Result()
+	if err != nil {
+		return SyncResult{}, fmt.Errorf("read registry: %w", err)
+	}
+	if len(m) > 0 {
+		if res.Registry, err = decodeRegistry(m); err != nil {
+			return SyncResult{}, err
+		}
+		res.HasRegistry = true
+	}
+	return res, nil
+}
+
+func ints(v any) []int64 {
+	a, _ := v.([]any)
+	out := make([]int64, len(a))
+	for i, x := range a {
+		out[i], _ = x.(int64)
+	}
+	return out
+}
+
+func demandMessage(balancer string, queued int64) string {
+	return balancer + " " + strconv.FormatInt(queued, 10)
+}
+
+// Leave implements Store.
+func (s *Redis) Leave(ctx context.Context, balancer string) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, s.keys.Balancers(), balancer)
+		p.Del(ctx, s.keys.Balancer(balancer))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("leave balancer %s: %w", balancer, err)
+	}
+	return nil
+}
+
+// ClusterLoad implements Store.
+func (s *Redis) ClusterLoad(ctx context.Context) (ClusterLoad, error) {
+	raw, err := loadScript.Run(ctx, s.rdb, []string{s.keys.Balancers(), s.keys.LastSeen()}, s.keys.BalancerPrefix()).Slice()
+	if err != nil || len(raw) != 2 {
+		return ClusterLoad{}, fmt.Errorf("read cluster load: %w", errors.Join(err, errShape(raw, 2)))
+	}
+	cl := ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}}
+	hashes, _ := raw[0].([]any)
+	cl.Balancers = len(hashes)
+	for _, h := range hashes {
+		kv, _ := h.([]any)
+		for j := 0; j+1 < len(kv); j += 2 {
+			k, _ := kv[j].(string)
+			v, _ := kv[j+1].(string)
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch {
+			case k == "q":
+				cl.Queued += n
+			case strings.HasPrefix(k, "i:"):
+				cl.Inflight[k[2:]] += n
+			}
+		}
+	}
+	seen, _ := raw[1].([]any)
+	for j := 0; j+1 < len(seen); j += 2 {
+		k, _ := seen[j].(string)
+		v, _ := seen[j+1].(string)
+		if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+			cl.LastSeen[k] = time.UnixMilli(ms)
+		}
+	}
+	return cl, nil
+}
+
+func errShape(raw []any, want int) error {
+	if raw != nil && len(raw) != want {
+		return fmt.Errorf("reply has %d parts, want %d", len(raw), want)
+	}
+	return nil
+}
+
+// PublishDemand implements Store.
+func (s *Redis) PublishDemand(ctx context.Context, balancer string, queued int64) error {
+	if err := s.rdb.Publish(ctx, s.keys.DemandChannel(), demandMessage(balancer, queued)).Err(); err != nil {
+		return fmt.Errorf("publish demand: %w", err)
+	}
+	return nil
+}
+
+// Demand implements Store. go-redis resubscribes by itself after a
+// connection loss; signals sent meanwhile are lost, which the scaler's
+// polling covers.
+func (s *Redis) Demand(ctx context.Context) <-chan int64 {
+	out := make(chan int64, 16)
+	sub := s.rdb.Subscribe(ctx, s.keys.DemandChannel())
+	go func() {
+		defer close(out)
+		defer sub.Close()
+		ch := sub.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case msg, ok := <-ch:
+				if !ok {
+					return
+				}
+				_, q, _ := strings.Cut(msg.Payload, " ")
+				n, err := strconv.ParseInt(q, 10, 64)
+				if err != nil {
+					continue
+				}
+				select {
+				case out <- n:
+				default: // the scaler is busy; it polls as well
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// AcquireLease implements Store.
+func (s *Redis) AcquireLease(ctx context.Context, holder string, ttl time.Duration) (bool, error) {
+	n, err := leaseScript.Run(ctx, s.rdb, []string{s.keys.Leader()}, holder, ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("acquire lease for %s: %w", holder, err)
+	}
+	return n == 1, nil
+}
+
+// ReleaseLease implements Store.
+func (s *Redis) ReleaseLease(ctx context.Context, holder string) error {
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.keys.Leader()}, holder).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("release lease for %s: %w", holder, err)
+	}
+	return nil
+}
+
+// Close implements Store.
+func (s *Redis) Close() error { return s.rdb.Close() }

@@ -1,0 +1,363 @@
+package state_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"lbscale/balancer/state"
+	"lbscale/balancer/state/statetest"
+)
+
+func newRedis(t *testing.T) (*state.Redis, *statetest.Server) {
+	t.Helper()
+	srv := statetest.StartRedis(t)
+	s, err := state.NewRedis(srv.URL(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, srv
+}
+
+// simBalancer follows the balancer's side of the slot protocol: shrink the
+// grant toward the last target (never below in-flight) before syncing, and
+// take the returned grant after.
+type simBalancer struct {
+	id     string
+	queued int64
+	local  []int64
+	grant  []int64
+	target []int64
+}
+
+func newSim(id string, n int) *simBalancer {
+	return &simBalancer{id: id, local: make([]int64, n), grant: make([]int64, n), target: make([]int64, n)}
+}
+
+func (b *simBalancer) sync(t *testing.T, s state.Store, ids []string, limit int64) state.SyncResult {
+	t.Helper()
+	req := state.SyncRequest{Balancer: b.id, Queued: b.queued, TTL: 2 * time.Second}
+	for i, id := range ids {
+		floor := min(b.grant[i], max(b.local[i], b.target[i]))
+		b.grant[i] = floor
+		req.Slots = append(req.Slots, state.SlotUse{ID: id, Local: b.local[i], Floor: floor, Limit: limit})
+	}
+	res, err := s.Sync(context.Background(), req)
+	if err != nil {
+		t.Fatalf("sync %s: %v", b.id, err)
+	}
+	copy(b.grant, res.Grants)
+	copy(b.target, res.Targets)
+	return res
+}
+
+func totalGrant(b *simBalancer) (n int64) {
+	for _, g := range b.grant {
+		n += g
+	}
+	return n
+}
+
+func TestSyncSingleBalancerGetsWholeLimit(t *testing.T) {
+	s, _ := newRedis(t)
+	b := newSim("a", 2)
+	res := b.sync(t, s, []string{"x", "y"}, 4)
+	if res.Balancers != 1 || res.Grants[0] != 4 || res.Grants[1] != 4 {
+		t.Fatalf("want whole limit for the only balancer, got %+v", res)
+	}
+	if res.HasRegistry {
+		t.Fatalf("no scaler wrote a registry, yet HasRegistry")
+	}
+}
+
+// TestSyncGrantsNeverExceedLimit drives several balancers through random
+// demand and in-flight changes and checks, after every sync, the invariant
+// the cluster-wide MAX_INFLIGHT rests on: recorded grants on a backend sum
+// to at most its limit, and no balancer has more in flight than its grant.
+func TestSyncGrantsNeverExceedLimit(t *testing.T) {
+	s, _ := newRedis(t)
+	ids := []string{"w1", "w2", "w3", "w4"}
+	const limit = 4
+	rng := rand.New(rand.NewPCG(1, 2))
+	bals := []*simBalancer{newSim("a", 4), newSim("b", 4), newSim("c", 4)}
+	for step := 0; step < 600; step++ {
+		b := bals[rng.IntN(len(bals))]
+		// Requests finish and start within the current grant.
+		for i := range ids {
+			b.local[i] = min(b.grant[i], max(0, b.local[i]+int64(rng.IntN(5))-2))
+		}
+		b.queued = int64(rng.IntN(10))
+		b.sync(t, s, ids, limit)
+		for i := range ids {
+			var sum int64
+			for _, o := range bals {
+				if o.local[i] > o.grant[i] {
+					t.Fatalf("step %d: %s has %d in flight on %s over its grant %d", step, o.id, o.local[i], ids[i], o.grant[i])
+				}
+				sum += o.grant[i]
+			}
+			if sum > limit {
+				t.Fatalf("step %d: grants on %s sum to %d > limit %d", step, ids[i], sum, limit)
+			}
+		}
+	}
+}
+
+// TestSyncDividesByDemand: with a 9:1 demand split over four backends of
+// limit 4, the small balancer still gets whole slots (fractions carry over
+// between backends) and the slots are all handed out.
+func TestSyncDividesByDemand(t *testing.T) {
+	s, _ := newRedis(t)
+	ids := []string{"w1", "w2", "w3", "w4"}
+	a, b := newSim("a", 4), newSim("b", 4)
+	// Closed loops of 36 and 4 clients: each interval every request
+	// finishes, slots above target go back (pool.Backend.Release), and the
+	// queue refills what remains.
+	step := func(x *simBalancer, clients int64) {
+		var running int64
+		for i := range ids {
+			done := x.local[i]
+			x.grant[i] = max(x.target[i], x.grant[i]-done)
+			x.local[i] = 0
+			x.local[i] = min(x.grant[i], clients-running)
+			running += x.local[i]
+		}
+		x.queued = clients - running
+	}
+	for round := 0; round < 8; round++ {
+		step(a, 36)
+		a.sync(t, s, ids, 4)
+		step(b, 4)
+		b.sync(t, s, ids, 4)
+	}
+	ga, gb := totalGrant(a), totalGrant(b)
+	if gb < 1 || gb > 4 {
+		t.Errorf("small balancer holds %d slots, want 1..4 (its share of 16 is about 1.6-2)", gb)
+	}
+	if ga+gb < 15 {
+		t.Errorf("only %d+%d of 16 slots granted after convergence", ga, gb)
+	}
+}
+
+func TestSyncDeadBalancerReleasesItsSlots(t *testing.T) {
+	s, _ := newRedis(t)
+	ids := []string{"w1"}
+	a, b := newSim("a", 1), newSim("b", 1)
+	ctx := context.Background()
+	b.queued = 10
+	b.sync(t, s, ids, 4)
+	a.queued = 10
+	a.sync(t, s, ids, 4)
+	if a.grant[0]+b.grant[0] > 4 {
+		t.Fatalf("over limit: %d + %d", a.grant[0], b.grant[0])
+	}
+	if err := s.Leave(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	res := a.sync(t, s, ids, 4)
+	if res.Grants[0] != 4 || res.Balancers != 1 {
+		t.Fatalf("after b left, a should hold all 4 slots alone: %+v", res)
+	}
+	// TTL expiry does the same without Leave.
+	c := newSim("c", 1)
+	c.queued = 50
+	req := state.SyncRequest{Balancer: "c", Queued: 50, TTL: 150 * time.Millisecond,
+		Slots: []state.SlotUse{{ID: "w1", Limit: 4}}}
+	if _, err := s.Sync(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	a.sync(t, s, ids, 4)
+	res = a.sync(t, s, ids, 4)
+	if res.Balancers != 1 || res.Grants[0] != 4 {
+		t.Fatalf("expired balancer still counted: %+v", res)
+	}
+}
+
+func TestSyncRemoteCountsAndLastSeen(t *testing.T) {
+	s, _ := newRedis(t)
+	ctx := context.Background()
+	seen := time.UnixMilli(time.Now().UnixMilli())
+	_, err := s.Sync(ctx, state.SyncRequest{Balancer: "a", Queued: 3, TTL: time.Second,
+		Slots: []state.SlotUse{{ID: "w1", Local: 2, Floor: 2, Limit: 4, LastSeen: seen}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Sync(ctx, state.SyncRequest{Balancer: "b", TTL: time.Second,
+		Slots: []state.SlotUse{{ID: "w1", Local: 0, Limit: 4, LastSeen: seen.Add(-time.Second)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Remote[0] != 2 {
+		t.Errorf("remote in-flight = %d, want a's 2", res.Remote[0])
+	}
+	if !res.LastSeen[0].Equal(seen) {
+		t.Errorf("last seen = %v, want the later %v", res.LastSeen[0], seen)
+	}
+	cl, err := s.ClusterLoad(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.Inflight["w1"] != 2 || cl.Queued != 3 || cl.Balancers != 2 || !cl.LastSeen["w1"].Equal(seen) {
+		t.Errorf("cluster load = %+v", cl)
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	s, _ := newRedis(t)
+	ctx := context.Background()
+	since := time.Now().Truncate(time.Millisecond)
+	for _, id := range []string{"web-2", "web-1"} {
+		if err := s.PutBackend(ctx, state.Backend{ID: id, Addr: id + ":8080", State: state.Ready, Since: since}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Backends(ctx)
+	if err != nil || len(got) != 2 || got[0].ID != "web-1" || got[1].Addr != "web-2:8080" || !got[0].Since.Equal(since) {
+		t.Fatalf("backends = %+v, %v", got, err)
+	}
+	res, err := s.Sync(ctx, state.SyncRequest{Balancer: "a", TTL: time.Second})
+	if err != nil || !res.HasRegistry || len(res.Registry) != 2 {
+		t.Fatalf("sync should carry the registry: %+v %v", res, err)
+	}
+	if err := s.RemoveBackend(ctx, "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Backends(ctx); len(got) != 1 || got[0].ID != "web-2" {
+		t.Fatalf("after remove: %+v", got)
+	}
+}
+
+func TestLease(t *testing.T) {
+	s, _ := newRedis(t)
+	ctx := context.Background()
+	ok, err := s.AcquireLease(ctx, "s1", 300*time.Millisecond)
+	if err != nil || !ok {
+		t.Fatalf("first acquire: %v %v", ok, err)
+	}
+	if ok, _ := s.AcquireLease(ctx, "s2", 300*time.Millisecond); ok {
+		t.Fatal("second holder got a held lease")
+	}
+	if ok, _ := s.AcquireLease(ctx, "s1", 300*time.Millisecond); !ok {
+		t.Fatal("holder could not renew")
+	}
+	time.Sleep(400 * time.Millisecond)
+	if ok, _ := s.AcquireLease(ctx, "s2", time.Second); !ok {
+		t.Fatal("expired lease not taken over")
+	}
+	if err := s.ReleaseLease(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.AcquireLease(ctx, "s1", time.Second); ok {
+		t.Fatal("a non-holder's release freed the lease")
+	}
+	if err := s.ReleaseLease(ctx, "s2"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.AcquireLease(ctx, "s1", time.Second); !ok {
+		t.Fatal("released lease not free")
+	}
+}
+
+func TestDemandSignal(t *testing.T) {
+	s, _ := newRedis(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := s.Demand(ctx)
+	time.Sleep(100 * time.Millisecond) // let SUBSCRIBE land
+	// A sync with queued requests publishes demand in the same round trip.
+	if _, err := s.Sync(ctx, state.SyncRequest{Balancer: "a", Queued: 7, TTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-ch:
+		if n != 7 {
+			t.Fatalf("demand = %d, want 7", n)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no demand signal")
+	}
+}
+
+// TestSyncSurvivesRedisRestart: the script cache is gone after a restart;
+// Sync reloads it instead of failing forever.
+func TestSyncSurvivesRedisRestart(t *testing.T) {
+	s, srv := newRedis(t)
+	ctx := context.Background()
+	req := state.SyncRequest{Balancer: "a", TTL: time.Second, Slots: []state.SlotUse{{ID: "w", Limit: 2}}}
+	if _, err := s.Sync(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if _, err := s.Sync(ctx, req); err == nil {
+		t.Fatal("sync with Redis down should fail")
+	}
+	srv.Start()
+	var err error
+	for i := 0; i < 20; i++ {
+		if _, err = s.Sync(ctx, req); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("sync after restart: %v", err)
+}
+
+func TestMemoryStoreMatchesContract(t *testing.T) {
+	now := time.Unix(1000, 0)
+	m := state.NewMemory(func() time.Time { return now })
+	ctx := context.Background()
+	res, err := m.Sync(ctx, state.SyncRequest{Balancer: "a", Queued: 2, TTL: time.Second,
+		Slots: []state.SlotUse{{ID: "w", Local: 1, Limit: 4}}})
+	if err != nil || res.Grants[0] != 4 {
+		t.Fatalf("memory grants whole limit: %+v %v", res, err)
+	}
+	cl, _ := m.ClusterLoad(ctx)
+	if cl.Inflight["w"] != 1 || cl.Queued != 2 {
+		t.Fatalf("cluster load %+v", cl)
+	}
+	now = now.Add(2 * time.Second)
+	cl, _ = m.ClusterLoad(ctx)
+	if cl.Balancers != 0 || cl.Queued != 0 {
+		t.Fatalf("expired balancer still counted: %+v", cl)
+	}
+	if ok, _ := m.AcquireLease(ctx, "x", time.Second); !ok {
+		t.Fatal("lease")
+	}
+	if ok, _ := m.AcquireLease(ctx, "y", time.Second); ok {
+		t.Fatal("lease taken twice")
+	}
+	_ = fmt.Sprint()
+}
+
+// TestSyncNoStarvation: a balancer whose share is under one slot still holds
+// one in a fair fraction of epochs. One backend, MAX_INFLIGHT=1, demands
+// 8:1:1 — the old rounding gave the small two nothing, forever.
+func TestSyncNoStarvation(t *testing.T) {
+	s, _ := newRedis(t)
+	ctx := context.Background()
+	weights := map[string]float64{"a": 8, "b": 1, "c": 1}
+	held := map[string]int{}
+	const rounds = 300
+	for r := 0; r < rounds; r++ {
+		for _, id := range []string{"a", "b", "c"} {
+			res, err := s.Sync(ctx, state.SyncRequest{Balancer: id, Queued: 1, Weight: weights[id], TTL: time.Second,
+				Epoch: time.Millisecond, Slots: []state.SlotUse{{ID: "w", Limit: 1}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			held[id] += int(res.Targets[0])
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("epochs in which each balancer's target held the one slot, of %d: %v", rounds, held)
+	for id, w := range weights {
+		share := (w + 1) / 13 // weights plus one each, as the script adds
+		if got := float64(held[id]) / rounds; got < share/3 {
+			t.Errorf("%s held the slot in %.0f%% of rounds, share %.0f%%: starved", id, 100*got, 100*share)
+		}
+	}
+}

@@ -1,0 +1,149 @@
+// Package state is lbscale's shared cluster state: the backend registry, the
+// per-balancer in-flight counts and slot grants, last-seen times, demand
+// signals and the scaler's leader lease.
+//
+// The balancer owns this package (it is the hot consumer); the scaler imports
+// it. Store has two implementations: Redis (the cluster, see redis.go) and
+// Memory (one process, the default without REDIS_URL, and unit tests). Key
+// names live in keys.go and nowhere else.
+package state
+
+import (
+	"context"
+	"time"
+)
+
+// Status is a backend's life-cycle state in the registry.
+type Status string
+
+// Backend states, as the scaler writes them.
+const (
+	// Starting: the container exists but has not passed its health check;
+	// balancers do not route to it, the scaler counts it as capacity on the way.
+	Starting Status = "starting"
+	// Ready: balancers route to it.
+	Ready Status = "ready"
+	// Draining: balancers stop picking it at their next sync; the scaler stops
+	// it once its cluster-wide in-flight reaches zero.
+	Draining Status = "draining"
+)
+
+// DefaultEpoch is the default SyncRequest.Epoch.
+const DefaultEpoch = 250 * time.Millisecond
+
+// Backend is one registry entry.
+type Backend struct {
+	ID     string    `json:"id"`
+	Addr   string    `json:"addr"`
+	State  Status    `json:"state"`
+	Since  time.Time `json:"since"`
+	Weight int       `json:"weight,omitempty"`
+}
+
+// SlotUse is what a balancer reports about one backend at a sync.
+type SlotUse struct {
+	// ID of the backend.
+	ID string
+	// Local is the balancer's exact in-flight count on it.
+	Local int64
+	// Floor is the most slots the balancer may use while the sync is under
+	// way; the store never grants less, so a grant never drops below what
+	// the balancer could already have in flight.
+	Floor int64
+	// Limit is the backend's cluster-wide MAX_INFLIGHT (lower in slow start).
+	Limit int64
+	// LastSeen is when this balancer last sent it a request (zero: never).
+	LastSeen time.Time
+}
+
+// SyncRequest is one balancer's heartbeat.
+type SyncRequest struct {
+	// Balancer is this balancer's unique id.
+	Balancer string
+	// Queued is how many requests wait in this balancer's queue; it is the
+	// demand signal and weighs the slot division.
+	Queued int64
+	// Weight is this balancer's demand for the slot division (in flight
+	// plus queued, smoothed by the caller so that noise does not shuffle
+	// slots between balancers every sync). Zero: the instantaneous count.
+	Weight float64
+	// Epoch is how long one division of fractional slots stands before
+	// the sampling offset moves (DefaultEpoch when zero); see sync.lua.
+	Epoch time.Duration
+	// Slots, one per backend this balancer knows.
+	Slots []SlotUse
+	// TTL after which this balancer's counts and grants vanish if it does
+	// not sync again.
+	TTL time.Duration
+}
+
+// SyncResult is the cluster's answer to a heartbeat; slices align with
+// SyncRequest.Slots.
+type SyncResult struct {
+	// Grants: slots this balancer may now use on each backend. Across live
+	// balancers the grants on a backend never sum past its Limit.
+	Grants []int64
+	// Targets: this balancer's fair share of each backend's slots by demand.
+	// A grant above its target is lent: before the next sync the balancer
+	// shrinks its grant toward the target (never below its in-flight), and
+	// reports the result as that backend's Floor.
+	Targets []int64
+	// Remote: the other live balancers' in-flight sum on each backend.
+	Remote []int64
+	// LastSeen: the latest request time to each backend across the cluster.
+	LastSeen []time.Time
+	// Registry is the scaler's registry; HasRegistry is false when no
+	// scaler has written one (static BACKENDS then rule).
+	Registry    []Backend
+	HasRegistry bool
+	// Balancers is the number of live balancers, this one included.
+	Balancers int
+}
+
+// ClusterLoad is the cluster-wide picture the scaler decides from.
+type ClusterLoad struct {
+	// Inflight is the sum over live balancers per backend id.
+	Inflight map[string]int64
+	// LastSeen is the latest request time per backend id.
+	LastSeen map[string]time.Time
+	// Queued is the sum of live balancers' queue depths.
+	Queued int64
+	// Balancers is the number of live balancers.
+	Balancers int
+}
+
+// Registry is the scaler-written list of backends.
+type Registry interface {
+	// Backends returns every registry entry, sorted by ID.
+	Backends(ctx context.Context) ([]Backend, error)
+	// PutBackend adds or replaces an entry.
+	PutBackend(ctx context.Context, b Backend) error
+	// RemoveBackend deletes an entry and its last-seen time.
+	RemoveBackend(ctx context.Context, id string) error
+}
+
+// Store is everything lbscale shares between processes.
+type Store interface {
+	Registry
+	// Sync publishes a balancer's counts and returns its grants and the
+	// cluster picture, in one round trip. It is called from the balancer's
+	// sync loop, never on the request path.
+	Sync(ctx context.Context, req SyncRequest) (SyncResult, error)
+	// ClusterLoad sums the live balancers' counts for the scaler.
+	ClusterLoad(ctx context.Context) (ClusterLoad, error)
+	// PublishDemand tells scalers that balancer has queued requests waiting.
+	PublishDemand(ctx context.Context, balancer string, queued int64) error
+	// Demand delivers demand signals until ctx ends. Signals may be lost;
+	// the scaler also polls ClusterLoad.
+	Demand(ctx context.Context) <-chan int64
+	// AcquireLease takes or renews the leader lease for holder; it reports
+	// whether holder leads for the next ttl.
+	AcquireLease(ctx context.Context, holder string, ttl time.Duration) (bool, error)
+	// Leave removes a balancer's counts and grants at once (clean shutdown),
+	// instead of letting them expire with its TTL.
+	Leave(ctx context.Context, balancer string) error
+	// ReleaseLease gives the lease up if holder has it.
+	ReleaseLease(ctx context.Context, holder string) error
+	// Close releases connections.
+	Close() error
+}

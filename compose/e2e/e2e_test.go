@@ -1,0 +1,237 @@
+// Package e2e tests the whole cluster as users run it: scripts/up, requests
+// through both published balancers, the scaler's containers on the real
+// Docker engine, scripts/down. The tests skip without a Docker engine unless
+// REQUIRE_DOCKER is set, and run one at a time (the cluster's ports are fixed).
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"lbscale/balancer/proctest"
+)
+
+const (
+	proxyA, proxyB = "http://127.0.0.1:8081", "http://127.0.0.1:8082"
+	adminA, adminB = "http://127.0.0.1:9091", "http://127.0.0.1:9092"
+)
+
+func needDocker(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("compose end-to-end test skipped in -short mode")
+	}
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		if os.Getenv("REQUIRE_DOCKER") != "" {
+			t.Fatalf("REQUIRE_DOCKER is set but the Docker engine does not answer: %v", err)
+		}
+		t.Skip("no Docker engine; set REQUIRE_DOCKER=1 to fail instead")
+	}
+}
+
+// script runs scripts/<name> from the repository root with env added.
+func script(t *testing.T, name string, env ...string) string {
+	t.Helper()
+	cmd := exec.Command("bash", filepath.Join("scripts", name))
+	cmd.Dir = proctest.Root(t)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("scripts/%s: %v\n%s", name, err, out)
+	}
+	return string(out)
+}
+
+// up brings the cluster up and registers scripts/down (and a check that
+// nothing is left) for cleanup.
+func up(t *testing.T, env ...string) time.Duration {
+	t.Helper()
+	env = append(env, "POOL=web")
+	start := time.Now()
+	t.Cleanup(func() {
+		script(t, "down", env...)
+		assertNothingLeft(t)
+	})
+	out := script(t, "up", env...)
+	took := time.Since(start)
+	t.Logf("scripts/up took %v:\n%s", took.Round(100*time.Millisecond), lastLines(out, 8))
+	return took
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("docker", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func assertNothingLeft(t *testing.T) {
+	t.Helper()
+	for _, f := range []string{"label=lbscale.pool=web", "label=lbscale.project=lbscale"} {
+		if ids := docker(t, "ps", "-aq", "--filter", f); ids != "" {
+			t.Errorf("containers left behind with %s: %s", f, ids)
+		}
+	}
+	if nets := docker(t, "network", "ls", "-q", "--filter", "name=^lbscale$"); nets != "" {
+		t.Errorf("network lbscale left behind: %s", nets)
+	}
+	if vols := docker(t, "volume", "ls", "-q", "--filter", "label=com.docker.compose.project=lbscale"); vols != "" {
+		t.Errorf("volumes left behind: %s", vols)
+	}
+}
+
+type backend struct {
+	ID    string `json:"id"`
+	Addr  string `json:"addr"`
+	State string `json:"state"`
+}
+
+type status struct {
+	Replicas int       `json:"replicas"`
+	Backends []backend `json:"backends"`
+}
+
+func getStatus(t *testing.T, admin string) status {
+	t.Helper()
+	res, err := http.Get(admin + "/status")
+	if err != nil {
+		t.Fatalf("GET %s/status: %v", admin, err)
+	}
+	defer res.Body.Close()
+	var s status
+	if err := json.NewDecoder(res.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func readyIDs(s status) []string {
+	var ids []string
+	for _, b := range s.Backends {
+		if b.State == "ready" {
+			ids = append(ids, b.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// waitFor polls cond every 200 ms until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < d {
+		if cond() {
+			return time.Since(start)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %v", what, d)
+	return 0
+}
+
+func hit(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 60 * time.Second}
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.StatusCode, res.Header.Get("X-Server-Id")
+}
+
+// TestComposeCluster: MIN_REPLICAS=3 brings three web servers; requests
+// through both balancers reach every one; both balancers see the same
+// registry; a container killed from outside is replaced within 10 s.
+func TestComposeCluster(t *testing.T) {
+	needDocker(t)
+	up(t, "MIN_REPLICAS=3", "MAX_REPLICAS=5", "LB_POLICY=round-robin")
+	waitFor(t, 30*time.Second, "3 replicas on both balancers", func() bool {
+		return getStatus(t, adminA).Replicas == 3 && getStatus(t, adminB).Replicas == 3
+	})
+	a, b := readyIDs(getStatus(t, adminA)), readyIDs(getStatus(t, adminB))
+	if !slices.Equal(a, b) {
+		t.Fatalf("balancers disagree on the registry: A %v, B %v", a, b)
+	}
+	servers := map[string]int{}
+	for i := range 30 {
+		for _, p := range []string{proxyA, proxyB} {
+			code, id := hit(t, p+"/")
+			if code != http.StatusOK || id == "" {
+				t.Fatalf("request %d via %s: status %d, server %q", i, p, code, id)
+			}
+			servers[id]++
+		}
+	}
+	if len(servers) != 3 {
+		t.Fatalf("want all 3 web servers to answer, got %v", servers)
+	}
+	t.Logf("60 requests through both balancers reached %v", servers)
+
+	// docker kill one of the scaler's containers: it leaves the registry and
+	// a replacement brings the count back to 3.
+	victim := a[0]
+	docker(t, "kill", victim)
+	start := time.Now()
+	waitFor(t, 10*time.Second, "killed container leaves the registry", func() bool {
+		return !slices.Contains(readyIDs(getStatus(t, adminA)), victim)
+	})
+	took := waitFor(t, 20*time.Second, "a replacement brings the registry back to 3", func() bool {
+		ids := readyIDs(getStatus(t, adminA))
+		return len(ids) == 3 && !slices.Contains(ids, victim)
+	})
+	t.Logf("killed %s; registry back at 3 after %v", victim, (time.Since(start)).Round(100*time.Millisecond))
+	if took > 10*time.Second {
+		t.Errorf("replacement took %v, want within 10 s", took)
+	}
+	if code, _ := hit(t, proxyA+"/"); code != http.StatusOK {
+		t.Fatalf("after replacement: %d", code)
+	}
+}
+
+// TestScaleFromZero: with MIN_REPLICAS=0 an idle pool drains to no
+// container at all; the next request waits in the queue while a container
+// starts, and is served.
+func TestScaleFromZero(t *testing.T) {
+	needDocker(t)
+	up(t, "MIN_REPLICAS=0", "MAX_REPLICAS=2", "IDLE_TIMEOUT=3s", "SCALE_DOWN_INTERVAL=1s")
+	waitFor(t, 60*time.Second, "the idle pool scales down to zero", func() bool {
+		return getStatus(t, adminA).Replicas == 0 && getStatus(t, adminB).Replicas == 0 &&
+			docker(t, "ps", "-q", "--filter", "label=lbscale.pool=web") == ""
+	})
+	start := time.Now()
+	code, id := hit(t, proxyB+"/")
+	took := time.Since(start)
+	if code != http.StatusOK || id == "" {
+		t.Fatalf("first request from zero: status %d, server %q", code, id)
+	}
+	t.Logf("first request from zero containers served by %s after %v", id, took.Round(time.Millisecond))
+	for _, p := range []string{proxyA, proxyB} {
+		if code, _ := hit(t, p+"/"); code != http.StatusOK {
+			t.Fatalf("next request via %s: %d", p, code)
+		}
+	}
+}
+
+func TestMain(m *testing.M) {
+	fmt.Fprintln(os.Stderr, "compose e2e: the tests bring the cluster up on 127.0.0.1:8081/8082 one at a time")
+	os.Exit(m.Run())
+}

@@ -1,0 +1,263 @@
+// Package config is the scaler's configuration: every environment variable
+// the scaler reads is named here and nowhere else, and every value is checked
+// once, at start-up, so that a bad compose file stops the scaler with a
+// message naming the variable instead of misbehaving under load.
+package config
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"lbscale/balancer/envconf"
+)
+
+// Environment variable names (the design's contract; do not rename).
+const (
+	EnvRedisURL          = "REDIS_URL"
+	EnvPool              = "POOL"
+	EnvMinReplicas       = "MIN_REPLICAS"
+	EnvMaxReplicas       = "MAX_REPLICAS"
+	EnvMaxInflight       = "MAX_INFLIGHT"
+	EnvTargetInflight    = "TARGET_INFLIGHT"
+	EnvScaleUpCooldown   = "SCALE_UP_COOLDOWN"
+	EnvIdleTimeout       = "IDLE_TIMEOUT"
+	EnvScaleDownInterval = "SCALE_DOWN_INTERVAL"
+	EnvDrainTimeout      = "DRAIN_TIMEOUT"
+	EnvDrainSettle       = "DRAIN_SETTLE"
+	EnvStopGrace         = "STOP_GRACE"
+	EnvCPULimit          = "CPU_LIMIT"
+	EnvMemoryLimit       = "MEMORY_LIMIT"
+	EnvWebImage          = "WEB_IMAGE"
+	EnvWebEnv            = "WEB_ENV"
+	EnvWebPort           = "WEB_PORT"
+	EnvNetwork           = "NETWORK"
+	EnvDriver            = "SCALER_DRIVER"
+	EnvHealthTimeout     = "HEALTH_TIMEOUT"
+	EnvLeaseTTL          = "LEASE_TTL"
+	EnvReconcileInterval = "RECONCILE_INTERVAL"
+	EnvPollInterval      = "POLL_INTERVAL"
+	EnvAdminAddr         = "ADMIN_ADDR"
+	EnvScalerID          = "SCALER_ID"
+	EnvLogLevel          = "LOG_LEVEL"
+	// EnvWebListenAddr is not read by the scaler: it is the web server's
+	// variable, which the scaler sets in every container it starts so that
+	// the server listens on WEB_PORT.
+	EnvWebListenAddr = "LISTEN_ADDR"
+)
+
+// Driver names for SCALER_DRIVER.
+const (
+	DriverDocker = "docker"
+	DriverSwarm  = "swarm"
+)
+
+// DefaultTargetInflight is the per-container concurrency target when neither
+// TARGET_INFLIGHT nor MAX_INFLIGHT is set; it matches the balancer's default
+// MAX_INFLIGHT so that "saturated" and "needs another container" agree.
+const DefaultTargetInflight = 4
+
+// Config is everything the scaler is tuned by. Durations are Go durations.
+type Config struct {
+	// RedisURL is the shared state; required, since a scaler without shared
+	// state could neither tell balancers about backends nor see their load.
+	RedisURL string
+	// Pool names the set of containers this scaler owns: it touches only
+	// containers labelled lbscale.pool=<Pool>, and its Redis keys carry it.
+	Pool string
+	// MinReplicas and MaxReplicas bound the replica count at all times;
+	// MinReplicas may be 0 (scale from zero on the first queued request).
+	MinReplicas, MaxReplicas int
+	// TargetInflight is the concurrency one container should carry; desired
+	// replicas = ceil((in-flight + queued) / TargetInflight).
+	TargetInflight int
+	// ScaleUpCooldown is the least time between two scale-up decisions, so
+	// that a burst measured twice does not start containers twice.
+	ScaleUpCooldown time.Duration
+	// IdleTimeout: a container with no request for this long, and nothing in
+	// flight, may be scaled down.
+	IdleTimeout time.Duration
+	// ScaleDownSpec is the robfig/cron spec of the scale-down job.
+	ScaleDownSpec string
+	// DrainTimeout is the longest a draining container is waited for before
+	// it is stopped anyway.
+	DrainTimeout time.Duration
+	// DrainSettle is the least time a container stays draining before it is
+	// stopped, so that every balancer has synced and stopped picking it even
+	// when in-flight already reads 0.
+	DrainSettle time.Duration
+	// StopGrace is how long a stopped container gets between SIGTERM and
+	// SIGKILL to finish its in-flight requests.
+	StopGrace time.Duration
+	// NanoCPUs and MemoryBytes limit each web container (0: no limit).
+	NanoCPUs    int64
+	MemoryBytes int64
+	// WebImage, WebEnv and WebPort describe the web-server containers.
+	WebImage string
+	WebEnv   []string
+	WebPort  int
+	// Network is the Docker network containers join; their address there is
+	// what balancers dial.
+	Network string
+	// Driver is the orchestration back end (only "docker" today).
+	Driver string
+	// HealthTimeout bounds create → healthy; a container slower than this is
+	// removed and counted as a failed start.
+	HealthTimeout time.Duration
+	// LeaseTTL is the leader lease; a dead leader is replaced within it.
+	LeaseTTL time.Duration
+	// ReconcileInterval is the period of the full Docker ↔ registry repair
+	// (Docker events trigger one at once as well).
+	ReconcileInterval time.Duration
+	// PollInterval is how often the leader reads the cluster load, so that a
+	// lost demand message only delays a scale-up by this much.
+	PollInterval time.Duration
+	// AdminAddr serves /healthz, /status and /metrics.
+	AdminAddr string
+	// ID identifies this scaler in the lease; unique per process.
+	ID string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+}
+
+// poolName keeps POOL usable inside container names, label values and Redis
+// hash tags.
+var poolName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,39}$`)
+
+// Load reads and validates the configuration; the error names every bad
+// variable. main passes os.LookupEnv and calls envconf.Exit on error.
+func Load(lookup func(string) (string, bool)) (Config, error) {
+	r := envconf.New(lookup)
+	var c Config
+
+	c.RedisURL = r.URL(EnvRedisURL, "", "redis", "rediss")
+	if c.RedisURL == "" {
+		r.Fail(EnvRedisURL, "is required (e.g. redis://redis:6379/0): the scaler publishes the registry and reads the load there")
+	}
+	c.Pool = r.String(EnvPool, "web")
+	if !poolName.MatchString(c.Pool) {
+		r.Fail(EnvPool, "%q must be 1-40 characters of a-z 0-9 _ . - starting with a letter or digit", c.Pool)
+	}
+	c.MinReplicas = r.Int(EnvMinReplicas, 1, 0, 1000)
+	c.MaxReplicas = r.Int(EnvMaxReplicas, 10, 1, 1000)
+	if c.MaxReplicas < c.MinReplicas {
+		r.Fail(EnvMaxReplicas, "%d is below MIN_REPLICAS=%d", c.MaxReplicas, c.MinReplicas)
+	}
+	maxInflight := r.Int(EnvMaxInflight, DefaultTargetInflight, 1, 1_000_000)
+	c.TargetInflight = r.Int(EnvTargetInflight, maxInflight, 1, 1_000_000)
+	c.ScaleUpCooldown = r.Duration(EnvScaleUpCooldown, time.Second, 0, time.Hour)
+	c.IdleTimeout = r.Duration(EnvIdleTimeout, 60*time.Second, 100*time.Millisecond, 7*24*time.Hour)
+	c.ScaleDownSpec = scheduleSpec(r, EnvScaleDownInterval, "@every 10s")
+	c.DrainTimeout = r.Duration(EnvDrainTimeout, 30*time.Second, 0, time.Hour)
+	c.DrainSettle = r.Duration(EnvDrainSettle, time.Second, 0, 10*time.Minute)
+	c.StopGrace = r.Duration(EnvStopGrace, 10*time.Second, 0, 10*time.Minute)
+	cpu := r.Float(EnvCPULimit, 0, 0, 1024)
+	c.NanoCPUs = int64(cpu * 1e9)
+	c.MemoryBytes = memory(r, EnvMemoryLimit)
+	c.WebImage = r.String(EnvWebImage, "lbscale/webserver:local")
+	c.WebPort = r.Int(EnvWebPort, 8080, 1, 65535)
+	c.WebEnv = webEnv(r, EnvWebEnv, c.WebPort)
+	c.Network = r.String(EnvNetwork, "bridge")
+	c.Driver = r.OneOf(EnvDriver, DriverDocker, DriverDocker, DriverSwarm)
+	if c.Driver == DriverSwarm {
+		r.Fail(EnvDriver, "%q is not implemented yet; use %q", DriverSwarm, DriverDocker)
+	}
+	c.HealthTimeout = r.Duration(EnvHealthTimeout, 30*time.Second, 100*time.Millisecond, 10*time.Minute)
+	c.LeaseTTL = r.Duration(EnvLeaseTTL, 5*time.Second, 300*time.Millisecond, 10*time.Minute)
+	c.ReconcileInterval = r.Duration(EnvReconcileInterval, 2*time.Second, 50*time.Millisecond, time.Hour)
+	c.PollInterval = r.Duration(EnvPollInterval, 250*time.Millisecond, 10*time.Millisecond, time.Minute)
+	c.AdminAddr = r.Addr(EnvAdminAddr, ":9090")
+	c.ID = r.String(EnvScalerID, defaultID())
+	c.LogLevel = r.OneOf(EnvLogLevel, "info", "debug", "info", "warn", "error")
+	return c, r.Err()
+}
+
+// defaultID is hostname-pid: unique per process on one host, and readable in
+// the lease key when someone asks "which scaler leads?".
+func defaultID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "scaler"
+	}
+	return h + "-" + strconv.Itoa(os.Getpid())
+}
+
+// scheduleSpec accepts a cron spec ("*/10 * * * *", "@every 10s") or a bare
+// Go duration ("10s", meaning @every 10s).
+func scheduleSpec(r *envconf.Reader, name, def string) string {
+	v := r.String(name, def)
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < time.Second {
+			// robfig/cron's @every has a resolution of one second.
+			r.Fail(name, "%q is shorter than 1s", v)
+			return def
+		}
+		v = "@every " + d.String()
+	}
+	if _, err := cron.ParseStandard(v); err != nil {
+		r.Fail(name, "%q is neither a Go duration nor a cron spec (e.g. @every 10s, */1 * * * *): %v", v, err)
+		return def
+	}
+	return v
+}
+
+// memory parses Docker-style sizes: 134217728, 512k, 128m, 1g (binary
+// units, as docker run --memory). Docker refuses limits below 6 MiB.
+func memory(r *envconf.Reader, name string) int64 {
+	v := strings.ToLower(r.String(name, ""))
+	if v == "" || v == "0" {
+		return 0
+	}
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(v, "k"), strings.HasSuffix(v, "kb"):
+		mult = 1 << 10
+	case strings.HasSuffix(v, "m"), strings.HasSuffix(v, "mb"):
+		mult = 1 << 20
+	case strings.HasSuffix(v, "g"), strings.HasSuffix(v, "gb"):
+		mult = 1 << 30
+	case strings.HasSuffix(v, "b"):
+	}
+	num := strings.TrimRight(v, "kmgb")
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		r.Fail(name, "%q is not a size like 128m, 1g or a byte count", v)
+		return 0
+	}
+	if n*mult < 6<<20 {
+		r.Fail(name, "%q is below Docker's minimum of 6m", v)
+		return 0
+	}
+	return n * mult
+}
+
+// envKey is a portable environment variable name.
+var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// webEnv parses WEB_ENV (KEY=VALUE,KEY=VALUE) and adds LISTEN_ADDR=:port
+// unless the list sets it, so that the server listens where the scaler
+// health-checks and balancers dial.
+func webEnv(r *envconf.Reader, name string, port int) []string {
+	var out []string
+	listen := false
+	for _, kv := range r.List(name) {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || !envKey.MatchString(k) {
+			r.Fail(name, "%q is not KEY=VALUE", kv)
+			continue
+		}
+		if k == EnvWebListenAddr {
+			listen = true
+		}
+		out = append(out, kv)
+	}
+	if !listen {
+		out = append(out, fmt.Sprintf("%s=:%d", EnvWebListenAddr, port))
+	}
+	return out
+}

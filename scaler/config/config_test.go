@@ -1,0 +1,103 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"lbscale/balancer/envconf"
+)
+
+func load(t *testing.T, env map[string]string) (Config, error) {
+	t.Helper()
+	if _, ok := env[EnvRedisURL]; !ok {
+		env[EnvRedisURL] = "redis://127.0.0.1:6379/0"
+	}
+	return Load(envconf.FromMap(env))
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := load(t, map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pool != "web" || c.MinReplicas != 1 || c.MaxReplicas != 10 || c.TargetInflight != 4 ||
+		c.ScaleUpCooldown != time.Second || c.IdleTimeout != time.Minute || c.ScaleDownSpec != "@every 10s" ||
+		c.DrainTimeout != 30*time.Second || c.NanoCPUs != 0 || c.MemoryBytes != 0 ||
+		c.WebImage != "lbscale/webserver:local" || c.WebPort != 8080 || c.Network != "bridge" ||
+		c.Driver != DriverDocker || c.HealthTimeout != 30*time.Second || c.LeaseTTL != 5*time.Second ||
+		c.ReconcileInterval != 2*time.Second || c.AdminAddr != ":9090" || c.ID == "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if len(c.WebEnv) != 1 || c.WebEnv[0] != "LISTEN_ADDR=:8080" {
+		t.Fatalf("WebEnv = %v, want the listen address added", c.WebEnv)
+	}
+}
+
+func TestValues(t *testing.T) {
+	c, err := load(t, map[string]string{
+		EnvMinReplicas: "0", EnvMaxReplicas: "3", EnvMaxInflight: "7",
+		EnvCPULimit: "0.5", EnvMemoryLimit: "128m", EnvScaleDownInterval: "1s",
+		EnvWebEnv: "CAPACITY=2, SLEEP_MS=300", EnvWebPort: "9000",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MinReplicas != 0 || c.MaxReplicas != 3 {
+		t.Errorf("min/max = %d/%d", c.MinReplicas, c.MaxReplicas)
+	}
+	if c.TargetInflight != 7 {
+		t.Errorf("TargetInflight = %d, want MAX_INFLIGHT's 7 when TARGET_INFLIGHT is unset", c.TargetInflight)
+	}
+	if c.NanoCPUs != 500_000_000 || c.MemoryBytes != 128<<20 {
+		t.Errorf("limits = %d cpu, %d bytes", c.NanoCPUs, c.MemoryBytes)
+	}
+	if c.ScaleDownSpec != "@every 1s" {
+		t.Errorf("bare duration spec = %q, want @every 1s", c.ScaleDownSpec)
+	}
+	if strings.Join(c.WebEnv, " ") != "CAPACITY=2 SLEEP_MS=300 LISTEN_ADDR=:9000" {
+		t.Errorf("WebEnv = %v", c.WebEnv)
+	}
+	c, err = load(t, map[string]string{EnvTargetInflight: "3", EnvMaxInflight: "7", EnvWebEnv: "LISTEN_ADDR=:1234", EnvScaleDownInterval: "*/2 * * * *", EnvMemoryLimit: "1g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TargetInflight != 3 || strings.Join(c.WebEnv, " ") != "LISTEN_ADDR=:1234" || c.ScaleDownSpec != "*/2 * * * *" || c.MemoryBytes != 1<<30 {
+		t.Errorf("got %+v", c)
+	}
+}
+
+func TestInvalidNamesTheVariable(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{EnvRedisURL: ""}, EnvRedisURL},
+		{map[string]string{EnvRedisURL: "http://x:1"}, EnvRedisURL},
+		{map[string]string{EnvPool: "Has Space"}, EnvPool},
+		{map[string]string{EnvMinReplicas: "-1"}, EnvMinReplicas},
+		{map[string]string{EnvMinReplicas: "5", EnvMaxReplicas: "4"}, EnvMaxReplicas},
+		{map[string]string{EnvMaxReplicas: "0"}, EnvMaxReplicas},
+		{map[string]string{EnvTargetInflight: "0"}, EnvTargetInflight},
+		{map[string]string{EnvScaleUpCooldown: "soon"}, EnvScaleUpCooldown},
+		{map[string]string{EnvIdleTimeout: "0s"}, EnvIdleTimeout},
+		{map[string]string{EnvScaleDownInterval: "every ten"}, EnvScaleDownInterval},
+		{map[string]string{EnvScaleDownInterval: "1ms"}, EnvScaleDownInterval},
+		{map[string]string{EnvCPULimit: "-1"}, EnvCPULimit},
+		{map[string]string{EnvMemoryLimit: "lots"}, EnvMemoryLimit},
+		{map[string]string{EnvMemoryLimit: "1m"}, EnvMemoryLimit},
+		{map[string]string{EnvWebEnv: "=x"}, EnvWebEnv},
+		{map[string]string{EnvWebPort: "70000"}, EnvWebPort},
+		{map[string]string{EnvDriver: "swarm"}, "not implemented yet"},
+		{map[string]string{EnvDriver: "k8s"}, EnvDriver},
+		{map[string]string{EnvLeaseTTL: "1ms"}, EnvLeaseTTL},
+		{map[string]string{EnvAdminAddr: "nope"}, EnvAdminAddr},
+		{map[string]string{EnvLogLevel: "loud"}, EnvLogLevel},
+	}
+	for _, tt := range tests {
+		_, err := load(t, tt.env)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("env %v: error %v, want one naming %s", tt.env, err, tt.want)
+		}
+	}
+}

@@ -1,0 +1,159 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"lbscale/balancer/state"
+)
+
+// Status is the scaler's /status document.
+type Status struct {
+	ID     string `json:"id"`
+	Pool   string `json:"pool"`
+	Leader bool   `json:"leader"`
+	// Desired is the replica count the latest load reading asked for;
+	// Replicas the ready containers; Starting and Draining the others.
+	// These are the leader's view (zero on a follower).
+	Desired  int `json:"desired"`
+	Replicas int `json:"replicas"`
+	Starting int `json:"starting"`
+	Draining int `json:"draining"`
+	// Inflight and Queued are the latest cluster-wide load reading.
+	Inflight int64 `json:"inflight"`
+	Queued   int64 `json:"queued"`
+	// Members are the containers as the leader tracks them.
+	Members []MemberStatus `json:"members"`
+	// Registry is what balancers see (read from the store now).
+	Registry      []state.Backend `json:"registry"`
+	RegistryError string          `json:"registry_error,omitempty"`
+	// Events are the latest scale events, oldest first.
+	Events []Event `json:"events"`
+	// Problems are operations failing right now, with their latest error.
+	Problems map[string]string `json:"problems,omitempty"`
+	Config   StatusConfig      `json:"config"`
+}
+
+// MemberStatus is one container in Status.
+type MemberStatus struct {
+	ID    string    `json:"id"`
+	Addr  string    `json:"addr"`
+	State string    `json:"state"`
+	Since time.Time `json:"since,omitzero"`
+}
+
+// StatusConfig echoes the thresholds in force.
+type StatusConfig struct {
+	MinReplicas     int    `json:"min_replicas"`
+	MaxReplicas     int    `json:"max_replicas"`
+	TargetInflight  int    `json:"target_inflight"`
+	ScaleUpCooldown string `json:"scale_up_cooldown"`
+	IdleTimeout     string `json:"idle_timeout"`
+	ScaleDown       string `json:"scale_down_interval"`
+	DrainTimeout    string `json:"drain_timeout"`
+	Image           string `json:"web_image"`
+	Network         string `json:"network"`
+	Driver          string `json:"driver"`
+}
+
+// Leader reports whether this scaler leads now.
+func (c *Controller) Leader() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leader
+}
+
+// Healthy reports an error when the lease loop has not run for three lease
+// periods (it is stuck); Docker or Redis trouble is not ill health — the
+// scaler waits it out — and shows in /status problems instead.
+func (c *Controller) Healthy() error {
+	last := time.Unix(0, c.alive.Load())
+	if d := c.now().Sub(last); d > 3*c.cfg.LeaseTTL+time.Second {
+		return fmt.Errorf("lease loop silent for %s", d.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// Gatherer is the controller's Prometheus registry.
+func (c *Controller) Gatherer() prometheus.Gatherer { return c.m.reg }
+
+// Status returns the current picture; it reads the registry from the store.
+func (c *Controller) Status(ctx context.Context) Status {
+	s := Status{
+		ID:   c.cfg.ID,
+		Pool: c.cfg.Pool,
+		Config: StatusConfig{
+			MinReplicas:     c.cfg.MinReplicas,
+			MaxReplicas:     c.cfg.MaxReplicas,
+			TargetInflight:  c.cfg.TargetInflight,
+			ScaleUpCooldown: c.cfg.ScaleUpCooldown.String(),
+			IdleTimeout:     c.cfg.IdleTimeout.String(),
+			ScaleDown:       c.cfg.ScaleDownSpec,
+			DrainTimeout:    c.cfg.DrainTimeout.String(),
+			Image:           c.cfg.WebImage,
+			Network:         c.cfg.Network,
+			Driver:          c.cfg.Driver,
+		},
+		Members:  []MemberStatus{},
+		Registry: []state.Backend{},
+	}
+	c.mu.Lock()
+	s.Leader = c.leader
+	if s.Leader {
+		s.Desired, s.Inflight, s.Queued = c.desired, c.inflight, c.queued
+		s.Replicas, s.Starting, s.Draining = c.countsLocked()
+	}
+	for _, m := range c.members {
+		s.Members = append(s.Members, MemberStatus{ID: m.id, Addr: m.addr, State: m.phase.String(), Since: m.since})
+	}
+	for op, p := range c.problems {
+		if s.Problems == nil {
+			s.Problems = map[string]string{}
+		}
+		s.Problems[op] = p.err
+	}
+	c.mu.Unlock()
+	sort.Slice(s.Members, func(i, j int) bool { return s.Members[i].ID < s.Members[j].ID })
+	s.Events = c.events.list()
+	if s.Events == nil {
+		s.Events = []Event{}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if reg, err := c.store.Backends(ctx); err != nil {
+		s.RegistryError = err.Error()
+	} else if reg != nil {
+		s.Registry = reg
+	}
+	return s
+}
+
+// Handler serves the admin endpoints: /healthz, /status (JSON) and
+// /metrics (Prometheus).
+func (c *Controller) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := c.Healthy(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	r.Get("/status", func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(c.Status(req.Context()))
+	})
+	r.Handle("/metrics", promhttp.HandlerFor(c.m.reg, promhttp.HandlerOpts{}))
+	return r
+}

@@ -1,0 +1,122 @@
+package control
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"lbscale/scaler/decide"
+)
+
+// metrics is the scaler's Prometheus output. Each Controller has its own
+// registry, so that tests can run two scalers in one process.
+type metrics struct {
+	reg       *prometheus.Registry
+	coldStart prometheus.Histogram
+	events    *prometheus.CounterVec
+	desired   prometheus.Gauge
+	replicas  *prometheus.GaugeVec
+	leader    prometheus.Gauge
+	failures  *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+}
+
+func newMetrics(pool string) *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pl := prometheus.Labels{"pool": pool}
+	m := &metrics{
+		reg: reg,
+		coldStart: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:        "lbscale_scaler_cold_start_seconds",
+			Help:        "Time from container create to its first healthy /healthz answer.",
+			ConstLabels: pl,
+			Buckets:     []float64{.05, .1, .2, .3, .5, .75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60},
+		}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "lbscale_scaler_scale_events_total",
+			Help:        "Replica changes by direction (up, down) and reason; incremented by the number of containers.",
+			ConstLabels: pl,
+		}, []string{"direction", "reason"}),
+		desired: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name:        "lbscale_scaler_desired_replicas",
+			Help:        "Replicas the current load needs (ceil((in-flight+queued)/TARGET_INFLIGHT) within MIN..MAX).",
+			ConstLabels: pl,
+		}),
+		replicas: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name:        "lbscale_scaler_replicas",
+			Help:        "Containers of the pool by phase (starting, ready, draining) as the leader sees them.",
+			ConstLabels: pl,
+		}, []string{"state"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name:        "lbscale_scaler_leader",
+			Help:        "1 while this scaler holds the lease and acts, else 0.",
+			ConstLabels: pl,
+		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "lbscale_scaler_start_failures_total",
+			Help:        "Containers that failed to start or never became healthy.",
+			ConstLabels: pl,
+		}, []string{"reason"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name:        "lbscale_scaler_errors_total",
+			Help:        "Failed calls to Docker or Redis by operation.",
+			ConstLabels: pl,
+		}, []string{"op"}),
+	}
+	reg.MustRegister(m.coldStart, m.events, m.desired, m.replicas, m.leader, m.failures, m.errors)
+	for _, s := range []string{"starting", "ready", "draining"} {
+		m.replicas.WithLabelValues(s)
+	}
+	for dir, rs := range reasons {
+		for _, r := range rs {
+			m.events.WithLabelValues(dir, string(r))
+		}
+	}
+	return m
+}
+
+// reasons lists every decide.Reason, so the scale-event counter exists with
+// a zero for each before the first event (dashboards then show a flat 0
+// rather than "no data").
+var reasons = map[string][]decide.Reason{
+	"up":   {decide.ReasonMinReplicas, decide.ReasonReplace, decide.ReasonDemand, decide.ReasonFromZero, decide.ReasonReclaim},
+	"down": {decide.ReasonIdle, decide.ReasonAboveMax, decide.ReasonExited, decide.ReasonUnhealthy},
+}
+
+// Event is one scale event in /status.
+type Event struct {
+	Time      time.Time     `json:"time"`
+	Direction string        `json:"direction"`
+	Reason    decide.Reason `json:"reason"`
+	Count     int           `json:"count"`
+	IDs       []string      `json:"ids,omitempty"`
+	// Desired, Inflight and Queued are the figures the decision saw.
+	Desired  int   `json:"desired"`
+	Inflight int64 `json:"inflight"`
+	Queued   int64 `json:"queued"`
+}
+
+// eventLog keeps the last cap events, oldest first.
+type eventLog struct {
+	mu  sync.Mutex
+	cap int
+	evs []Event
+}
+
+func (l *eventLog) add(e Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evs = append(l.evs, e)
+	if over := len(l.evs) - l.cap; over > 0 {
+		l.evs = append(l.evs[:0:0], l.evs[over:]...)
+	}
+}
+
+func (l *eventLog) list() []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Event(nil), l.evs...)
+}

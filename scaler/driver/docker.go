@@ -1,0 +1,273 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+)
+
+// DockerConfig is what a Docker driver needs to know about its pool.
+type DockerConfig struct {
+	// Pool is the value of LabelPool this driver owns.
+	Pool string
+	// Network is the Docker network containers join; Instance.Addr is the
+	// container's IP there (reachable from the host and from containers on
+	// the same network, so balancers may run either way).
+	Network string
+	// Port is the web server's port inside the container.
+	Port int
+	// Creator is recorded in LabelCreator.
+	Creator string
+	// Logger receives event-stream problems; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Docker drives containers on one Docker engine through its API (the
+// DOCKER_HOST socket, with API version negotiation so that a newer client
+// talks to an older engine).
+type Docker struct {
+	cli *client.Client
+	cfg DockerConfig
+	log *slog.Logger
+}
+
+// NewDocker connects to the engine named by the DOCKER_* environment.
+// It does not contact the engine; call Ping to check it is there.
+func NewDocker(cfg DockerConfig) (*Docker, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Docker{cli: cli, cfg: cfg, log: log.With("driver", "docker", "pool", cfg.Pool)}, nil
+}
+
+// Ping checks that the engine answers.
+func (d *Docker) Ping(ctx context.Context) error {
+	if _, err := d.cli.Ping(ctx); err != nil {
+		return fmt.Errorf("ping docker engine: %w", err)
+	}
+	return nil
+}
+
+// Close releases the client's connections.
+func (d *Docker) Close() error { return d.cli.Close() }
+
+func (d *Docker) poolArgs() filters.Args {
+	return filters.NewArgs(filters.Arg("label", PoolFilter(d.cfg.Pool)))
+}
+
+// List returns the pool's containers, running or not.
+func (d *Docker) List(ctx context.Context) ([]Instance, error) {
+	cs, err := d.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: d.poolArgs()})
+	if err != nil {
+		return nil, fmt.Errorf("list containers of pool %s: %w", d.cfg.Pool, err)
+	}
+	out := make([]Instance, 0, len(cs))
+	for _, c := range cs {
+		if c.Labels[LabelPool] != d.cfg.Pool { // the engine filtered; belt and braces
+			continue
+		}
+		inst := Instance{
+			ContainerID: c.ID,
+			State:       string(c.State),
+			Created:     time.Unix(c.Created, 0),
+		}
+		if len(c.Names) > 0 {
+			inst.ID = strings.TrimPrefix(c.Names[0], "/")
+		} else {
+			inst.ID = c.ID
+		}
+		if inst.Running() && c.NetworkSettings != nil {
+			if ep := c.NetworkSettings.Networks[d.cfg.Network]; ep != nil && ep.IPAddress != "" {
+				inst.Addr = d.addr(ep.IPAddress)
+			}
+		}
+		out = append(out, inst)
+	}
+	return out, nil
+}
+
+func (d *Docker) addr(ip string) string {
+	return net.JoinHostPort(ip, strconv.Itoa(d.cfg.Port))
+}
+
+// hostname is the container's name cut to the 63 characters a hostname
+// may have.
+func hostname(name string) string {
+	if len(name) > 63 {
+		return name[:63]
+	}
+	return name
+}
+
+// Start creates the container on the pool's network with the pool's labels
+// and the spec's limits, starts it, and returns its address.
+func (d *Docker) Start(ctx context.Context, spec Spec) (Instance, error) {
+	cfg := &container.Config{
+		Image:    spec.Image,
+		Env:      spec.Env,
+		Hostname: hostname(spec.Name),
+		Labels: map[string]string{
+			LabelPool:    d.cfg.Pool,
+			LabelRole:    RoleWeb,
+			LabelCreator: d.cfg.Creator,
+		},
+	}
+	hc := &container.HostConfig{
+		NetworkMode: container.NetworkMode(d.cfg.Network),
+		Resources: container.Resources{
+			NanoCPUs: spec.NanoCPUs,
+			Memory:   spec.MemoryBytes,
+		},
+		// The web server needs no privilege: drop them all, so that a
+		// container started on demand is as boxed in as one can be.
+		CapDrop:     []string{"ALL"},
+		SecurityOpt: []string{"no-new-privileges"},
+	}
+	nc := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{d.cfg.Network: {}}}
+	created, err := d.cli.ContainerCreate(ctx, cfg, hc, nc, nil, spec.Name)
+	if err != nil {
+		return Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
+	}
+	inst := Instance{ID: spec.Name, ContainerID: created.ID, State: StateCreated, Created: time.Now()}
+	if err := d.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		d.discard(created.ID)
+		return Instance{}, fmt.Errorf("start container %s: %w", spec.Name, err)
+	}
+	info, err := d.cli.ContainerInspect(ctx, created.ID)
+	if err != nil {
+		d.discard(created.ID)
+		return Instance{}, fmt.Errorf("inspect container %s: %w", spec.Name, err)
+	}
+	if t, err := time.Parse(time.RFC3339Nano, info.Created); err == nil {
+		inst.Created = t
+	}
+	if info.State != nil {
+		inst.State = string(info.State.Status)
+	}
+	var ep *network.EndpointSettings
+	if info.NetworkSettings != nil {
+		ep = info.NetworkSettings.Networks[d.cfg.Network]
+	}
+	if ep == nil || ep.IPAddress == "" {
+		d.discard(created.ID)
+		return Instance{}, fmt.Errorf("container %s has no address on network %s", spec.Name, d.cfg.Network)
+	}
+	inst.Addr = d.addr(ep.IPAddress)
+	return inst, nil
+}
+
+// discard removes a container that failed half-way through Start. It uses
+// its own context: the caller's may be the reason Start failed.
+func (d *Docker) discard(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		d.log.Warn("remove failed container", "container", id, "err", err)
+	}
+}
+
+// Stop stops (grace rounded up to whole seconds, the engine's unit) and
+// removes a container of the pool.
+func (d *Docker) Stop(ctx context.Context, id string, grace time.Duration) error {
+	info, err := d.cli.ContainerInspect(ctx, id)
+	if cerrdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("inspect container %s: %w", id, err)
+	}
+	if info.Config == nil || info.Config.Labels[LabelPool] != d.cfg.Pool {
+		return fmt.Errorf("stop container %s: %w (%s=%q)", id, ErrNotInPool, LabelPool, d.cfg.Pool)
+	}
+	secs := int(math.Ceil(grace.Seconds()))
+	if err := d.cli.ContainerStop(ctx, info.ID, container.StopOptions{Timeout: &secs}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("stop container %s: %w", id, err)
+	}
+	err = d.cli.ContainerRemove(ctx, info.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && !cerrdefs.IsNotFound(err) && !removalInProgress(err) {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	return nil
+}
+
+// removalInProgress: another remove of the same container (a reconcile
+// racing a drain) already runs; the container goes either way.
+func removalInProgress(err error) bool {
+	return cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "in progress")
+}
+
+// watchedActions are the container events after which the pool may differ
+// from the registry.
+var watchedActions = map[events.Action]bool{
+	events.ActionStart:   true,
+	events.ActionDie:     true,
+	events.ActionDestroy: true,
+	events.ActionOOM:     true,
+	events.ActionPause:   true,
+	events.ActionUnPause: true,
+}
+
+// Watch follows the engine's event stream for the pool's containers. The
+// stream is re-opened after an error with capped exponential back-off, and
+// a nudge follows every re-open, since events may have been missed.
+func (d *Docker) Watch(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	nudge := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	go func() {
+		args := d.poolArgs()
+		args.Add("type", string(events.ContainerEventType))
+		delay := 100 * time.Millisecond
+		for ctx.Err() == nil {
+			msgs, errs := d.cli.Events(ctx, events.ListOptions{Filters: args})
+			opened := time.Now()
+			nudge()
+		read:
+			for {
+				select {
+				case m := <-msgs:
+					if watchedActions[m.Action] {
+						nudge()
+					}
+				case err := <-errs:
+					if ctx.Err() != nil {
+						return
+					}
+					d.log.Warn("docker event stream broke; reopening", "err", err, "after", delay.String())
+					break read
+				}
+			}
+			if time.Since(opened) > time.Minute {
+				delay = 100 * time.Millisecond
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 10*time.Second)
+		}
+	}()
+	return out
+}

@@ -1,0 +1,21 @@
+package driver
+
+// Docker label names: every label the scaler sets or filters on is defined
+// here and nowhere else.
+const (
+	// LabelPool marks a container as a member of a pool. It is the scaler's
+	// only licence to touch a container: List filters on it and Stop refuses
+	// a container whose value differs.
+	LabelPool = "lbscale.pool"
+	// LabelRole says what the container is ("web"), for people running
+	// docker ps.
+	LabelRole = "lbscale.role"
+	// LabelCreator is the SCALER_ID of the scaler that created it.
+	LabelCreator = "lbscale.created-by"
+)
+
+// RoleWeb is the LabelRole value of web-server containers.
+const RoleWeb = "web"
+
+// PoolFilter is the Docker filter value selecting pool's containers.
+func PoolFilter(pool string) string { return LabelPool + "=" + pool }

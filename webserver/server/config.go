@@ -1,0 +1,76 @@
+package server
+
+import (
+	"os"
+	"time"
+
+	"lbscale/balancer/envconf"
+)
+
+// Environment variable names the web server reads (the design's contract;
+// do not rename).
+const (
+	EnvListenAddr      = "LISTEN_ADDR"
+	EnvWorkMS          = "WORK_MS"
+	EnvSleepMS         = "SLEEP_MS"
+	EnvCapacity        = "CAPACITY"
+	EnvServerID        = "SERVER_ID"
+	EnvShutdownTimeout = "SHUTDOWN_TIMEOUT"
+	EnvLogLevel        = "LOG_LEVEL"
+)
+
+// DefaultListenAddr is where the server listens when LISTEN_ADDR is unset.
+const DefaultListenAddr = ":8080"
+
+// MaxCostMS bounds WORK_MS, SLEEP_MS and their per-request overrides: a
+// minute is already far beyond any experiment, and a bound stops a typo
+// (sleep_ms=5000000) from parking a worker for hours.
+const MaxCostMS = 60000
+
+// Config is everything the web server is tuned by.
+type Config struct {
+	// ListenAddr is host:port of the HTTP listener.
+	ListenAddr string
+	// Work is the CPU time each request burns (WORK_MS); real CPU, so that
+	// on a busy host a request takes longer, as real work would.
+	Work time.Duration
+	// Sleep is the time each request waits after its work (SLEEP_MS),
+	// standing for I/O: it costs a slot but no CPU.
+	Sleep time.Duration
+	// Capacity is how many requests are processed at once (0: unlimited).
+	// Further requests wait inside the server, as they would for a
+	// gunicorn worker, so that one container's throughput is bounded even
+	// on a host with idle cores.
+	Capacity int
+	// ServerID names this server in X-Server-Id and /load; defaults to the
+	// hostname, which Docker sets to the container's id or name.
+	ServerID string
+	// Hostname is the machine's (container's) hostname, shown in the body
+	// next to ServerID. Not read from the environment.
+	Hostname string
+	// ShutdownTimeout is how long SIGTERM waits for in-flight requests.
+	ShutdownTimeout time.Duration
+	// LogLevel is debug, info, warn or error; debug logs every request.
+	LogLevel string
+}
+
+// Load reads the configuration from lookup (os.LookupEnv in main); the
+// error names every invalid variable. Empty values count as unset.
+func Load(lookup func(string) (string, bool)) (Config, error) {
+	r := envconf.New(lookup)
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "webserver"
+	}
+	c := Config{
+		ListenAddr:      r.Addr(EnvListenAddr, DefaultListenAddr),
+		Work:            time.Duration(r.Int(EnvWorkMS, 0, 0, MaxCostMS)) * time.Millisecond,
+		Sleep:           time.Duration(r.Int(EnvSleepMS, 0, 0, MaxCostMS)) * time.Millisecond,
+		Capacity:        r.Int(EnvCapacity, 0, 0, 1_000_000),
+		ServerID:        r.String(EnvServerID, host),
+		Hostname:        host,
+		ShutdownTimeout: r.Duration(EnvShutdownTimeout, 30*time.Second, 0, time.Hour),
+		LogLevel:        r.OneOf(EnvLogLevel, "info", "debug", "info", "warn", "error"),
+	}
+	return c, r.Err()
+}
