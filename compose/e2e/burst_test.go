@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"fmt"
-	"strings"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
