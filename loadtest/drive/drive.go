@@ -111,6 +111,13 @@ func (o *Open) Run(ctx context.Context) {
 			}
 		}
 	}
+	// A profile that ends at rate 0 still lasts until its end: the run (and
+	// its timeline and status sampling) covers the quiet tail too.
+	if end, wait := o.Schedule.Tail(); wait && ctx.Err() == nil {
+		if d := end.Sub(now()); d > 0 {
+			sleep(d)
+		}
+	}
 	close(work)
 	wg.Wait()
 }

@@ -364,3 +364,35 @@ func TestLateDispatchCountsInLatency(t *testing.T) {
 		t.Errorf("min latency %.1f ms: the 25 ms the request waited for the driver is missing", rep.Latency.Min)
 	}
 }
+
+// A profile ending in a zero-rate stretch keeps the run going until the
+// profile's end (found while measuring: the driver used to stop at the last
+// answer and the status sampler missed the scale-down it was meant to see).
+func TestOpenLoopLastsThroughZeroRateTail(t *testing.T) {
+	start := time.Unix(1000, 0)
+	var clock time.Time = start
+	var mu sync.Mutex
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	sleep := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	p := schedule.Profile{
+		{Start: 0, End: time.Second, From: 4, To: 4},
+		{Start: time.Second, End: 5 * time.Second, From: 0, To: 0},
+	}
+	rec := measure.New(measure.Config{Start: start, Targets: []string{"t"}})
+	var calls atomic.Int64
+	o := &Open{
+		Schedule: schedule.New(p, start, 0),
+		Pick:     func() int { return 0 },
+		New: func() Requester {
+			return func(int) measure.Outcome { calls.Add(1); return measure.Outcome{Status: 200} }
+		},
+		Rec: rec, Cap: 4, Now: now, Sleep: sleep,
+	}
+	o.Run(context.Background())
+	if calls.Load() != 4 {
+		t.Fatalf("sent %d requests, want 4", calls.Load())
+	}
+	if got := now().Sub(start); got != 5*time.Second {
+		t.Fatalf("run ended %v after start, want at the profile's end (5s)", got)
+	}
+}

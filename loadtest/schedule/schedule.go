@@ -48,6 +48,14 @@ func (s *Schedule) Next() (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// Tail reports when the profile ends and whether the run should last until
+// then. A profile may end in a stretch at rate 0 (a cool-down whose purpose is
+// to watch the system settle), so the last request is not the end of the run;
+// but when the --requests limit stopped the schedule, the run ends with it.
+func (s *Schedule) Tail() (end time.Time, wait bool) {
+	return s.start.Add(s.prof.Duration()), s.limit == 0 || s.k < s.limit
+}
+
 // Sent is how many times Next has returned true.
 func (s *Schedule) Sent() int64 { return s.k }
 

@@ -178,3 +178,37 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// A run lasts to the profile's end, a quiet tail included, unless the
+// --requests limit ended it first.
+func TestTail(t *testing.T) {
+	start := time.Unix(1000, 0)
+	tail := Profile{
+		{Start: 0, End: 2 * time.Second, From: 10, To: 10},
+		{Start: 2 * time.Second, End: 8 * time.Second, From: 0, To: 0},
+	}
+	cases := []struct {
+		name  string
+		p     Profile
+		limit int64
+		wait  bool
+	}{
+		{"no limit", tail, 0, true},
+		{"limit above what the profile offers", tail, 50, true},
+		{"limit reached", tail, 5, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := New(c.p, start, c.limit)
+			for {
+				if _, ok := s.Next(); !ok {
+					break
+				}
+			}
+			end, wait := s.Tail()
+			if !end.Equal(start.Add(8*time.Second)) || wait != c.wait {
+				t.Fatalf("Tail() = %v, %v; want %v, %v", end.Sub(start), wait, 8*time.Second, c.wait)
+			}
+		})
+	}
+}
