@@ -23,28 +23,17 @@ func NewP2C(src rand.Source) *P2C { return &P2C{src: newLockedSource(src)} }
 // Pick returns the less busy of two random available backends.
 func (p *P2C) Pick(set *pool.Set, _ http.ResponseWriter, _ *http.Request) *pool.Backend {
 	bs := set.Backends
-	k := countAvailable(bs)
-	if k == 0 {
-		return nil
-	}
-	if k == 1 {
-		if i := nthAvailable(bs, 0); i >= 0 {
-			return bs[i]
-		}
+	if len(bs) == 0 {
 		return nil
 	}
 	d := draw{src: p.src}
-	x := d.intn(k)
-	y := d.intn(k - 1)
-	if y >= x {
-		y++
+	i := pickAvailable(&d, bs, -1)
+	if i < 0 {
+		return nil
 	}
-	i, j := nthAvailable(bs, x), nthAvailable(bs, y)
-	switch {
-	case i < 0:
-		return nil // everything became unavailable since the count
-	case i == j || j < 0:
-		return bs[i]
+	j := pickAvailable(&d, bs, i)
+	if j < 0 {
+		return bs[i] // the only available backend
 	}
 	// On a tie keep the first draw, itself uniformly random.
 	if bs[j].Inflight() < bs[i].Inflight() {

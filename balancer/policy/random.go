@@ -22,12 +22,11 @@ func NewRandom(src rand.Source) *Random { return &Random{src: newLockedSource(sr
 // Pick returns a uniformly random available backend.
 func (p *Random) Pick(set *pool.Set, _ http.ResponseWriter, _ *http.Request) *pool.Backend {
 	bs := set.Backends
-	k := countAvailable(bs)
-	if k == 0 {
+	if len(bs) == 0 {
 		return nil
 	}
 	d := draw{src: p.src}
-	if i := nthAvailable(bs, d.intn(k)); i >= 0 {
+	if i := pickAvailable(&d, bs, -1); i >= 0 {
 		return bs[i]
 	}
 	return nil

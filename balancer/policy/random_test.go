@@ -27,6 +27,25 @@ func TestRandom(t *testing.T) {
 			}
 		}
 	})
+	// Pick first draws over the whole pool and rejects unavailable backends,
+	// then falls back to counting; in a nearly full pool it takes the
+	// fallback most of the time, and the mixture must stay uniform.
+	t.Run("uniform when nearly all are full", func(t *testing.T) {
+		bs := newBackends(40, 1)
+		for i, b := range bs {
+			if i != 3 && i != 31 {
+				fill(t, b, 1)
+			}
+		}
+		got := tally(policy.NewRandom(seeded(9)), setOf(1, bs...), 20000, clientN)
+		if got[bs[3].ID]+got[bs[31].ID] != 20000 {
+			t.Fatalf("picked a full backend: %v", got)
+		}
+		// 10000 each expected, sd ~71; 3% is over 4 sd.
+		if n := got[bs[3].ID]; n < 9700 || n > 10300 {
+			t.Fatalf("%s picked %d of 20000, want 10000 +- 3%%", bs[3].ID, n)
+		}
+	})
 	t.Run("same seed, same picks", func(t *testing.T) {
 		set := setOf(1, newBackends(8, 10)...)
 		a, b := policy.NewRandom(seeded(3)), policy.NewRandom(seeded(3))

@@ -71,24 +71,36 @@ func (d *draw) intn(n int) int {
 	return int(hi)
 }
 
-// countAvailable is the number of backends a pick may choose from now.
-func countAvailable(bs []*pool.Backend) int {
-	n := 0
-	for _, b := range bs {
-		if b.Available() {
-			n++
+// rejectTries bounds the O(1) draws pickAvailable makes before it falls back
+// to counting: with half the pool full, four misses in a row happen 1 time in
+// 16, so the common pick is O(1) and the worst stays O(n).
+const rejectTries = 4
+
+// pickAvailable returns the index of a uniformly random available backend
+// other than skip (-1: none skipped), or -1 when there is none. It first
+// draws among all backends and rejects unavailable ones, which is exact and
+// O(1) while most are available (the usual case, and the one that matters in
+// large pools), then falls back to counting. A mixture of two uniform draws
+// over the same set is uniform, so the fallback adds no bias.
+func pickAvailable(d *draw, bs []*pool.Backend, skip int) int {
+	for range rejectTries {
+		if i := d.intn(len(bs)); i != skip && bs[i].Available() {
+			return i
 		}
 	}
-	return n
-}
-
-// nthAvailable returns the index of the k-th (0-based) available backend.
-// Availability may change between a count and this call; then it returns the
-// last available backend it saw, or -1.
-func nthAvailable(bs []*pool.Backend, k int) int {
+	k := 0
+	for i, b := range bs {
+		if i != skip && b.Available() {
+			k++
+		}
+	}
+	if k == 0 {
+		return -1
+	}
+	k = d.intn(k)
 	last := -1
 	for i, b := range bs {
-		if !b.Available() {
+		if i == skip || !b.Available() {
 			continue
 		}
 		if k == 0 {
@@ -97,5 +109,5 @@ func nthAvailable(bs []*pool.Backend, k int) int {
 		k--
 		last = i
 	}
-	return last
+	return last // availability changed since the count
 }
