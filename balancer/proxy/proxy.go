@@ -80,7 +80,7 @@ func New(o Options) *Handler {
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
 		Transport:      transport,
-		FlushInterval:  -1, // stream: server-sent events and long polls pass at once
+		FlushInterval:  0, // ReverseProxy still streams at once text/event-stream and bodies of unknown length
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
 		BufferPool:     bufferPool{},
