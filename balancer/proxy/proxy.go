@@ -120,9 +120,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a := &attempt{backend: b}
 	sw := &statusWriter{ResponseWriter: w}
+	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the copy
+	// of a response body fails (client gone mid-body, backend reset), and a
+	// slot not given back here would be lost to every balancer for good.
+	defer func() {
+		if a.backend != nil {
+			h.release(a.backend)
+		}
+		h.o.Metrics.observe(sw.code(), time.Since(start))
+	}()
 	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, a)))
-	h.release(a.backend)
-	h.o.Metrics.observe(sw.code(), time.Since(start))
 }
 
 // picker returns the try function the queue calls: pick with the policy and
@@ -200,9 +207,14 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		h.o.Log.Warn("backend unreachable; ejected until its health check passes", "backend", failed.ID, "err", err)
 	}
 	if !a.retried && retryable(r) {
+		// The retry gives the failed slot back first and takes a free slot
+		// elsewhere without queueing: waiting in line while holding a slot
+		// would block that slot for the whole QUEUE_TIMEOUT, and a waiter
+		// that excludes a backend would hold up the queue's head.
 		a.retried = true
-		if next, _, qerr := h.o.Queue.Acquire(r.Context(), h.picker(w, r, failed)); qerr == nil {
-			h.release(failed)
+		h.release(failed)
+		a.backend = nil
+		if next := h.picker(w, r, failed)(); next != nil {
 			a.backend = next
 			h.o.Metrics.Retries.Inc()
 			h.proxy.ServeHTTP(w, r)

@@ -56,21 +56,28 @@ func (q *Queue) Acquire(ctx context.Context, try func() *pool.Backend) (*pool.Ba
 		}
 	}
 	q.mu.Lock()
+	// depth counts this request before the try under the lock: a slot
+	// released after that try then finds depth > 0, so its Dispatch waits for
+	// the lock and serves the waiter this request is about to become. Counted
+	// after the try, the release could slip between the two, see depth 0 and
+	// return, leaving the request waiting beside a free slot.
+	q.depth.Add(1)
 	if len(q.waiters) == 0 {
 		// Checked again under the lock: a slot freed since the first try
 		// would otherwise be missed, as Dispatch found no waiter to give it to.
 		if b := try(); b != nil {
+			q.depth.Add(-1)
 			q.mu.Unlock()
 			return b, false, nil
 		}
 	}
 	if len(q.waiters) >= q.max {
+		q.depth.Add(-1)
 		q.mu.Unlock()
 		return nil, false, ErrQueueFull
 	}
 	w := &waiter{ch: make(chan *pool.Backend, 1), try: try}
 	q.waiters = append(q.waiters, w)
-	q.depth.Add(1)
 	q.mu.Unlock()
 	q.demand()
 
@@ -91,6 +98,9 @@ func (q *Queue) Acquire(ctx context.Context, try func() *pool.Backend) (*pool.Ba
 			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
 			q.depth.Add(-1)
 			q.mu.Unlock()
+			// The head may have been this request, holding back others
+			// whose try would succeed.
+			q.Dispatch()
 			return nil, true, err
 		}
 	}

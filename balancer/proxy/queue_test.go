@@ -84,3 +84,36 @@ func TestQueueLimits(t *testing.T) {
 		t.Fatalf("cancelled client: %v", err)
 	}
 }
+
+// A slot released between a request's last failed try and its entry into the
+// queue must still reach it. The try below fails, then frees the slot and
+// runs Dispatch from another goroutine before returning: the moment the
+// request is between "no slot" and "waiting".
+func TestQueueNoLostWakeup(t *testing.T) {
+	b := pool.New("w", "x:1", 1, 1)
+	if !b.TryAcquire() {
+		t.Fatal("setup: slot")
+	}
+	q := NewQueue(10, time.Second, nil)
+	calls := 0
+	try := func() *pool.Backend {
+		calls++
+		if b.TryAcquire() {
+			return b
+		}
+		if calls == 2 { // the try under the queue's lock
+			done := make(chan struct{})
+			go func() { b.Release(); q.Dispatch(); close(done) }()
+			select {
+			case <-done: // Dispatch saw no waiter and left
+			case <-time.After(50 * time.Millisecond): // Dispatch waits for the lock
+			}
+		}
+		return nil
+	}
+	start := time.Now()
+	got, _, err := q.Acquire(context.Background(), try)
+	if err != nil || got != b {
+		t.Fatalf("after %v: %v %v; the released slot was lost", time.Since(start), got, err)
+	}
+}

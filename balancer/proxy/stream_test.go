@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -72,5 +73,69 @@ func TestStreamingPassesThroughAtOnce(t *testing.T) {
 				t.Fatalf("second line %q", l)
 			}
 		})
+	}
+}
+
+// A response cut off mid-body makes ReverseProxy abort the handler with a
+// panic (http.ErrAbortHandler); the backend's slot must come back anyway.
+func TestSlotReleasedWhenBodyIsCutOff(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100000")
+		_, _ = w.Write([]byte("only the start"))
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close() // the backend dies mid-body
+		}
+	}))
+	defer backend.Close()
+	b := pool.New("b", strings.TrimPrefix(backend.URL, "http://"), 1, 4)
+	set := &pool.Set{Backends: []*pool.Backend{b}, Version: 1}
+	pol, _ := policy.New(policy.NameLeastConnections, policy.Options{Seed: 1})
+	front := httptest.NewServer(proxy.New(proxy.Options{Sets: fixedSet{set}, Policy: pol, Queue: proxy.NewQueue(4, time.Second, nil), UpstreamTimeout: 5 * time.Second}))
+	defer front.Close()
+	for range 6 { // more than the limit of 4: a leak would show as a 503
+		res, err := http.Get(front.URL)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for b.Local() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := b.Local(); n != 0 {
+		t.Fatalf("%d slots still held after every request ended", n)
+	}
+}
+
+// A retry never waits in the queue holding the failed slot: with the only
+// backend timing out, the answer is a 504 at once, not after QUEUE_TIMEOUT
+// spent blocking the slot that other requests need.
+func TestRetryDoesNotQueueHoldingTheFailedSlot(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer backend.Close()
+	b := pool.New("b", strings.TrimPrefix(backend.URL, "http://"), 1, 1)
+	set := &pool.Set{Backends: []*pool.Backend{b}, Version: 1}
+	pol, _ := policy.New(policy.NameLeastConnections, policy.Options{Seed: 1})
+	front := httptest.NewServer(proxy.New(proxy.Options{Sets: fixedSet{set}, Policy: pol, Queue: proxy.NewQueue(4, 5*time.Second, nil), UpstreamTimeout: 200 * time.Millisecond}))
+	defer front.Close()
+	start := time.Now()
+	res, err := http.Get(front.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if d := time.Since(start); res.StatusCode != http.StatusGatewayTimeout || d > 2*time.Second {
+		t.Fatalf("status %d after %v, want 504 soon after the 200ms upstream timeout", res.StatusCode, d)
+	}
+	if n := b.Local(); n != 0 {
+		t.Fatalf("%d slots held after the request ended", n)
 	}
 }
