@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -78,12 +79,19 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 30*time.Second, 0, time.Hour),
 		LogLevel:        r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
 	}
+	seen := map[string]bool{}
 	for _, item := range r.List("BACKENDS") {
 		s, err := parseStatic(item)
 		if err != nil {
 			r.Fail("BACKENDS", "%v", err)
 			continue
 		}
+		// A backend listed twice would get two limits' worth of slots.
+		if seen[s.Addr] {
+			r.Fail("BACKENDS", "%q is listed twice", s.Addr)
+			continue
+		}
+		seen[s.Addr] = true
 		c.Backends = append(c.Backends, s)
 	}
 	if c.RedisURL != "" {
@@ -94,8 +102,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if !strings.HasPrefix(c.HealthPath, "/") {
 		r.Fail("HEALTH_PATH", "%q must start with /", c.HealthPath)
 	}
-	if err := validHashKey(c.HashKey); err != nil {
-		r.Fail("HASH_KEY", "%v", err)
+	if _, err := policy.ParseHashKey(c.HashKey); err != nil {
+		r.Fail("HASH_KEY", "%q is not ip, header:<Name> or cookie:<Name> with a valid name", c.HashKey)
+	}
+	if err := (&http.Cookie{Name: c.StickyCookie}).Valid(); err != nil {
+		r.Fail("STICKY_COOKIE", "%q is not a valid cookie name", c.StickyCookie)
 	}
 	if c.RedisURL == "" && len(c.Backends) == 0 && r.Err() == nil {
 		r.Fail("BACKENDS", "no backends: set BACKENDS (host:port,...) or REDIS_URL to follow the scaler's registry")
@@ -117,15 +128,4 @@ func parseStatic(item string) (Static, error) {
 		s.Weight = n
 	}
 	return s, nil
-}
-
-func validHashKey(k string) error {
-	if k == "ip" {
-		return nil
-	}
-	kind, name, _ := strings.Cut(k, ":")
-	if (kind == "header" || kind == "cookie") && name != "" {
-		return nil
-	}
-	return fmt.Errorf("%q is not ip, header:<Name> or cookie:<Name>", k)
 }

@@ -33,6 +33,17 @@ func TestLoad(t *testing.T) {
 		{name: "duration words", env: map[string]string{"BACKENDS": "a:1", "QUEUE_TIMEOUT": "soon"}, wantErr: "QUEUE_TIMEOUT"},
 		{name: "weight zero", env: map[string]string{"BACKENDS": "a:1=0"}, wantErr: "BACKENDS"},
 		{name: "hash key", env: map[string]string{"BACKENDS": "a:1", "HASH_KEY": "body"}, wantErr: "HASH_KEY"},
+		{name: "hash key header with a bad name", env: map[string]string{"BACKENDS": "a:1", "HASH_KEY": "header:a(b"}, wantErr: "HASH_KEY"},
+		{name: "sticky cookie name", env: map[string]string{"BACKENDS": "a:1", "STICKY_COOKIE": "a;b"}, wantErr: "STICKY_COOKIE"},
+		{name: "load factor NaN", env: map[string]string{"BACKENDS": "a:1", "HASH_LOAD_FACTOR": "NaN"}, wantErr: "HASH_LOAD_FACTOR"},
+		{name: "backend listed twice", env: map[string]string{"BACKENDS": "a:1,b:2,a:1=3"}, wantErr: "BACKENDS"},
+		{name: "backend with a scheme", env: map[string]string{"BACKENDS": "http://a:1"}, wantErr: "BACKENDS"},
+		{name: "backend with a blank", env: map[string]string{"BACKENDS": "a b:80"}, wantErr: "BACKENDS"},
+		{name: "backend ipv6", env: map[string]string{"BACKENDS": "[::1]:7001"}, check: func(t *testing.T, c Config) {
+			if len(c.Backends) != 1 || c.Backends[0].Addr != "[::1]:7001" {
+				t.Errorf("%+v", c.Backends)
+			}
+		}},
 		{name: "two errors both named", env: map[string]string{"BACKENDS": "a:1", "QUEUE_MAX": "x", "SLOW_START": "-1s"}, wantErr: "QUEUE_MAX"},
 	}
 	for _, tc := range cases {

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -100,7 +102,8 @@ func (r *Reader) Float(name string, def, min, max float64) float64 {
 		return def
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < min || f > max {
+	// NaN passes both range comparisons, so it is refused by name.
+	if err != nil || math.IsNaN(f) || f < min || f > max {
 		r.Fail(name, "%q is not a number from %g to %g", v, min, max)
 		return def
 	}
@@ -157,13 +160,18 @@ func (r *Reader) URL(name, def string, schemes ...string) string {
 	return def
 }
 
-// HostPort checks that v is host:port with a numeric port (host may be empty).
+// HostPort checks that v is host:port with a numeric port (host may be
+// empty); a scheme, a path or blanks are refused, since "http://a:80" would
+// otherwise pass and fail on every request instead of at start-up.
 func HostPort(v string) error {
-	i := strings.LastIndex(v, ":")
-	if i < 0 {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
 		return fmt.Errorf("%q is not host:port", v)
 	}
-	p, err := strconv.Atoi(v[i+1:])
+	if strings.ContainsAny(host, "/ \t@?#") {
+		return fmt.Errorf("%q is not host:port (no scheme, path or blanks)", v)
+	}
+	p, err := strconv.Atoi(port)
 	if err != nil || p < 1 || p > 65535 {
 		return fmt.Errorf("%q has no port from 1 to 65535", v)
 	}

@@ -6,6 +6,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/state"
 )
 
 // Environment variable names (the design's contract; do not rename).
@@ -136,6 +138,13 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	var c Config
 
 	c.RedisURL = r.URL(EnvRedisURL, "", "redis", "rediss")
+	if c.RedisURL != "" {
+		// The client's own parser, so that what passes here also connects
+		// (a database that is not a number, unknown options).
+		if _, err := state.ParseRedisURL(c.RedisURL); err != nil {
+			r.Fail(EnvRedisURL, "%q is not a usable redis:// URL: %v", c.RedisURL, err)
+		}
+	}
 	if c.RedisURL == "" {
 		r.Fail(EnvRedisURL, "is required (e.g. redis://redis:6379/0): the scaler publishes the registry and reads the load there")
 	}
@@ -148,15 +157,31 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if c.MaxReplicas < c.MinReplicas {
 		r.Fail(EnvMaxReplicas, "%d is below MIN_REPLICAS=%d", c.MaxReplicas, c.MinReplicas)
 	}
-	maxInflight := r.Int(EnvMaxInflight, DefaultTargetInflight, 1, 1_000_000)
-	c.TargetInflight = r.Int(EnvTargetInflight, maxInflight, 1, 1_000_000)
+	// The same range as the balancer's MAX_INFLIGHT: compose passes one value
+	// to both.
+	maxInflight := r.Int(EnvMaxInflight, DefaultTargetInflight, 1, 1<<20)
+	c.TargetInflight = r.Int(EnvTargetInflight, maxInflight, 1, 1<<20)
+	if _, set := lookup(EnvMaxInflight); set && c.TargetInflight > maxInflight {
+		// A container can never carry more than MAX_INFLIGHT, so such a
+		// target would leave requests queued without scaling up.
+		r.Fail(EnvTargetInflight, "%d is above MAX_INFLIGHT=%d: a container never carries more than MAX_INFLIGHT", c.TargetInflight, maxInflight)
+	}
 	c.ScaleUpCooldown = r.Duration(EnvScaleUpCooldown, time.Second, 0, time.Hour)
 	c.IdleTimeout = r.Duration(EnvIdleTimeout, 60*time.Second, 100*time.Millisecond, 7*24*time.Hour)
 	c.ScaleDownSpec = scheduleSpec(r, EnvScaleDownInterval, "@every 10s")
 	c.DrainTimeout = r.Duration(EnvDrainTimeout, 30*time.Second, 0, time.Hour)
 	c.DrainSettle = r.Duration(EnvDrainSettle, time.Second, 0, 10*time.Minute)
+	if c.DrainTimeout < c.DrainSettle {
+		// The drain would time out before every balancer has seen the
+		// container draining, and it would be stopped under their feet.
+		r.Fail(EnvDrainTimeout, "%s is below DRAIN_SETTLE=%s", c.DrainTimeout, c.DrainSettle)
+	}
 	c.StopGrace = r.Duration(EnvStopGrace, 10*time.Second, 0, 10*time.Minute)
 	cpu := r.Float(EnvCPULimit, 0, 0, 1024)
+	if cpu > 0 && cpu < 0.01 {
+		r.Fail(EnvCPULimit, "%g is below Docker's minimum of 0.01 CPU (0 means no limit)", cpu)
+		cpu = 0
+	}
 	c.NanoCPUs = int64(cpu * 1e9)
 	c.MemoryBytes = memory(r, EnvMemoryLimit)
 	c.WebImage = r.String(EnvWebImage, "lbscale/webserver:local")
@@ -206,6 +231,10 @@ func scheduleSpec(r *envconf.Reader, name, def string) string {
 	return v
 }
 
+// memSize is a Docker-style size: a byte count with an optional binary
+// unit (512k, 128m, 1g, 1gb).
+var memSize = regexp.MustCompile(`^([0-9]+)(b|k|kb|m|mb|g|gb)?$`)
+
 // memory parses Docker-style sizes: 134217728, 512k, 128m, 1g (binary
 // units, as docker run --memory). Docker refuses limits below 6 MiB.
 func memory(r *envconf.Reader, name string) int64 {
@@ -213,20 +242,15 @@ func memory(r *envconf.Reader, name string) int64 {
 	if v == "" || v == "0" {
 		return 0
 	}
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(v, "k"), strings.HasSuffix(v, "kb"):
-		mult = 1 << 10
-	case strings.HasSuffix(v, "m"), strings.HasSuffix(v, "mb"):
-		mult = 1 << 20
-	case strings.HasSuffix(v, "g"), strings.HasSuffix(v, "gb"):
-		mult = 1 << 30
-	case strings.HasSuffix(v, "b"):
-	}
-	num := strings.TrimRight(v, "kmgb")
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<40)/mult {
+	m := memSize.FindStringSubmatch(v)
+	if m == nil {
 		r.Fail(name, "%q is not a size like 128m, 1g or a byte count", v)
+		return 0
+	}
+	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30}[m[2]]
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		r.Fail(name, "%q is not a size from 6m to 1024g", v)
 		return 0
 	}
 	if n*mult < 6<<20 {
@@ -252,6 +276,12 @@ func webEnv(r *envconf.Reader, name string, port int) []string {
 			continue
 		}
 		if k == EnvWebListenAddr {
+			// The scaler health-checks and balancers dial WEB_PORT: a web
+			// server listening elsewhere would fail every start.
+			_, v, _ := strings.Cut(kv, "=")
+			if _, p, err := net.SplitHostPort(v); err != nil || p != strconv.Itoa(port) {
+				r.Fail(name, "%q must listen on WEB_PORT=%d (e.g. LISTEN_ADDR=:%d)", kv, port, port)
+			}
 			listen = true
 		}
 		out = append(out, kv)

@@ -58,7 +58,7 @@ func TestValues(t *testing.T) {
 	if strings.Join(c.WebEnv, " ") != "CAPACITY=2 SLEEP_MS=300 LISTEN_ADDR=:9000" {
 		t.Errorf("WebEnv = %v", c.WebEnv)
 	}
-	c, err = load(t, map[string]string{EnvTargetInflight: "3", EnvMaxInflight: "7", EnvWebEnv: "LISTEN_ADDR=:1234", EnvScaleDownInterval: "*/2 * * * *", EnvMemoryLimit: "1g"})
+	c, err = load(t, map[string]string{EnvTargetInflight: "3", EnvMaxInflight: "7", EnvWebEnv: "LISTEN_ADDR=:1234", EnvWebPort: "1234", EnvScaleDownInterval: "*/2 * * * *", EnvMemoryLimit: "1g"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +93,16 @@ func TestInvalidNamesTheVariable(t *testing.T) {
 		{map[string]string{EnvLeaseTTL: "1ms"}, EnvLeaseTTL},
 		{map[string]string{EnvAdminAddr: "nope"}, EnvAdminAddr},
 		{map[string]string{EnvLogLevel: "loud"}, EnvLogLevel},
+		{map[string]string{EnvRedisURL: "redis://r:6379/abc"}, EnvRedisURL},
+		{map[string]string{EnvRedisURL: "redis://r:6379/0?foo=1"}, EnvRedisURL},
+		{map[string]string{EnvCPULimit: "NaN"}, EnvCPULimit},
+		{map[string]string{EnvCPULimit: "0.001"}, EnvCPULimit},
+		{map[string]string{EnvMemoryLimit: "7gm"}, EnvMemoryLimit},
+		{map[string]string{EnvMemoryLimit: "1kg"}, EnvMemoryLimit},
+		{map[string]string{EnvWebEnv: "LISTEN_ADDR=:9000"}, EnvWebEnv},
+		{map[string]string{EnvMaxInflight: "2", EnvTargetInflight: "3"}, EnvTargetInflight},
+		{map[string]string{EnvDrainTimeout: "0s"}, EnvDrainTimeout},
+		{map[string]string{EnvDrainTimeout: "2s", EnvDrainSettle: "3s"}, EnvDrainTimeout},
 	}
 	for _, tt := range tests {
 		_, err := load(t, tt.env)
