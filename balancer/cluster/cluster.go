@@ -54,12 +54,15 @@ type Syncer struct {
 	set  atomic.Pointer[pool.Set]
 	kick chan struct{}
 
-	version  uint64
-	weight   float64
-	lastOK   time.Time
-	up       atomic.Bool
-	peers    atomic.Int64
-	degraded bool
+	version   uint64
+	weight    float64
+	started   time.Time
+	lastOK    time.Time
+	holdUntil time.Time // after an outage: take no new slots until then
+	up        atomic.Bool
+	peers     atomic.Int64
+	rank      int64
+	degraded  bool
 
 	statMu   sync.Mutex
 	states   map[string]state.Status
@@ -83,7 +86,7 @@ func New(o Options) *Syncer {
 	if o.OnCapacity == nil {
 		o.OnCapacity = func() {}
 	}
-	s := &Syncer{o: o, kick: make(chan struct{}, 1), states: map[string]state.Status{}}
+	s := &Syncer{o: o, kick: make(chan struct{}, 1), states: map[string]state.Status{}, started: o.Now()}
 	// A dead balancer's slots come back after ttl: long enough to ride out a
 	// few slow syncs, short enough that its share is not missed for long.
 	s.ttl = max(10*o.Interval, time.Second)
@@ -154,7 +157,7 @@ func (s *Syncer) Sync(ctx context.Context) {
 	// Fractional slot shares rotate every 10 syncs: often enough that a
 	// balancer with a small share waits little, rarely enough that moving
 	// slots (each move idles one for up to an interval) costs little.
-	req := state.SyncRequest{Balancer: s.o.ID, Queued: s.o.Queued(), TTL: s.ttl, Epoch: 10 * s.o.Interval}
+	req := state.SyncRequest{Balancer: s.o.ID, Queued: s.o.Queued(), TTL: s.ttl, Epoch: 10 * s.o.Interval, Hold: s.degraded || now.Before(s.holdUntil)}
 	demand := float64(req.Queued)
 	for _, b := range set.Backends {
 		demand += float64(b.Local())
@@ -189,8 +192,15 @@ func (s *Syncer) Sync(ctx context.Context) {
 	if !s.up.Swap(true) && !s.lastOK.IsZero() {
 		s.o.Log.Info("store reachable again; shared counts resume")
 	}
+	if s.degraded {
+		// The fallback shares of the outage were never recorded: hold
+		// them (take no new slots) for a TTL while the other balancers
+		// come back and report theirs.
+		s.holdUntil = now.Add(s.ttl)
+	}
 	s.lastOK, s.degraded = now, false
 	s.peers.Store(int64(res.Balancers))
+	s.rank = int64(res.Rank)
 	raised := false
 	for i, b := range set.Backends {
 		g := res.Grants[i]
@@ -217,28 +227,60 @@ func (s *Syncer) Sync(ctx context.Context) {
 
 // syncFailed keeps serving on what this balancer knows: local counts, the
 // last registry and grants. Once the outage outlasts the TTL the store has
-// forgotten everyone's grants anyway, so each balancer falls back to an even
-// share of each limit (at least 1) so none is starved while Redis is away.
+// forgotten everyone's grants anyway, so each balancer moves to its
+// DegradedShare of each limit: the shares of the balancers live at the last
+// sync add up to exactly the limit. A balancer that has never reached the
+// store knows no peers; after a TTL it serves on one slot per backend.
 func (s *Syncer) syncFailed(set *pool.Set, now time.Time, err error) {
 	if s.up.Swap(false) || s.lastOK.IsZero() {
 		s.o.Log.Warn("store unreachable; serving on local counts", "err", err)
 	}
-	if s.degraded || (!s.lastOK.IsZero() && now.Sub(s.lastOK) < s.ttl) {
+	since := s.lastOK
+	if since.IsZero() {
+		since = s.started
+	}
+	if s.degraded || now.Sub(since) < s.ttl {
 		return
 	}
 	s.degraded = true
 	peers := max(s.peers.Load(), 1)
-	for _, b := range set.Backends {
-		share := (b.Limit() + peers - 1) / peers
-		if !s.o.Share {
+	for i, b := range set.Backends {
+		var share int64
+		switch {
+		case !s.o.Share:
 			share = b.Limit()
+		case s.lastOK.IsZero():
+			share = min(1, b.Limit())
+		default:
+			share = DegradedShare(b.Limit(), peers, s.rank, int64(i))
 		}
 		b.SetRemote(0)
-		if share > b.Grant() {
+		if share >= b.Grant() {
 			b.SetGrant(share, share)
+		} else {
+			// Above its share: lend nothing more, and give slots back as
+			// requests finish (Release drops a grant above its target).
+			b.ShrinkGrant(share)
 		}
 	}
 	s.o.OnCapacity()
+}
+
+// DegradedShare is balancer rank's slots of backend index's limit while the
+// store is unreachable, among peers balancers. The limit is cut into peers
+// near-equal parts (floor or ceil of limit/peers) that add up to exactly the
+// limit, and each backend rotates which balancer gets which part, so with
+// more balancers than slots every balancer still holds some slot somewhere.
+// E.g. limit 4, 3 balancers: backend 0 gives 1, 1, 2; backend 1 gives 1, 2, 1.
+func DegradedShare(limit, peers, rank, index int64) int64 {
+	if peers <= 1 || limit <= 0 {
+		return max(limit, 0)
+	}
+	pos := (rank + index) % peers
+	if pos < 0 {
+		pos += peers
+	}
+	return (pos+1)*limit/peers - pos*limit/peers
 }
 
 func (s *Syncer) limitFor(b *pool.Backend, now time.Time) int64 {

@@ -93,3 +93,139 @@ func TestRegistryDrivesPool(t *testing.T) {
 		t.Fatal("grant increases never signalled capacity")
 	}
 }
+
+// The outage shares of the balancers live at the last sync add up to exactly
+// the limit on every backend, and each is floor or ceil of limit/peers.
+func TestDegradedShare(t *testing.T) {
+	for limit := int64(0); limit <= 9; limit++ {
+		for peers := int64(1); peers <= 6; peers++ {
+			for index := int64(0); index < 5; index++ {
+				sum := int64(0)
+				for rank := int64(0); rank < peers; rank++ {
+					s := DegradedShare(limit, peers, rank, index)
+					if s < limit/peers || s > (limit+peers-1)/peers {
+						t.Fatalf("DegradedShare(%d, %d, %d, %d) = %d, not floor or ceil of %d/%d", limit, peers, rank, index, s, limit, peers)
+					}
+					sum += s
+				}
+				if sum != limit {
+					t.Fatalf("limit %d, %d peers, backend %d: shares sum to %d", limit, peers, index, sum)
+				}
+			}
+		}
+	}
+	// More balancers than slots: each still holds a slot on some backend.
+	for rank := int64(0); rank < 4; rank++ {
+		got := int64(0)
+		for index := int64(0); index < 4; index++ {
+			got += DegradedShare(2, 4, rank, index)
+		}
+		if got == 0 {
+			t.Fatalf("balancer %d of 4 holds no slot on 4 backends of limit 2", rank)
+		}
+	}
+}
+
+// scriptedStore answers Sync with a fixed picture of the cluster, or fails
+// while down; it records the last request.
+type scriptedStore struct {
+	*state.Memory
+	down  bool
+	res   state.SyncResult
+	last  state.SyncRequest
+	syncs int
+}
+
+func (f *scriptedStore) Sync(_ context.Context, req state.SyncRequest) (state.SyncResult, error) {
+	f.last, f.syncs = req, f.syncs+1
+	if f.down {
+		return state.SyncResult{}, context.DeadlineExceeded
+	}
+	n := len(req.Slots)
+	res := f.res
+	res.Grants, res.Targets, res.Remote, res.LastSeen = make([]int64, n), make([]int64, n), make([]int64, n), make([]time.Time, n)
+	for i := range n {
+		res.Grants[i], res.Targets[i] = f.res.Grants[0], f.res.Targets[0]
+		if req.Hold {
+			res.Grants[i] = req.Slots[i].Floor
+		}
+	}
+	return res, nil
+}
+
+// A Redis outage longer than the TTL moves a busy balancer to its outage
+// share, lowering a grant above it as requests finish (not keeping the
+// whole grant it held), and when Redis returns it takes no new slots for a
+// TTL so the others can report what they hold first.
+func TestOutageMovesToDegradedShareAndHoldsOnReturn(t *testing.T) {
+	now := time.Unix(1000, 0)
+	store := &scriptedStore{Memory: state.NewMemory(nil), res: state.SyncResult{Grants: []int64{4}, Targets: []int64{4}, Balancers: 3, Rank: 1}}
+	s := New(Options{Store: store, ID: "b", Share: true, Interval: 100 * time.Millisecond, Limit: 4,
+		Static: []Static{{Addr: "w:1", Weight: 1}}, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	s.Sync(ctx)
+	b := s.Set().Backends[0]
+	for range 3 {
+		if !b.TryAcquire() {
+			t.Fatal("setup: acquire")
+		}
+	}
+	if b.Grant() != 4 {
+		t.Fatalf("grant %d, want 4", b.Grant())
+	}
+	store.down = true
+	now = now.Add(500 * time.Millisecond) // within the TTL (1s): grants stand
+	s.Sync(ctx)
+	if b.Grant() != 4 {
+		t.Fatalf("within the TTL the grant should stand: %d", b.Grant())
+	}
+	now = now.Add(time.Second)
+	s.Sync(ctx)
+	// Rank 1 of 3 on backend 0 of limit 4: share 1. Three are in flight, so
+	// the grant drops to 3 now and follows them down.
+	if g, want := b.Grant(), int64(3); g != want {
+		t.Fatalf("after the TTL: grant %d, want %d (in flight)", g, want)
+	}
+	b.Release()
+	b.Release()
+	if g := b.Grant(); g != 1 {
+		t.Fatalf("after two requests finished: grant %d, want the share 1", g)
+	}
+	store.down = false
+	now = now.Add(100 * time.Millisecond)
+	s.Sync(ctx)
+	now = now.Add(100 * time.Millisecond)
+	s.Sync(ctx)
+	if !store.last.Hold || b.Grant() != 1 {
+		t.Fatalf("right after the outage: hold %v, grant %d; want held at 1", store.last.Hold, b.Grant())
+	}
+	now = now.Add(1100 * time.Millisecond)
+	s.Sync(ctx)
+	if store.last.Hold || b.Grant() != 4 {
+		t.Fatalf("a TTL after the outage: hold %v, grant %d; want normal grants again", store.last.Hold, b.Grant())
+	}
+}
+
+// A balancer that has never reached the store knows no peers: it serves
+// nothing for a TTL (Redis may just be starting), then one slot per backend,
+// not the whole limit that every other blind balancer would also take.
+func TestNeverSyncedServesOneSlot(t *testing.T) {
+	now := time.Unix(1000, 0)
+	store := &scriptedStore{Memory: state.NewMemory(nil), down: true}
+	s := New(Options{Store: store, ID: "a", Share: true, Interval: 25 * time.Millisecond, Limit: 4,
+		Static: []Static{{Addr: "w:1", Weight: 1}, {Addr: "w:2", Weight: 1}}, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	s.Sync(ctx)
+	for _, b := range s.Set().Backends {
+		if b.Grant() != 0 {
+			t.Fatalf("%s: grant %d before any sync, want 0", b.ID, b.Grant())
+		}
+	}
+	now = now.Add(1100 * time.Millisecond)
+	s.Sync(ctx)
+	for _, b := range s.Set().Backends {
+		if b.Grant() != 1 {
+			t.Fatalf("%s: grant %d after a TTL without the store, want 1", b.ID, b.Grant())
+		}
+	}
+}

@@ -23,6 +23,17 @@ func (k Keys) Balancer(id string) string { return k.prefix + "bal:" + id }
 // of the other balancers itself.
 func (k Keys) BalancerPrefix() string { return k.Balancer("") }
 
+// RegistryOwned is set (to "1", no expiry) by every registry write: once a
+// scaler has written the registry, balancers follow it even when it is empty
+// (the pool scaled to zero), instead of falling back to static BACKENDS.
+func (k Keys) RegistryOwned() string { return k.prefix + "registry:owned" }
+
+// Generation holds the unix ms at which this Redis's copy of the shared
+// state began. The sync script creates it when missing: a Redis that restarted
+// or was flushed has forgotten every grant, so for one TTL after that no grant
+// grows, giving every live balancer time to report what it holds.
+func (k Keys) Generation() string { return k.prefix + "generation" }
+
 // LastSeen is a hash: backend id -> unix ms of the latest request.
 func (k Keys) LastSeen() string { return k.prefix + "lastseen" }
 

@@ -20,6 +20,7 @@ type Memory struct {
 	registry  map[string]Backend
 	balancers map[string]memBalancer
 	lastSeen  map[string]time.Time
+	owned     bool // a registry write happened: follow it even when empty
 	lease     string
 	leaseEnd  time.Time
 	subs      map[chan int64]struct{}
@@ -66,6 +67,7 @@ func (m *Memory) PutBackend(_ context.Context, b Backend) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.registry[b.ID] = b
+	m.owned = true
 	return nil
 }
 
@@ -75,6 +77,7 @@ func (m *Memory) RemoveBackend(_ context.Context, id string) error {
 	defer m.mu.Unlock()
 	delete(m.registry, id)
 	delete(m.lastSeen, id)
+	m.owned = true
 	return nil
 }
 
@@ -98,7 +101,7 @@ func (m *Memory) Sync(_ context.Context, req SyncRequest) (SyncResult, error) {
 		Remote:      make([]int64, len(req.Slots)),
 		LastSeen:    make([]time.Time, len(req.Slots)),
 		Balancers:   len(m.balancers),
-		HasRegistry: len(m.registry) > 0,
+		HasRegistry: m.owned,
 	}
 	for i, s := range req.Slots {
 		res.Grants[i], res.Targets[i] = s.Limit, s.Limit

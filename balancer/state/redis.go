@@ -81,21 +81,25 @@ func (s *Redis) Backends(ctx context.Context) ([]Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read registry: %w", err)
 	}
-	return decodeRegistry(m)
+	return decodeRegistry(m), nil
 }
 
-func decodeRegistry(m map[string]string) ([]Backend, error) {
+// decodeRegistry turns the registry hash into entries sorted by id. An entry
+// that does not decode (another version's format, a hand edit) becomes an
+// Invalid one rather than an error: failing the whole read would make every
+// balancer think Redis is down, and the scaler's reconcile repairs it.
+func decodeRegistry(m map[string]string) []Backend {
 	out := make([]Backend, 0, len(m))
 	for id, v := range m {
 		var b Backend
 		if err := json.Unmarshal([]byte(v), &b); err != nil {
-			return nil, fmt.Errorf("decode registry entry %s: %w", id, err)
+			b = Backend{State: Invalid}
 		}
 		b.ID = id
 		out = append(out, b)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	return out
 }
 
 // PutBackend implements Registry.
@@ -104,7 +108,12 @@ func (s *Redis) PutBackend(ctx context.Context, b Backend) error {
 	if err != nil {
 		return fmt.Errorf("encode backend %s: %w", b.ID, err)
 	}
-	if err := s.rdb.HSet(ctx, s.keys.Registry(), b.ID, v).Err(); err != nil {
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, s.keys.Registry(), b.ID, v)
+		p.Set(ctx, s.keys.RegistryOwned(), "1", 0)
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("register backend %s: %w", b.ID, err)
 	}
 	return nil
@@ -115,6 +124,7 @@ func (s *Redis) RemoveBackend(ctx context.Context, id string) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HDel(ctx, s.keys.Registry(), id)
 		p.HDel(ctx, s.keys.LastSeen(), id)
+		p.Set(ctx, s.keys.RegistryOwned(), "1", 0)
 		return nil
 	})
 	if err != nil {
@@ -138,14 +148,18 @@ func (s *Redis) Sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 }
 
 func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
-	keys := []string{s.keys.Balancers(), s.keys.Balancer(req.Balancer), s.keys.LastSeen()}
+	keys := []string{s.keys.Balancers(), s.keys.Balancer(req.Balancer), s.keys.LastSeen(), s.keys.Generation()}
 	epoch := req.Epoch
 	if epoch <= 0 {
 		epoch = DefaultEpoch
 	}
-	args := make([]any, 0, 7+5*len(req.Slots))
+	hold := 0
+	if req.Hold {
+		hold = 1
+	}
+	args := make([]any, 0, 8+5*len(req.Slots))
 	args = append(args, req.Balancer, req.TTL.Milliseconds(), req.Queued, s.keys.BalancerPrefix(),
-		strconv.FormatFloat(req.Weight, 'f', 3, 64), max(1, epoch.Milliseconds()), len(req.Slots))
+		strconv.FormatFloat(req.Weight, 'f', 3, 64), max(1, epoch.Milliseconds()), len(req.Slots), hold)
 	for _, sl := range req.Slots {
 		var seen int64
 		if !sl.LastSeen.IsZero() {
@@ -156,10 +170,12 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 	var (
 		script *redis.Cmd
 		reg    *redis.MapStringStringCmd
+		owned  *redis.IntCmd
 	)
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		script = syncScript.EvalSha(ctx, p, keys, args...)
 		reg = p.HGetAll(ctx, s.keys.Registry())
+		owned = p.Exists(ctx, s.keys.RegistryOwned())
 		if req.Queued > 0 {
 			p.Publish(ctx, s.keys.DemandChannel(), demandMessage(req.Balancer, req.Queued))
 		}
@@ -172,7 +188,7 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 		return SyncResult{}, fmt.Errorf("sync balancer %s: %w", req.Balancer, err)
 	}
 	raw, err := script.Slice()
-	if err != nil || len(raw) != 5 {
+	if err != nil || len(raw) != 6 {
 		return SyncResult{}, fmt.Errorf("sync balancer %s: unexpected reply %v: %w", req.Balancer, raw, err)
 	}
 	res := SyncResult{
@@ -190,6 +206,9 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 	if n, ok := raw[4].(int64); ok {
 		res.Balancers = int(n)
 	}
+	if n, ok := raw[5].(int64); ok {
+		res.Rank = int(n)
+	}
 	if len(res.Grants) != len(req.Slots) || len(res.Remote) != len(req.Slots) || len(res.LastSeen) != len(req.Slots) {
 		return SyncResult{}, fmt.Errorf("sync balancer %s: reply for %d backends, sent %d", req.Balancer, len(res.Grants), len(req.Slots))
 	}
@@ -197,11 +216,8 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 	if err != nil {
 		return SyncResult{}, fmt.Errorf("read registry: %w", err)
 	}
-	if len(m) > 0 {
-		if res.Registry, err = decodeRegistry(m); err != nil {
-			return SyncResult{}, err
-		}
-		res.HasRegistry = true
+	if len(m) > 0 || owned.Val() > 0 {
+		res.Registry, res.HasRegistry = decodeRegistry(m), true
 	}
 	return res, nil
 }

@@ -7,11 +7,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"lbscale/balancer/state"
 	"lbscale/balancer/state/statetest"
 )
 
+// newRedis returns a store on a fresh redis-server whose shared state is
+// long established (its generation is old), as in a running cluster; tests
+// of what happens right after Redis loses its state use newFreshRedis.
 func newRedis(t *testing.T) (*state.Redis, *statetest.Server) {
+	t.Helper()
+	s, srv, rdb := newFreshRedis(t)
+	if err := rdb.Set(context.Background(), s.Keys().Generation(), 1, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return s, srv
+}
+
+func newFreshRedis(t *testing.T) (*state.Redis, *statetest.Server, *redis.Client) {
 	t.Helper()
 	srv := statetest.StartRedis(t)
 	s, err := state.NewRedis(srv.URL(), "test")
@@ -19,7 +33,9 @@ func newRedis(t *testing.T) (*state.Redis, *statetest.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, srv
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	return s, srv, rdb
 }
 
 // simBalancer follows the balancer's side of the slot protocol: shrink the
@@ -359,5 +375,106 @@ func TestSyncNoStarvation(t *testing.T) {
 		if got := float64(held[id]) / rounds; got < share/3 {
 			t.Errorf("%s held the slot in %.0f%% of rounds, share %.0f%%: starved", id, 100*got, 100*share)
 		}
+	}
+}
+
+// Redis that lost its state (restart without persistence, flush, failover
+// to an empty replica) has forgotten every grant while balancers still have
+// requests in flight on them. For one TTL after that, no grant grows past
+// what its balancer reports holding, so the first balancer to sync cannot
+// take the whole limit under the feet of the others.
+func TestSyncHoldsGrantsAfterRedisLosesState(t *testing.T) {
+	s, _, rdb := newFreshRedis(t)
+	ctx := context.Background()
+	const ttl = 400 * time.Millisecond
+	a, b := newSim("a", 1), newSim("b", 1)
+	a.queued, b.queued = 10, 10
+	syncTTL := func(x *simBalancer) state.SyncResult {
+		t.Helper()
+		req := state.SyncRequest{Balancer: x.id, Queued: x.queued, TTL: ttl}
+		floor := min(x.grant[0], max(x.local[0], x.target[0]))
+		x.grant[0] = floor
+		req.Slots = []state.SlotUse{{ID: "w1", Local: x.local[0], Floor: floor, Limit: 4}}
+		res, err := s.Sync(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.grant[0], x.target[0] = res.Grants[0], res.Targets[0]
+		return res
+	}
+	// A brand-new Redis holds too: nobody gets slots for one TTL.
+	if res := syncTTL(a); res.Grants[0] != 0 {
+		t.Fatalf("fresh Redis granted %d at once, want 0 for one TTL", res.Grants[0])
+	}
+	time.Sleep(ttl + 50*time.Millisecond)
+	for range 3 { // a lends what b's demand claims within two rounds
+		syncTTL(a)
+		syncTTL(b)
+	}
+	if a.grant[0] == 0 || b.grant[0] == 0 || a.grant[0]+b.grant[0] > 4 {
+		t.Fatalf("after the hold: grants %d + %d, want both > 0 and sum <= 4", a.grant[0], b.grant[0])
+	}
+	// a fills its grant, then Redis loses everything.
+	a.local[0] = a.grant[0]
+	held := a.local[0]
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.local[0] = 0
+	res := syncTTL(b) // b first: it must not be handed the whole limit
+	if res.Grants[0] > b.grant[0] && res.Grants[0] > 4-held {
+		t.Fatalf("after the flush b was granted %d while a still holds %d of 4", res.Grants[0], held)
+	}
+	syncTTL(a)
+	for range 3 {
+		if g := syncTTL(b).Grants[0]; g+a.local[0] > 4 {
+			t.Fatalf("b granted %d while a holds %d of 4", g, a.local[0])
+		}
+	}
+}
+
+// Hold asks for exactly the floors: a balancer back from an outage takes no
+// new slots.
+func TestSyncHoldGrantsTheFloor(t *testing.T) {
+	s, _ := newRedis(t)
+	res, err := s.Sync(context.Background(), state.SyncRequest{Balancer: "a", Queued: 5, TTL: time.Second, Hold: true,
+		Slots: []state.SlotUse{{ID: "w1", Local: 1, Floor: 2, Limit: 4}, {ID: "w2", Floor: 0, Limit: 4}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Grants[0] != 2 || res.Grants[1] != 0 {
+		t.Fatalf("held grants %v, want the floors [2 0]", res.Grants)
+	}
+}
+
+// Once a scaler has written the registry, an empty one (scaled to zero) is
+// still the registry; an entry that does not decode is marked invalid
+// rather than failing every sync.
+func TestRegistryEmptyAndInvalid(t *testing.T) {
+	s, _, rdb := newFreshRedis(t)
+	ctx := context.Background()
+	res, err := s.Sync(ctx, state.SyncRequest{Balancer: "a", TTL: time.Second})
+	if err != nil || res.HasRegistry {
+		t.Fatalf("no scaler yet: HasRegistry %v, %v", res.HasRegistry, err)
+	}
+	if err := s.PutBackend(ctx, state.Backend{ID: "web-1", Addr: "a:1", State: state.Ready}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveBackend(ctx, "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	res, err = s.Sync(ctx, state.SyncRequest{Balancer: "a", TTL: time.Second})
+	if err != nil || !res.HasRegistry || len(res.Registry) != 0 {
+		t.Fatalf("scaled to zero: HasRegistry %v, registry %v, %v; want an empty registry", res.HasRegistry, res.Registry, err)
+	}
+	if err := rdb.HSet(ctx, s.Keys().Registry(), "web-9", "{not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutBackend(ctx, state.Backend{ID: "web-2", Addr: "b:1", State: state.Ready}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = s.Sync(ctx, state.SyncRequest{Balancer: "a", TTL: time.Second})
+	if err != nil || len(res.Registry) != 2 || res.Registry[0].ID != "web-2" || res.Registry[1].State != state.Invalid {
+		t.Fatalf("registry with a bad entry: %+v, %v", res.Registry, err)
 	}
 }

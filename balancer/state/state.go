@@ -26,6 +26,9 @@ const (
 	// Draining: balancers stop picking it at their next sync; the scaler stops
 	// it once its cluster-wide in-flight reaches zero.
 	Draining Status = "draining"
+	// Invalid marks an entry that could not be decoded: balancers do not
+	// route to it, and the scaler's reconcile rewrites or removes it.
+	Invalid Status = "invalid"
 )
 
 // DefaultEpoch is the default SyncRequest.Epoch.
@@ -75,6 +78,11 @@ type SyncRequest struct {
 	// TTL after which this balancer's counts and grants vanish if it does
 	// not sync again.
 	TTL time.Duration
+	// Hold asks the store to grant exactly each Floor, no more: the
+	// balancer has just come back from an outage in which it served on
+	// shares the store never recorded, so it takes no new slots until every
+	// other balancer has had a TTL to report what it holds.
+	Hold bool
 }
 
 // SyncResult is the cluster's answer to a heartbeat; slices align with
@@ -98,6 +106,9 @@ type SyncResult struct {
 	HasRegistry bool
 	// Balancers is the number of live balancers, this one included.
 	Balancers int
+	// Rank is this balancer's position (0-based) among the live balancers
+	// in id order; an outage's fallback shares are laid out by it.
+	Rank int
 }
 
 // ClusterLoad is the cluster-wide picture the scaler decides from.

@@ -3,20 +3,31 @@
 -- return this balancer's grants. See redis.go for why it is shaped so.
 --
 -- KEYS[1] balancers zset (id -> expiry ms), KEYS[2] this balancer's hash,
--- KEYS[3] last-seen hash.
--- ARGV: id, ttl ms, queued, balancer-key prefix, weight, epoch ms, n, then n times
+-- KEYS[3] last-seen hash, KEYS[4] generation (unix ms this state began).
+-- ARGV: id, ttl ms, queued, balancer-key prefix, weight, epoch ms, n, hold
+--       (1: grant exactly the floors), then n times
 --       (backend id, local in-flight, floor, limit, last-seen ms).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local me, ttl, queued, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local myweight, epochms, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local hold = ARGV[8] == '1'
+-- A missing generation means this Redis lost (or never had) the grants that
+-- balancers may still be using: hold every grant at its floor for one TTL so
+-- that all live balancers report before any grant grows.
+local born = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
+if born == 0 then
+  redis.call('SET', KEYS[4], now)
+  born = now
+end
+if now - born < ttl then hold = true end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, me)
 
 local ids, loc, flo, lim = {}, {}, {}, {}
 local mine = queued
 for i = 1, n do
-  local b = 7 + (i - 1) * 5
+  local b = 8 + (i - 1) * 5
   ids[i] = ARGV[b + 1]
   loc[i] = tonumber(ARGV[b + 2])
   flo[i] = tonumber(ARGV[b + 3])
@@ -82,10 +93,11 @@ for i = 1, n do idx[i] = i end
 table.sort(idx, function(a, b) return ids[a] < ids[b] end)
 local target = {}
 for i = 1, n do target[i] = 0 end
-local before = 0
+local before, rank = 0, 0
 for _, b in ipairs(order) do
   if b == me then break end
   before = before + weight[b]
+  rank = rank + 1
 end
 local total_slots = 0
 for i = 1, n do total_slots = total_slots + math.max(lim[i], 0) end
@@ -127,7 +139,7 @@ local grants, seen = {}, {}
 local fields = {'q', queued, 'w', myweight}
 for i = 1, n do
   local g = math.min(lim[i] - granted[i], target[i])
-  if g < flo[i] then g = flo[i] end
+  if g < flo[i] or hold then g = flo[i] end
   if g < 0 then g = 0 end
   grants[i] = g
   fields[#fields + 1] = 'i:' .. ids[i]
@@ -140,4 +152,4 @@ redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ttl)
 if n > 0 then seen = redis.call('HMGET', KEYS[3], unpack(ids)) end
 for i = 1, n do seen[i] = tonumber(seen[i] or '0') or 0 end
-return {grants, target, remote, seen, #order}
+return {grants, target, remote, seen, #order, rank}
