@@ -276,6 +276,9 @@ func (c *Controller) startTerm(parent context.Context) func() {
 		c.leader = false
 		c.members = map[string]*member{}
 		c.desired, c.inflight, c.queued = 0, 0, 0
+		// A new term starts afresh: back-off and cooldown from this one
+		// must not hold back the starts of the next.
+		c.failures, c.notBefore, c.lastUp = 0, time.Time{}, time.Time{}
 		c.mu.Unlock()
 		c.gauges() // a follower reports no replicas: only the leader's view counts
 		c.m.leader.Set(0)
@@ -532,6 +535,8 @@ func (c *Controller) scaleUp(ctx context.Context) {
 			in.Starting++
 		case phaseDraining:
 			in.Draining++
+		case phaseStopping:
+			in.Stopping++
 		}
 	}
 	res := decide.Up(in, now)

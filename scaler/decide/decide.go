@@ -88,8 +88,9 @@ type UpInput struct {
 	// Ready, Starting and Draining count containers by phase. Starting ones
 	// (created, booting, or being adopted) count as capacity on the way, so a
 	// burst seen at every poll while they boot starts them only once.
-	// Draining ones count only as reclaimable.
-	Ready, Starting, Draining int
+	// Draining ones count only as reclaimable. Stopping ones carry no
+	// requests but are still containers, so they count against Max.
+	Ready, Starting, Draining, Stopping int
 	// Target is the per-container concurrency target (TARGET_INFLIGHT).
 	Target   int
 	Min, Max int
@@ -154,6 +155,15 @@ func Up(in UpInput, now time.Time) UpResult {
 		res.Held = "cooldown"
 	default:
 		res.Start = need
+	}
+	// MAX_REPLICAS bounds containers, not just ready ones: draining ones not
+	// reclaimed and ones still stopping are containers until they are gone.
+	// E.g. Max 3, Ready 2, Stopping 1, Desired 3: start none until it is gone.
+	if room := in.Max - (in.Ready + in.Starting + in.Draining + in.Stopping); res.Start > room {
+		res.Start = max(room, 0)
+		if res.Start == 0 {
+			res.Held = "max_replicas"
+		}
 	}
 	return res
 }

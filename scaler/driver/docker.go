@@ -57,6 +57,12 @@ func NewDocker(cfg DockerConfig) (*Docker, error) {
 	return &Docker{cli: cli, cfg: cfg, log: log.With("driver", "docker", "pool", cfg.Pool)}, nil
 }
 
+// callTimeout bounds one Engine API call. Every decision of the leading
+// scaler runs on one goroutine, so a wedged dockerd must turn into an error
+// (logged, backed off, retried) rather than a scaler that silently stops
+// deciding while it keeps renewing its lease.
+const callTimeout = 15 * time.Second
+
 // Ping checks that the engine answers.
 func (d *Docker) Ping(ctx context.Context) error {
 	if _, err := d.cli.Ping(ctx); err != nil {
@@ -74,6 +80,8 @@ func (d *Docker) poolArgs() filters.Args {
 
 // List returns the pool's containers, running or not.
 func (d *Docker) List(ctx context.Context) ([]Instance, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	cs, err := d.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: d.poolArgs()})
 	if err != nil {
 		return nil, fmt.Errorf("list containers of pool %s: %w", d.cfg.Pool, err)
@@ -119,6 +127,8 @@ func hostname(name string) string {
 // Start creates the container on the pool's network with the pool's labels
 // and the spec's limits, starts it, and returns its address.
 func (d *Docker) Start(ctx context.Context, spec Spec) (Instance, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*callTimeout)
+	defer cancel()
 	cfg := &container.Config{
 		Image:    spec.Image,
 		Env:      spec.Env,
@@ -186,6 +196,8 @@ func (d *Docker) discard(id string) {
 // Stop stops (grace rounded up to whole seconds, the engine's unit) and
 // removes a container of the pool.
 func (d *Docker) Stop(ctx context.Context, id string, grace time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, grace+2*callTimeout)
+	defer cancel()
 	info, err := d.cli.ContainerInspect(ctx, id)
 	if cerrdefs.IsNotFound(err) {
 		return nil
