@@ -157,7 +157,7 @@ func (s *Syncer) Sync(ctx context.Context) {
 	// Fractional slot shares rotate every 10 syncs: often enough that a
 	// balancer with a small share waits little, rarely enough that moving
 	// slots (each move idles one for up to an interval) costs little.
-	req := state.SyncRequest{Balancer: s.o.ID, Queued: s.o.Queued(), TTL: s.ttl, Epoch: 10 * s.o.Interval, Hold: s.degraded || now.Before(s.holdUntil)}
+	req := state.SyncRequest{Balancer: s.o.ID, Queued: s.o.Queued(), TTL: s.ttl, Epoch: 10 * s.o.Interval, Interval: s.o.Interval, Hold: s.degraded || now.Before(s.holdUntil)}
 	demand := float64(req.Queued)
 	for _, b := range set.Backends {
 		demand += float64(b.Local())

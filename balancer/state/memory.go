@@ -27,9 +27,10 @@ type Memory struct {
 }
 
 type memBalancer struct {
-	expires time.Time
-	queued  int64
-	local   map[string]int64
+	expires  time.Time
+	queued   int64
+	interval time.Duration
+	local    map[string]int64
 }
 
 // NewMemory returns an empty in-process store; now is its clock (nil: time.Now).
@@ -94,7 +95,7 @@ func (m *Memory) Sync(_ context.Context, req SyncRequest) (SyncResult, error) {
 			m.lastSeen[s.ID] = s.LastSeen
 		}
 	}
-	m.balancers[req.Balancer] = memBalancer{expires: now.Add(req.TTL), queued: req.Queued, local: local}
+	m.balancers[req.Balancer] = memBalancer{expires: now.Add(req.TTL), queued: req.Queued, interval: req.Interval, local: local}
 	res := SyncResult{
 		Grants:      make([]int64, len(req.Slots)),
 		Targets:     make([]int64, len(req.Slots)),
@@ -142,6 +143,7 @@ func (m *Memory) ClusterLoad(context.Context) (ClusterLoad, error) {
 	cl := ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}, Balancers: len(m.balancers)}
 	for _, b := range m.balancers {
 		cl.Queued += b.queued
+		cl.SyncInterval = max(cl.SyncInterval, b.interval)
 		for id, n := range b.local {
 			cl.Inflight[id] += n
 		}

@@ -157,9 +157,10 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 	if req.Hold {
 		hold = 1
 	}
-	args := make([]any, 0, 8+5*len(req.Slots))
+	args := make([]any, 0, 9+5*len(req.Slots))
 	args = append(args, req.Balancer, req.TTL.Milliseconds(), req.Queued, s.keys.BalancerPrefix(),
-		strconv.FormatFloat(req.Weight, 'f', 3, 64), max(1, epoch.Milliseconds()), len(req.Slots), hold)
+		strconv.FormatFloat(req.Weight, 'f', 3, 64), max(1, epoch.Milliseconds()), len(req.Slots), hold,
+		req.Interval.Milliseconds())
 	for _, sl := range req.Slots {
 		var seen int64
 		if !sl.LastSeen.IsZero() {
@@ -266,6 +267,8 @@ func (s *Redis) ClusterLoad(ctx context.Context) (ClusterLoad, error) {
 			switch {
 			case k == "q":
 				cl.Queued += n
+			case k == "s":
+				cl.SyncInterval = max(cl.SyncInterval, time.Duration(n)*time.Millisecond)
 			case strings.HasPrefix(k, "i:"):
 				cl.Inflight[k[2:]] += n
 			}

@@ -78,6 +78,9 @@ type SyncRequest struct {
 	// TTL after which this balancer's counts and grants vanish if it does
 	// not sync again.
 	TTL time.Duration
+	// Interval is how often this balancer syncs; the scaler waits for the
+	// slowest balancer to have seen a container draining before it stops it.
+	Interval time.Duration
 	// Hold asks the store to grant exactly each Floor, no more: the
 	// balancer has just come back from an outage in which it served on
 	// shares the store never recorded, so it takes no new slots until every
@@ -121,6 +124,9 @@ type ClusterLoad struct {
 	Queued int64
 	// Balancers is the number of live balancers.
 	Balancers int
+	// SyncInterval is the longest sync interval among live balancers: how
+	// stale a balancer's view of the registry may be.
+	SyncInterval time.Duration
 }
 
 // Registry is the scaler-written list of backends.

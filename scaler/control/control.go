@@ -814,15 +814,23 @@ func (c *Controller) drainOne(ctx, dctx context.Context, m *member) {
 	c.mu.Unlock()
 	tick := time.NewTicker(c.cfg.PollInterval)
 	defer tick.Stop()
+wait:
 	for {
 		now := c.now()
 		if !now.Before(settle) {
 			load, err := c.store.ClusterLoad(dctx)
-			if err == nil && load.Inflight[m.id] <= 0 {
-				break
-			}
-			if err != nil && dctx.Err() == nil {
-				c.fail("redis load", err)
+			switch {
+			case err != nil:
+				if dctx.Err() == nil {
+					c.fail("redis load", err)
+				}
+			case now.Sub(m.drainStart) < 2*load.SyncInterval:
+				// A balancer's view of the registry, and the count it
+				// last published, are up to one of its sync intervals
+				// old: wait until the slowest has synced twice since the
+				// mark, or a request it is about to send would be lost.
+			case load.Inflight[m.id] <= 0:
+				break wait
 			}
 		}
 		if !now.Before(deadline) {

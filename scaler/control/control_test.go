@@ -807,3 +807,44 @@ func eventsOf(c *Controller, dir string, r decide.Reason) []Event {
 }
 
 func hasEvent(c *Controller, dir string, r decide.Reason) bool { return len(eventsOf(c, dir, r)) > 0 }
+
+// A balancer that syncs slowly (SYNC_INTERVAL well above DRAIN_SETTLE) may
+// not have seen the drain mark yet, and the count it published is as old:
+// the container is stopped only once two of its intervals have passed.
+func TestDrainWaitsForTheSlowestBalancer(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig()
+	cfg.IdleTimeout = time.Minute
+	cfg.DrainSettle = 0
+	cfg.DrainTimeout = time.Hour
+	c, _ := h.start(cfg, nil)
+	h.settle(1)
+	h.balancer("b1", 8, nil, nil)
+	h.settle(2)
+	slow := func() {
+		req := state.SyncRequest{Balancer: "slow", TTL: time.Hour, Interval: 30 * time.Second}
+		if _, err := h.store.Sync(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.balancer("b1", 0, nil, nil)
+	slow()
+	h.clk.advance(2 * time.Minute)
+	poke(c.downCh)
+	var id string
+	eventually(t, "draining", func() bool {
+		for _, b := range h.registry() {
+			if b.State == state.Draining {
+				id = b.ID
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(300 * time.Millisecond)
+	if _, ok := h.eng.Get(id); !ok {
+		t.Fatal("stopped before a balancer syncing every 30s could have seen the drain")
+	}
+	h.clk.advance(61 * time.Second)
+	eventually(t, "stopped once two of the slowest intervals passed", func() bool { _, ok := h.eng.Get(id); return !ok })
+}
