@@ -71,7 +71,9 @@ func (c *common) register(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.DurationVar(&c.StatusInterval, "status-interval", time.Second, "how often to sample --status")
-	fs.StringVar(&c.StatusToken, "status-token", os.Getenv("ADMIN_TOKEN"), "bearer token for --status (default $ADMIN_TOKEN)")
+	// The default is read after parsing, not shown as the flag's default:
+	// usage and error messages would print the secret.
+	fs.StringVar(&c.StatusToken, "status-token", "", "bearer token for --status (default $ADMIN_TOKEN)")
 	fs.StringVar(&c.Out, "out", "", "`DIR` to write timeseries.csv, summary.json, backends.csv, status.csv and PNG plots")
 }
 
@@ -89,7 +91,30 @@ func (c *common) validate() error {
 	if err := drive.NewHTTP(c.httpConfig(1)).Check(); err != nil {
 		return usageErr("%v", err)
 	}
+	if c.StatusToken == "" {
+		c.StatusToken = os.Getenv("ADMIN_TOKEN")
+	}
+	if c.Out != "" {
+		// Found now, not after a half-hour run whose results would be lost.
+		if err := checkWritable(c.Out); err != nil {
+			return usageErr("--out %s: %v", c.Out, err)
+		}
+	}
 	return nil
+}
+
+// checkWritable creates dir if needed and proves a file can be written there.
+func checkWritable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".loadtest-check-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }
 
 func (c *common) urls() []string {
@@ -214,11 +239,17 @@ func (c *runConfig) validate(set map[string]bool) error {
 		if set["profile"] && c.Profile != "file" {
 			return usageErr("--profile-file and --profile %s exclude each other", c.Profile)
 		}
+		if set["rate"] {
+			return usageErr("--rate and --profile-file exclude each other: the file gives the rate")
+		}
 		c.Profile = "file"
 	}
 	if c.Users > 0 {
 		if set["rate"] || set["profile"] || set["profile-file"] {
 			return usageErr("--users (closed loop) excludes --rate and --profile (open loop)")
+		}
+		if set["concurrency"] {
+			return usageErr("--users (closed loop) excludes --concurrency: the users are the concurrency")
 		}
 		if !set["duration"] && !set["requests"] {
 			c.Duration = defaultDuration
@@ -313,6 +344,9 @@ func (c *runConfig) buildProfile(set map[string]bool) error {
 		}
 		if peak <= 0 || at < 0 || length <= 0 {
 			return usageErr("--spike-rate and --spike-for must be > 0, --spike-at >= 0")
+		}
+		if at >= d {
+			return usageErr("--spike-at %v is not within the run's %v", at, d)
 		}
 		c.profile = schedule.Spike(c.Rate, peak, at, length, d)
 		c.describe = fmt.Sprintf("%g req/s with a spike to %g at %v for %v", c.Rate, peak, at, length)

@@ -101,6 +101,11 @@ func TestBadInputExits2(t *testing.T) {
 		{[]string{"run", "--target", u, "--rate", "10", "--think", "1s"}, "--users"},
 		{[]string{"run", "--target", u, "--rate", "10", "--rate-to", "50"}, "--profile ramp only"},
 		{[]string{"run", "--target", u, "--rate", "10", "--profile", "ramp", "--rate-to", "5", "--duration", "1s", "--spike-at", "1s"}, "--profile spike only"},
+		{[]string{"run", "--target", u, "--rate", "10", "--duration", "3s", "--profile", "spike", "--spike-at", "10s"}, "not within"},
+		{[]string{"run", "--target", u, "--rate", "10", "--profile-file", malformed}, "exclude each other"},
+		{[]string{"run", "--target", u, "--users", "2", "--concurrency", "5"}, "excludes --concurrency"},
+		{[]string{"run", "--target", u, "--rate", "10", "--out", filepath.Join(malformed, "sub")}, "--out"},
+		{[]string{"saturate", "--target", u, "--slo", "100ms", "--out", filepath.Join(malformed, "sub")}, "--out"},
 		{[]string{"saturate", "--target", u}, "missing --slo"},
 		{[]string{"saturate", "--slo", "100ms"}, "missing --target"},
 		{[]string{"saturate", "--target", u, "--slo", "100ms", "--max-errors", "2"}, "--max-errors"},
@@ -415,5 +420,17 @@ func TestProgressOnlyOnTerminal(t *testing.T) {
 	defer devnull.Close()
 	if newProgress(devnull) != nil {
 		t.Error("progress on /dev/null (a character device, not a terminal)")
+	}
+}
+
+// The admin token comes from the environment but is never echoed in usage
+// or error messages.
+func TestAdminTokenNotPrinted(t *testing.T) {
+	t.Setenv("ADMIN_TOKEN", "s3cr3t-token")
+	for _, args := range [][]string{{"run", "--nope"}, {"run", "-h"}, {"saturate", "--bogus"}} {
+		_, stdout, stderr := runCmd(t, args...)
+		if strings.Contains(stdout+stderr, "s3cr3t") {
+			t.Fatalf("%q printed the token: %q", args, stdout+stderr)
+		}
 	}
 }

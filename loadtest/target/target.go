@@ -26,11 +26,12 @@ type Target struct {
 var numeric = regexp.MustCompile(`^[-+]?[0-9]*\.?[0-9]+$`)
 
 // Parse reads "URL" or "URL=weight". The weight is split off at the last '='
-// when what follows it is a number, so query strings keep working; a URL
-// whose query ends in a number needs an explicit weight ("…?id=5=1").
+// when what follows it is a number and the '=' does not belong to the query:
+// "…/?sleep_ms=10" is a URL of weight 1, "…/?sleep_ms=10=3" the same URL of
+// weight 3.
 func Parse(s string) (Target, error) {
 	raw, weight := s, 1
-	if i := strings.LastIndexByte(s, '='); i >= 0 && numeric.MatchString(s[i+1:]) {
+	if i := strings.LastIndexByte(s, '='); i >= 0 && numeric.MatchString(s[i+1:]) && !endsInQueryKey(s[:i]) {
 		w, err := strconv.Atoi(s[i+1:])
 		if err != nil || w <= 0 {
 			return Target{}, fmt.Errorf("target %q: weight %q must be a positive integer", s, s[i+1:])
@@ -41,6 +42,18 @@ func Parse(s string) (Target, error) {
 		return Target{}, fmt.Errorf("target %q: %w", s, err)
 	}
 	return Target{URL: raw, Weight: weight}, nil
+}
+
+// endsInQueryKey reports whether u ends in a query parameter that has no
+// value yet ("…?a=1&b"): an '=' after it is that parameter's, not a weight's.
+func endsInQueryKey(u string) bool {
+	q := strings.IndexByte(u, '?')
+	if q < 0 {
+		return false
+	}
+	query := u[q+1:]
+	last := query[strings.LastIndexByte(query, '&')+1:]
+	return !strings.Contains(last, "=")
 }
 
 // CheckURL accepts absolute http and https URLs with a host.

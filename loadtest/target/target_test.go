@@ -12,6 +12,10 @@ func TestParse(t *testing.T) {
 		{"http://127.0.0.1:8081=9", "http://127.0.0.1:8081", 9},
 		{"https://lb.example/path?a=b", "https://lb.example/path?a=b", 1},
 		{"http://h/?id=5=2", "http://h/?id=5", 2},
+		{"http://h/?sleep_ms=10", "http://h/?sleep_ms=10", 1},
+		{"http://h/?a=1&sleep_ms=10", "http://h/?a=1&sleep_ms=10", 1},
+		{"http://h/?a=1&sleep_ms=10=3", "http://h/?a=1&sleep_ms=10", 3},
+		{"http://h/?flag&work_ms=2", "http://h/?flag&work_ms=2", 1},
 	}
 	for _, c := range good {
 		got, err := Parse(c.in)
