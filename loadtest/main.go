@@ -211,8 +211,8 @@ func cmdSaturate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			Dropped: sum.Totals.Dropped, Achieved: sum.AchievedRPS,
 			P99: time.Duration(sum.Latency.P99 * float64(time.Millisecond)),
 		})
-		if sum.Status != nil {
-			st.Replicas = sum.Status.FinalReplicas
+		if sum.Status != nil && sum.Status.FinalReplicas != nil {
+			st.Replicas = *sum.Status.FinalReplicas
 		}
 		steps = append(steps, st)
 		verdict := "ok"

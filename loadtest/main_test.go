@@ -245,7 +245,7 @@ func TestRunWritesOutputs(t *testing.T) {
 	if len(s.Targets) != 2 || s.Targets[0].Weight != 3 || s.Targets[0].OK != 150 || s.Targets[1].Backends["web-b"] != 50 {
 		t.Errorf("targets %+v", s.Targets)
 	}
-	if s.Status == nil || s.Status.Gaps == 0 || s.Status.Samples <= s.Status.Gaps || s.Status.MaxReplicas < 2 {
+	if s.Status == nil || s.Status.Gaps == 0 || s.Status.Samples <= s.Status.Gaps || s.Status.MaxReplicas == nil || *s.Status.MaxReplicas < 2 {
 		t.Errorf("status %+v: want samples, gaps from the dead source, and a scale-up", s.Status)
 	}
 	if s.Latency.Count != 200 || s.Latency.P50 <= 0 || s.Latency.Max < s.Latency.P99 {

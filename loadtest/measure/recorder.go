@@ -87,6 +87,11 @@ type Recorder struct {
 	backends map[string]*backendStats
 	secs     []Second
 	ring     [ringSize]slot
+	// closed: seconds before it have final percentiles (Tick closed them).
+	// A completion stamped in such a second, but recorded after its Tick
+	// (the clock is read before the lock), counts everywhere except in that
+	// second's percentiles, which a lone late value would otherwise replace.
+	closed int
 }
 
 // New returns an empty Recorder.
@@ -222,6 +227,9 @@ func (r *Recorder) Done(target int, intended, done time.Time, o Outcome) {
 	_ = r.total.RecordValue(us)
 	_ = t.lat.RecordValue(us)
 	_ = b.lat.RecordValue(us)
+	if s < r.closed {
+		return
+	}
 	sl := &r.ring[s%ringSize]
 	if sl.sec != s {
 		if sl.sec > s {
@@ -262,6 +270,7 @@ func (r *Recorder) Tick(now time.Time) {
 	if now.Sub(r.start) > 0 && len(r.secs) < cur {
 		r.row(cur - 1)
 	}
+	r.closed = max(r.closed, cur)
 	for i := range r.ring {
 		if sl := &r.ring[i]; sl.sec >= 0 && sl.sec < cur {
 			r.closeSlot(sl)

@@ -146,6 +146,27 @@ func TestRecorderStaleCompletion(t *testing.T) {
 	}
 }
 
+// A completion stamped in a second that Tick has already closed must not
+// replace that second's percentiles with its own value.
+func TestRecorderLateCompletionKeepsClosedSecond(t *testing.T) {
+	r := New(Config{Start: t0, Targets: []string{"a"}})
+	for range 99 {
+		r.Dispatched(at(0), 0, 0, false)
+		r.Done(0, at(0), at(5*time.Millisecond), Outcome{Kind: OK})
+	}
+	r.Tick(at(time.Second))
+	r.Dispatched(at(0), 0, 0, false)
+	r.Done(0, at(0), at(900*time.Millisecond), Outcome{Kind: OK}) // stamped before the Tick
+	r.Tick(at(2 * time.Second))
+	secs := r.Finish()
+	if secs[0].OK != 100 || secs[0].P50 > 10*time.Millisecond || secs[0].P99 > 10*time.Millisecond {
+		t.Fatalf("second 0: ok %d p50 %v p99 %v; want 100 ok and the 99 fast ones' percentiles", secs[0].OK, secs[0].P50, secs[0].P99)
+	}
+	if r.Report().Latency.Count != 100 {
+		t.Fatal("late completion missing from the overall histogram")
+	}
+}
+
 func TestClassify(t *testing.T) {
 	// A real refused connection: listen, take the port, close.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -84,12 +84,15 @@ type TargetSummary struct {
 }
 
 // StatusSummary describes the /status samples.
+//
+// The replica figures are null when no sample succeeded: 0 would claim an
+// empty pool that nobody observed.
 type StatusSummary struct {
-	Samples       int `json:"samples"`
-	Gaps          int `json:"gaps"` // failed samples
-	MinReplicas   int `json:"min_replicas"`
-	MaxReplicas   int `json:"max_replicas"`
-	FinalReplicas int `json:"final_replicas"`
+	Samples       int  `json:"samples"`
+	Gaps          int  `json:"gaps"` // failed samples
+	MinReplicas   *int `json:"min_replicas"`
+	MaxReplicas   *int `json:"max_replicas"`
+	FinalReplicas *int `json:"final_replicas"`
 	// MaxInflight is the largest cluster in-flight count seen in a second.
 	MaxInflight int64 `json:"max_inflight"`
 }
@@ -130,20 +133,22 @@ func (r *Run) Summarise() Summary {
 		s.Targets = append(s.Targets, TargetSummary{Weight: w, TargetSummary: t})
 	}
 	if len(r.Settings.StatusURLs) > 0 {
-		st := &StatusSummary{MinReplicas: -1}
+		st := &StatusSummary{}
 		for _, smp := range r.Samples {
 			st.Samples++
 			if !smp.OK() {
 				st.Gaps++
 				continue
 			}
-			if st.MinReplicas < 0 || smp.Replicas < st.MinReplicas {
-				st.MinReplicas = smp.Replicas
+			n := smp.Replicas
+			if st.MinReplicas == nil {
+				lo, hi := n, n
+				st.MinReplicas, st.MaxReplicas = &lo, &hi
 			}
-			st.MaxReplicas = max(st.MaxReplicas, smp.Replicas)
-			st.FinalReplicas = smp.Replicas
+			*st.MinReplicas = min(*st.MinReplicas, n)
+			*st.MaxReplicas = max(*st.MaxReplicas, n)
+			st.FinalReplicas = &n
 		}
-		st.MinReplicas = max(st.MinReplicas, 0)
 		for _, p := range r.Points {
 			st.MaxInflight = max(st.MaxInflight, p.Inflight)
 		}
@@ -357,8 +362,12 @@ func (r *Run) WriteText(w io.Writer) error {
 	}
 	if s.Status != nil {
 		st := s.Status
-		p("Replicas\tmin %d\tmax %d\tlast %d\tmax in-flight %d\t(%d samples, %d gaps)\n",
-			st.MinReplicas, st.MaxReplicas, st.FinalReplicas, st.MaxInflight, st.Samples, st.Gaps)
+		if st.MinReplicas == nil {
+			p("Replicas\tno successful /status sample\t(%d samples, %d gaps)\n", st.Samples, st.Gaps)
+		} else {
+			p("Replicas\tmin %d\tmax %d\tlast %d\tmax in-flight %d\t(%d samples, %d gaps)\n",
+				*st.MinReplicas, *st.MaxReplicas, *st.FinalReplicas, st.MaxInflight, st.Samples, st.Gaps)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err

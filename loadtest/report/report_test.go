@@ -65,7 +65,7 @@ func TestSummarise(t *testing.T) {
 		t.Errorf("targets %+v", s.Targets)
 	}
 	st := s.Status
-	if st == nil || st.Samples != 3 || st.Gaps != 1 || st.MinReplicas != 1 || st.MaxReplicas != 2 || st.FinalReplicas != 2 || st.MaxInflight != 3 {
+	if st == nil || st.Samples != 3 || st.Gaps != 1 || st.MinReplicas == nil || *st.MinReplicas != 1 || *st.MaxReplicas != 2 || *st.FinalReplicas != 2 || st.MaxInflight != 3 {
 		t.Errorf("status %+v", st)
 	}
 }
