@@ -208,7 +208,7 @@ func cmdSaturate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		sum := res.Summarise()
 		st := plan.Judge(saturate.Step{
 			Rate: rate, Offered: sum.Totals.Offered, OK: sum.Totals.OK, Failed: sum.Totals.Failed,
-			Dropped: sum.Totals.Dropped, Achieved: sum.AchievedRPS,
+			Dropped: sum.Totals.Dropped, Late: sum.Totals.Late, Achieved: sum.AchievedRPS,
 			P99: time.Duration(sum.Latency.P99 * float64(time.Millisecond)),
 		})
 		if sum.Status != nil && sum.Status.FinalReplicas != nil {

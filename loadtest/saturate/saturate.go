@@ -32,11 +32,14 @@ type Plan struct {
 
 // Step is the outcome of running one rate.
 type Step struct {
-	Rate     float64       `json:"rate"`
-	Offered  int64         `json:"offered"`
-	OK       int64         `json:"ok"`
-	Failed   int64         `json:"failed"`
-	Dropped  int64         `json:"dropped"`
+	Rate    float64 `json:"rate"`
+	Offered int64   `json:"offered"`
+	OK      int64   `json:"ok"`
+	Failed  int64   `json:"failed"`
+	Dropped int64   `json:"dropped"`
+	// Late requests left the driver more than its lateness bound after
+	// their intended time: the driver, not the target, fell behind.
+	Late     int64         `json:"late"`
 	Achieved float64       `json:"achieved_rps"`
 	P99      time.Duration `json:"-"`
 	P99MS    float64       `json:"p99_ms"`
@@ -53,6 +56,11 @@ func (s Step) ErrorRatio() float64 {
 	return float64(s.Failed+s.Dropped) / float64(s.Offered)
 }
 
+// MaxLate is the share of late requests above which a step measures the
+// load driver rather than the target: it fails, so the search never reports
+// a rate the driver could not actually offer as the target's capacity.
+const MaxLate = 0.01
+
 // Judge marks s as passing or failing the plan's objectives. A step with no
 // successful response fails even if it had no errors: nothing was measured.
 func (p Plan) Judge(s Step) Step {
@@ -60,6 +68,8 @@ func (p Plan) Judge(s Step) Step {
 	switch {
 	case s.OK == 0:
 		s.Pass, s.Reason = false, "no successful responses"
+	case s.Offered > 0 && float64(s.Late)/float64(s.Offered) > MaxLate:
+		s.Pass, s.Reason = false, fmt.Sprintf("driver-limited: %.1f%% of requests left late (the load driver, not the target, fell behind)", 100*float64(s.Late)/float64(s.Offered))
 	case s.ErrorRatio() > p.MaxErrors:
 		s.Pass, s.Reason = false, fmt.Sprintf("error ratio %.2f%% > %.2f%%", 100*s.ErrorRatio(), 100*p.MaxErrors)
 	case s.P99 > p.SLO:

@@ -84,6 +84,8 @@ func TestJudge(t *testing.T) {
 		{Step{Offered: 1000, OK: 989, Failed: 6, Dropped: 5, P99: time.Millisecond}, false, "error ratio"},
 		{Step{Offered: 1000, OK: 1000, P99: 51 * time.Millisecond}, false, "SLO"},
 		{Step{Offered: 10, Failed: 0, Dropped: 0}, false, "no successful"},
+		{Step{Offered: 1000, OK: 1000, Late: 10, P99: time.Millisecond}, true, ""},
+		{Step{Offered: 1000, OK: 1000, Late: 11, P99: time.Millisecond}, false, "driver-limited"},
 	}
 	for i, c := range cases {
 		got := p.Judge(c.step)
