@@ -260,8 +260,21 @@ func (c *runConfig) validate(set map[string]bool) error {
 	if set["think"] {
 		return usageErr("--think applies to --users (closed loop) only")
 	}
-	return c.buildProfile(set)
+	if err := c.buildProfile(set); err != nil {
+		return err
+	}
+	for _, s := range c.profile {
+		if max(s.From, s.To) > maxRate {
+			return usageErr("rate %g req/s is above %g: no single load driver sends that (run several)", max(s.From, s.To), float64(maxRate))
+		}
+	}
+	return nil
 }
+
+// maxRate bounds the offered rate: far beyond what one process can send, and
+// low enough that a typo (1e9) is an error, not a run that spends minutes
+// counting requests it could never have sent.
+const maxRate = 1_000_000
 
 // profileFlags are the flags that only mean something to one profile; given
 // with another they would be silently ignored, so they are refused.
@@ -392,7 +405,7 @@ func loadSaturate(args []string, stderr io.Writer) (*saturateConfig, error) {
 	fs.Float64Var(&c.Factor, "step-factor", 1.5, "multiply the rate by this after a good step")
 	fs.Float64Var(&c.Increment, "step-by", 0, "add this to the rate after a good step instead of --step-factor")
 	fs.DurationVar(&c.StepDuration, "step-duration", 10*time.Second, "how long each step runs")
-	fs.Float64Var(&c.MaxRate, "max-rate", 100000, "never offer more than this, req/s")
+	fs.Float64Var(&c.MaxRate, "max-rate", 100000, "never offer more than this, req/s (at most 1e6)")
 	fs.IntVar(&c.Refine, "refine", 2, "bisection steps after the first failure")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -419,6 +432,8 @@ func loadSaturate(args []string, stderr io.Writer) (*saturateConfig, error) {
 		return nil, usageErr("--step-factor must be > 1, got %v", c.Factor)
 	case c.StepDuration <= 0:
 		return nil, usageErr("--step-duration must be > 0, got %v", c.StepDuration)
+	case c.MaxRate > maxRate:
+		return nil, usageErr("--max-rate %g is above %g req/s", c.MaxRate, float64(maxRate))
 	case c.MaxRate < c.Start:
 		return nil, usageErr("--max-rate (%v) must be >= --start (%v)", c.MaxRate, c.Start)
 	case c.Refine < 0:
