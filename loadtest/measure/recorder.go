@@ -14,6 +14,7 @@
 package measure
 
 import (
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -47,6 +48,9 @@ type Second struct {
 	ErrStatus, ErrTimeout        int64
 	ErrConnection, ErrOther      int64
 	P50, P90, P99, P999, Max     time.Duration
+	// ByStatus splits ErrStatus by HTTP status (nil when there was none),
+	// so a second of 503s is told apart from one of 502s.
+	ByStatus map[int]int64
 }
 
 type targetStats struct {
@@ -209,6 +213,10 @@ func (r *Recorder) Done(target int, intended, done time.Time, o Outcome) {
 		case Status:
 			k.Status = o.Status
 			row.ErrStatus++
+			if row.ByStatus == nil {
+				row.ByStatus = map[int]int64{}
+			}
+			row.ByStatus[o.Status]++
 		case Timeout:
 			row.ErrTimeout++
 		case Connection:
@@ -284,7 +292,7 @@ func (r *Recorder) Closed(now time.Time) []Second {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := min(r.second(now), len(r.secs))
-	return append([]Second(nil), r.secs[:n]...)
+	return copySeconds(r.secs[:n])
 }
 
 // LastClosed returns the row of the second before now's, the latest whose
@@ -296,7 +304,9 @@ func (r *Recorder) LastClosed(now time.Time) (Second, int, bool) {
 	if i < 0 || i >= len(r.secs) {
 		return Second{}, 0, false
 	}
-	return r.secs[i], i, true
+	s := r.secs[i]
+	s.ByStatus = maps.Clone(s.ByStatus)
+	return s, i, true
 }
 
 // Finish closes every open second and returns the whole series. Call it once
@@ -307,7 +317,17 @@ func (r *Recorder) Finish() []Second {
 	for i := range r.ring {
 		r.closeSlot(&r.ring[i])
 	}
-	return append([]Second(nil), r.secs...)
+	return copySeconds(r.secs)
+}
+
+// copySeconds copies rows deep enough that the caller may read them while
+// completions still update the recorder's own.
+func copySeconds(in []Second) []Second {
+	out := append([]Second(nil), in...)
+	for i := range out {
+		out[i].ByStatus = maps.Clone(out[i].ByStatus)
+	}
+	return out
 }
 
 func us(v int64) time.Duration { return time.Duration(v) * time.Microsecond }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -213,6 +214,8 @@ func WriteJSON(w io.Writer, v any) error {
 // responses completed in the second, errors = failures completed in it.
 // Latencies are of successful responses completed in the second; replicas
 // and inflight are empty when no /status sample succeeded in the second.
+// After these fixed columns come one status_NNN column per error status seen
+// in the run (err_status split by code), in code order.
 var TimeseriesHeader = []string{
 	"second", "offered", "sent", "achieved", "errors", "dropped", "late",
 	"err_status", "err_timeout", "err_connection", "err_other",
@@ -222,7 +225,20 @@ var TimeseriesHeader = []string{
 // WriteTimeseries writes timeseries.csv.
 func (r *Run) WriteTimeseries(w io.Writer) error {
 	cw := csv.NewWriter(w)
-	_ = cw.Write(TimeseriesHeader)
+	var codes []int
+	for _, s := range r.Seconds {
+		for code := range s.ByStatus {
+			if !slices.Contains(codes, code) {
+				codes = append(codes, code)
+			}
+		}
+	}
+	slices.Sort(codes)
+	header := slices.Clone(TimeseriesHeader)
+	for _, code := range codes {
+		header = append(header, "status_"+strconv.Itoa(code))
+	}
+	_ = cw.Write(header)
 	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
 	for i, s := range r.Seconds {
 		lat := func(d time.Duration) string {
@@ -236,11 +252,15 @@ func (r *Run) WriteTimeseries(w io.Writer) error {
 			replicas = strconv.Itoa(r.Points[i].Replicas)
 			inflight = i64(r.Points[i].Inflight)
 		}
-		_ = cw.Write([]string{
+		row := []string{
 			strconv.Itoa(i), i64(s.Offered), i64(s.Sent), i64(s.OK), i64(s.Failed), i64(s.Dropped), i64(s.Late),
 			i64(s.ErrStatus), i64(s.ErrTimeout), i64(s.ErrConnection), i64(s.ErrOther),
 			lat(s.P50), lat(s.P90), lat(s.P99), lat(s.P999), lat(s.Max), replicas, inflight,
-		})
+		}
+		for _, code := range codes {
+			row = append(row, i64(s.ByStatus[code]))
+		}
+		_ = cw.Write(row)
 	}
 	cw.Flush()
 	return cw.Error()

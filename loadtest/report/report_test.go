@@ -99,6 +99,19 @@ func TestTimeseriesMarksGaps(t *testing.T) {
 	if rows[3][col["p99_ms"]] != "" {
 		t.Errorf("second 2 had no ok response, p99 should be empty: %v", rows[3])
 	}
+	// Error statuses get a column each, matching err_status per second.
+	c503, ok := col["status_503"]
+	if !ok {
+		t.Fatalf("no status_503 column in %v", rows[0])
+	}
+	for _, row := range rows[1:] {
+		if row[c503] != row[col["err_status"]] {
+			t.Errorf("status_503 %s != err_status %s in %v", row[c503], row[col["err_status"]], row)
+		}
+	}
+	if rows[1][c503] == "0" {
+		t.Errorf("second 0 had 503s: %v", rows[1])
+	}
 	// HDR keeps three significant digits: 5 ms reads back as 5.00x ms.
 	if p50 := rows[1][col["p50_ms"]]; !strings.HasPrefix(p50, "5.00") {
 		t.Errorf("second 0 p50 %q, want 5.00x", p50)
