@@ -336,7 +336,12 @@ func Reconcile(w World, now time.Time) Plan {
 			if registered {
 				p.Unregister = append(p.Unregister, c.ID)
 			}
-			if c.State == driver.StateCreated && now.Sub(c.Created) > w.StaleCreate {
+			// Created but never started, or running with no address on the
+			// pool's network (disconnected by hand), for longer than a start
+			// may take: it will never serve, yet it is a container of the
+			// pool, so it goes rather than sit beside its replacement.
+			stuck := c.State == driver.StateCreated || c.Running() && c.Addr == ""
+			if stuck && now.Sub(c.Created) > w.StaleCreate {
 				p.Remove = append(p.Remove, c.ID)
 			}
 		}
