@@ -102,7 +102,14 @@ for _, b in ipairs(order) do
 end
 local total_slots = 0
 for i = 1, n do total_slots = total_slots + math.max(lim[i], 0) end
-local u = (math.floor(now / epochms) * 0.6180339887498949) % 1
+local ep = math.floor(now / epochms)
+local u = (ep * 0.6180339887498949) % 1
+-- The stretches always fall in the same place of the line (in balancer id
+-- order), so without more a small balancer's slots would always sit on the
+-- same few backends: the last ones of a layer. Those backends would then be
+-- used less whenever it is idle. Every 4 epochs the backends' order within
+-- the layers rotates by one, so each balancer's slots visit every backend.
+local rot = math.floor(ep / 4)
 -- my slot positions p (0-based) satisfy lo <= p + u < hi
 local lo = total_slots * before / total
 local hi = total_slots * (before + weight[me]) / total
@@ -124,7 +131,7 @@ for _, l1 in ipairs(limits) do
       local len, off = z - a + 1, (a - pos) % c
       local full, rest = math.floor(len / c), len % c
       for m = 1, c do
-        local k = members[m]
+        local k = members[((m - 1 + rot) % c) + 1]
         target[k] = target[k] + full
         if (m - 1 - off) % c < rest then target[k] = target[k] + 1 end
       end
