@@ -437,3 +437,20 @@ func TestAdminTokenNotPrinted(t *testing.T) {
 		}
 	}
 }
+
+func TestFitWidth(t *testing.T) {
+	cases := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 80, "short"},
+		{"0123456789", 4, "0123"},
+		{"p99 12µs in flight", 8, "p99 12µs"},
+	}
+	for _, c := range cases {
+		if got := fitWidth(c.in, c.n); got != c.want {
+			t.Errorf("fitWidth(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}

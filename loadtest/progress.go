@@ -19,6 +19,7 @@ import (
 // summary alone, with no carriage-return noise.
 type progress struct {
 	w     io.Writer
+	fd    int
 	total time.Duration // expected length, 0 if unknown
 	label string        // e.g. "step 3 200 req/s"
 	last  time.Time
@@ -30,7 +31,7 @@ func newProgress(w io.Writer) *progress {
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil
 	}
-	return &progress{w: w}
+	return &progress{w: w, fd: int(f.Fd())}
 }
 
 func (p *progress) update(now, start time.Time, rec *measure.Recorder, inflight int64, latest []status.Sample) {
@@ -68,7 +69,22 @@ func (p *progress) update(now, start time.Time, rec *measure.Recorder, inflight 
 			b.WriteString("  replicas ? (status failing)")
 		}
 	}
-	fmt.Fprintf(p.w, "\r%s\x1b[K", b.String())
+	// A line longer than the terminal wraps, and "\r" then rewrites only
+	// the last row, leaving a trail of stale rows: cut it to the width.
+	line := b.String()
+	if w, _, err := term.GetSize(p.fd); err == nil && w > 1 {
+		line = fitWidth(line, w-1)
+	}
+	fmt.Fprintf(p.w, "\r%s\x1b[K", line)
+}
+
+// fitWidth cuts s to at most n runes (the line is plain ASCII but for "µ").
+func fitWidth(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n])
 }
 
 // clear removes the progress line before the summary is printed.
