@@ -62,6 +62,7 @@ type Syncer struct {
 	up        atomic.Bool
 	peers     atomic.Int64
 	rank      int64
+	gen       int64 // the store's generation at the last sync (0: none yet)
 	degraded  bool
 
 	statMu   sync.Mutex
@@ -192,12 +193,22 @@ func (s *Syncer) Sync(ctx context.Context) {
 	if !s.up.Swap(true) && !s.lastOK.IsZero() {
 		s.o.Log.Info("store reachable again; shared counts resume")
 	}
-	if s.degraded {
-		// The fallback shares of the outage were never recorded: hold
-		// them (take no new slots) for a TTL while the other balancers
-		// come back and report theirs.
+	// Hold (take no new slots) for a TTL when the store does not know what
+	// this balancer holds: after an outage served on fallback shares it
+	// never recorded, or when it lost its state and everyone's grants with
+	// it. The other balancers then report theirs before any grant grows.
+	// A grant raised by this very answer is not taken either.
+	lost := s.gen != 0 && res.Generation != s.gen
+	if s.degraded || lost {
 		s.holdUntil = now.Add(s.ttl)
+		for i := range set.Backends {
+			res.Grants[i] = min(res.Grants[i], req.Slots[i].Floor)
+		}
+		if lost {
+			s.o.Log.Warn("store lost its state (restart or flush); holding grants for a TTL", "ttl", s.ttl.String())
+		}
 	}
+	s.gen = res.Generation
 	s.lastOK, s.degraded = now, false
 	s.peers.Store(int64(res.Balancers))
 	s.rank = int64(res.Rank)

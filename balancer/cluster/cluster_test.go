@@ -229,3 +229,36 @@ func TestNeverSyncedServesOneSlot(t *testing.T) {
 		}
 	}
 }
+
+// When the store reports a new generation (it lost everyone's grants), the
+// balancer takes no raise from that answer and holds its grants for a TTL,
+// so the others can report what they hold before any grant grows.
+func TestLostStoreStateHoldsGrants(t *testing.T) {
+	now := time.Unix(1000, 0)
+	store := &scriptedStore{Memory: state.NewMemory(nil), res: state.SyncResult{Grants: []int64{1}, Targets: []int64{1}, Balancers: 2, Generation: 7}}
+	s := New(Options{Store: store, ID: "a", Share: true, Interval: 100 * time.Millisecond, Limit: 4,
+		Static: []Static{{Addr: "w:1", Weight: 1}}, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	s.Sync(ctx)
+	b := s.Set().Backends[0]
+	if b.Grant() != 1 {
+		t.Fatalf("grant %d, want 1", b.Grant())
+	}
+	// Redis restarts empty and would now give this balancer the whole limit.
+	store.res.Grants, store.res.Targets, store.res.Generation = []int64{4}, []int64{4}, 8
+	now = now.Add(100 * time.Millisecond)
+	s.Sync(ctx)
+	if b.Grant() != 1 {
+		t.Fatalf("took grant %d from a store that just lost its state, want to keep 1", b.Grant())
+	}
+	now = now.Add(100 * time.Millisecond)
+	s.Sync(ctx)
+	if !store.last.Hold || b.Grant() != 1 {
+		t.Fatalf("within the TTL: hold %v grant %d, want held at 1", store.last.Hold, b.Grant())
+	}
+	now = now.Add(1100 * time.Millisecond)
+	s.Sync(ctx)
+	if store.last.Hold || b.Grant() != 4 {
+		t.Fatalf("after the TTL: hold %v grant %d, want 4", store.last.Hold, b.Grant())
+	}
+}

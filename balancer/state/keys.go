@@ -29,9 +29,9 @@ func (k Keys) BalancerPrefix() string { return k.Balancer("") }
 func (k Keys) RegistryOwned() string { return k.prefix + "registry:owned" }
 
 // Generation holds the unix ms at which this Redis's copy of the shared
-// state began. The sync script creates it when missing: a Redis that restarted
-// or was flushed has forgotten every grant, so for one TTL after that no grant
-// grows, giving every live balancer time to report what it holds.
+// state began; the sync script creates it when missing. A balancer that sees
+// it change knows Redis restarted empty or was flushed, forgetting every
+// grant, and takes no new slots for a TTL while the others report theirs.
 func (k Keys) Generation() string { return k.prefix + "generation" }
 
 // LastSeen is a hash: backend id -> unix ms of the latest request.

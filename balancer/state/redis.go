@@ -189,7 +189,7 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 		return SyncResult{}, fmt.Errorf("sync balancer %s: %w", req.Balancer, err)
 	}
 	raw, err := script.Slice()
-	if err != nil || len(raw) != 6 {
+	if err != nil || len(raw) != 7 {
 		return SyncResult{}, fmt.Errorf("sync balancer %s: unexpected reply %v: %w", req.Balancer, raw, err)
 	}
 	res := SyncResult{
@@ -209,6 +209,9 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 	}
 	if n, ok := raw[5].(int64); ok {
 		res.Rank = int(n)
+	}
+	if n, ok := raw[6].(int64); ok {
+		res.Generation = n
 	}
 	if len(res.Grants) != len(req.Slots) || len(res.Remote) != len(req.Slots) || len(res.LastSeen) != len(req.Slots) {
 		return SyncResult{}, fmt.Errorf("sync balancer %s: reply for %d backends, sent %d", req.Balancer, len(res.Grants), len(req.Slots))

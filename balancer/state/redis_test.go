@@ -13,15 +13,10 @@ import (
 	"lbscale/balancer/state/statetest"
 )
 
-// newRedis returns a store on a fresh redis-server whose shared state is
-// long established (its generation is old), as in a running cluster; tests
-// of what happens right after Redis loses its state use newFreshRedis.
+// newRedis returns a store on a fresh redis-server.
 func newRedis(t *testing.T) (*state.Redis, *statetest.Server) {
 	t.Helper()
-	s, srv, rdb := newFreshRedis(t)
-	if err := rdb.Set(context.Background(), s.Keys().Generation(), 1, 0).Err(); err != nil {
-		t.Fatal(err)
-	}
+	s, srv, _ := newFreshRedis(t)
 	return s, srv
 }
 
@@ -379,57 +374,32 @@ func TestSyncNoStarvation(t *testing.T) {
 }
 
 // Redis that lost its state (restart without persistence, flush, failover
-// to an empty replica) has forgotten every grant while balancers still have
-// requests in flight on them. For one TTL after that, no grant grows past
-// what its balancer reports holding, so the first balancer to sync cannot
-// take the whole limit under the feet of the others.
-func TestSyncHoldsGrantsAfterRedisLosesState(t *testing.T) {
+// to an empty replica) has forgotten every grant while balancers may still
+// have requests in flight on them. The generation tells them: it stays put
+// while the state lives and changes when it is lost. A fresh Redis grants at
+// once (there is nothing to protect).
+func TestGenerationChangesWhenRedisLosesState(t *testing.T) {
 	s, _, rdb := newFreshRedis(t)
 	ctx := context.Background()
-	const ttl = 400 * time.Millisecond
-	a, b := newSim("a", 1), newSim("b", 1)
-	a.queued, b.queued = 10, 10
-	syncTTL := func(x *simBalancer) state.SyncResult {
-		t.Helper()
-		req := state.SyncRequest{Balancer: x.id, Queued: x.queued, TTL: ttl}
-		floor := min(x.grant[0], max(x.local[0], x.target[0]))
-		x.grant[0] = floor
-		req.Slots = []state.SlotUse{{ID: "w1", Local: x.local[0], Floor: floor, Limit: 4}}
-		res, err := s.Sync(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		x.grant[0], x.target[0] = res.Grants[0], res.Targets[0]
-		return res
+	req := state.SyncRequest{Balancer: "a", Queued: 3, TTL: time.Second, Slots: []state.SlotUse{{ID: "w1", Limit: 4}}}
+	first, err := s.Sync(ctx, req)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// A brand-new Redis holds too: nobody gets slots for one TTL.
-	if res := syncTTL(a); res.Grants[0] != 0 {
-		t.Fatalf("fresh Redis granted %d at once, want 0 for one TTL", res.Grants[0])
+	if first.Generation == 0 || first.Grants[0] != 4 {
+		t.Fatalf("fresh Redis: generation %d, grant %d; want a generation and the whole limit at once", first.Generation, first.Grants[0])
 	}
-	time.Sleep(ttl + 50*time.Millisecond)
-	for range 3 { // a lends what b's demand claims within two rounds
-		syncTTL(a)
-		syncTTL(b)
+	again, err := s.Sync(ctx, req)
+	if err != nil || again.Generation != first.Generation {
+		t.Fatalf("generation moved from %d to %d without a loss (%v)", first.Generation, again.Generation, err)
 	}
-	if a.grant[0] == 0 || b.grant[0] == 0 || a.grant[0]+b.grant[0] > 4 {
-		t.Fatalf("after the hold: grants %d + %d, want both > 0 and sum <= 4", a.grant[0], b.grant[0])
-	}
-	// a fills its grant, then Redis loses everything.
-	a.local[0] = a.grant[0]
-	held := a.local[0]
+	time.Sleep(5 * time.Millisecond)
 	if err := rdb.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	b.local[0] = 0
-	res := syncTTL(b) // b first: it must not be handed the whole limit
-	if res.Grants[0] > b.grant[0] && res.Grants[0] > 4-held {
-		t.Fatalf("after the flush b was granted %d while a still holds %d of 4", res.Grants[0], held)
-	}
-	syncTTL(a)
-	for range 3 {
-		if g := syncTTL(b).Grants[0]; g+a.local[0] > 4 {
-			t.Fatalf("b granted %d while a holds %d of 4", g, a.local[0])
-		}
+	after, err := s.Sync(ctx, req)
+	if err != nil || after.Generation == first.Generation || after.Generation == 0 {
+		t.Fatalf("after a flush: generation %d (was %d), %v; want a new one", after.Generation, first.Generation, err)
 	}
 }
 

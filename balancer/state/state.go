@@ -112,6 +112,10 @@ type SyncResult struct {
 	// Rank is this balancer's position (0-based) among the live balancers
 	// in id order; an outage's fallback shares are laid out by it.
 	Rank int
+	// Generation identifies the store's copy of the shared state; it changes
+	// when the store loses that state (a restart without persistence, a
+	// flush, a failover to an empty replica). Zero: the store does not tell.
+	Generation int64
 }
 
 // ClusterLoad is the cluster-wide picture the scaler decides from.

@@ -13,15 +13,14 @@ local me, ttl, queued, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), A
 local myweight, epochms, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local hold = ARGV[8] == '1'
 local interval = tonumber(ARGV[9])
--- A missing generation means this Redis lost (or never had) the grants that
--- balancers may still be using: hold every grant at its floor for one TTL so
--- that all live balancers report before any grant grows.
+-- The generation names this copy of the state. A balancer that sees it
+-- change knows Redis lost the grants it and the others may still be using,
+-- and holds its grants for a TTL so the others can report first.
 local born = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
 if born == 0 then
   redis.call('SET', KEYS[4], now)
   born = now
 end
-if now - born < ttl then hold = true end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, me)
 
@@ -160,4 +159,4 @@ redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ttl)
 if n > 0 then seen = redis.call('HMGET', KEYS[3], unpack(ids)) end
 for i = 1, n do seen[i] = tonumber(seen[i] or '0') or 0 end
-return {grants, target, remote, seen, #order, rank}
+return {grants, target, remote, seen, #order, rank, born}
