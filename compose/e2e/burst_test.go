@@ -118,7 +118,7 @@ func TestBurstScalesUpAndBack(t *testing.T) {
 	// Draining containers leave the ready count at once and are stopped once
 	// their in-flight reaches 0 and every balancer has seen them draining.
 	stopped := waitFor(t, 30*time.Second, "drained containers are stopped and removed", func() bool {
-		return len(splitLines(docker(t, "ps", "-aq", "--filter", "label=lbscale.pool=web"))) == 1
+		return len(splitLines(docker(t, "ps", "-aq", "--filter", poolFilter))) == 1
 	})
 	t.Logf("drained containers removed %v later", stopped.Round(100*time.Millisecond))
 }

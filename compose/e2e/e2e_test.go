@@ -1,13 +1,19 @@
 // Package e2e tests the whole cluster as users run it: scripts/up, requests
 // through both published balancers, the scaler's containers on the real
 // Docker engine, scripts/down. The tests skip without a Docker engine unless
-// REQUIRE_DOCKER is set, and run one at a time (the cluster's ports are fixed).
+// REQUIRE_DOCKER is set, and run one at a time.
+//
+// They bring up a cluster of their own beside any the user runs: compose
+// project lbscale-e2e, pool e2e, network lbscale-e2e, and free loopback
+// ports, so scripts/test never reconfigures or tears down the cluster that
+// scripts/up started, and removes only what it started itself.
 package e2e
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,10 +26,22 @@ import (
 	"lbscale/balancer/proctest"
 )
 
+// The test cluster's identity: apart from the user's (project lbscale,
+// pool web, network lbscale, ports 8081/8082/9091/9092).
 const (
-	proxyA, proxyB = "http://127.0.0.1:8081", "http://127.0.0.1:8082"
-	adminA, adminB = "http://127.0.0.1:9091", "http://127.0.0.1:9092"
+	project = "lbscale-e2e"
+	pool    = "e2e"
+	network = "lbscale-e2e"
 )
+
+// Set by TestMain from free loopback ports.
+var (
+	proxyA, proxyB, adminA, adminB string
+	clusterEnv                     []string
+)
+
+// poolFilter selects the scaler's containers of the test cluster.
+const poolFilter = "label=lbscale.pool=" + pool
 
 func needDocker(t *testing.T) {
 	t.Helper()
@@ -55,7 +73,7 @@ func script(t *testing.T, name string, env ...string) string {
 // nothing is left) for cleanup.
 func up(t *testing.T, env ...string) time.Duration {
 	t.Helper()
-	env = append(env, "POOL=web")
+	env = append(env, clusterEnv...)
 	start := time.Now()
 	t.Cleanup(func() {
 		script(t, "down", env...)
@@ -83,15 +101,15 @@ func docker(t *testing.T, args ...string) string {
 
 func assertNothingLeft(t *testing.T) {
 	t.Helper()
-	for _, f := range []string{"label=lbscale.pool=web", "label=lbscale.project=lbscale"} {
+	for _, f := range []string{poolFilter, "label=com.docker.compose.project=" + project} {
 		if ids := docker(t, "ps", "-aq", "--filter", f); ids != "" {
 			t.Errorf("containers left behind with %s: %s", f, ids)
 		}
 	}
-	if nets := docker(t, "network", "ls", "-q", "--filter", "name=^lbscale$"); nets != "" {
-		t.Errorf("network lbscale left behind: %s", nets)
+	if nets := docker(t, "network", "ls", "-q", "--filter", "name=^"+network+"$"); nets != "" {
+		t.Errorf("network %s left behind: %s", network, nets)
 	}
-	if vols := docker(t, "volume", "ls", "-q", "--filter", "label=com.docker.compose.project=lbscale"); vols != "" {
+	if vols := docker(t, "volume", "ls", "-q", "--filter", "label=com.docker.compose.project="+project); vols != "" {
 		t.Errorf("volumes left behind: %s", vols)
 	}
 }
@@ -215,7 +233,7 @@ func TestScaleFromZero(t *testing.T) {
 	up(t, "MIN_REPLICAS=0", "MAX_REPLICAS=2", "IDLE_TIMEOUT=3s", "SCALE_DOWN_INTERVAL=1s")
 	waitFor(t, 60*time.Second, "the idle pool scales down to zero", func() bool {
 		return getStatus(t, adminA).Replicas == 0 && getStatus(t, adminB).Replicas == 0 &&
-			docker(t, "ps", "-q", "--filter", "label=lbscale.pool=web") == ""
+			docker(t, "ps", "-q", "--filter", poolFilter) == ""
 	})
 	start := time.Now()
 	code, id := hit(t, proxyB+"/")
@@ -232,6 +250,29 @@ func TestScaleFromZero(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
-	fmt.Fprintln(os.Stderr, "compose e2e: the tests bring the cluster up on 127.0.0.1:8081/8082 one at a time")
+	// Four listeners open at once keep the four ports distinct; all are
+	// closed before the tests run, for compose to bind.
+	var ports [4]int
+	var ls []net.Listener
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "compose e2e: no free loopback port:", err)
+			os.Exit(1)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		ls = append(ls, l)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	proxyA, proxyB = fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	adminA, adminB = fmt.Sprintf("http://127.0.0.1:%d", ports[2]), fmt.Sprintf("http://127.0.0.1:%d", ports[3])
+	clusterEnv = []string{
+		"COMPOSE_PROJECT_NAME=" + project, "POOL=" + pool, "NETWORK=" + network,
+		fmt.Sprintf("LB_A_PORT=%d", ports[0]), fmt.Sprintf("LB_B_PORT=%d", ports[1]),
+		fmt.Sprintf("ADMIN_A_PORT=%d", ports[2]), fmt.Sprintf("ADMIN_B_PORT=%d", ports[3]),
+	}
+	fmt.Fprintf(os.Stderr, "compose e2e: project %s, pool %s, balancers on 127.0.0.1:%d/%d, one test at a time\n", project, pool, ports[0], ports[1])
 	os.Exit(m.Run())
 }

@@ -268,6 +268,9 @@ func msParam(q url.Values, name string, def time.Duration) (time.Duration, error
 	if !q.Has(name) {
 		return def, nil
 	}
+	if len(q[name]) > 1 {
+		return 0, fmt.Errorf("%s is given %d times; give it once", name, len(q[name]))
+	}
 	v := q.Get(name)
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 || n > MaxCostMS {
@@ -277,7 +280,14 @@ func msParam(q url.Values, name string, def time.Duration) (time.Duration, error
 }
 
 func (s *Server) serveHello(w http.ResponseWriter, r *http.Request) {
-	work, sleep, err := s.cost(r.URL.Query())
+	// url.ParseQuery, not r.URL.Query(): the latter drops what it cannot
+	// parse, so "?work_ms=%zz" would be served at the default cost.
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		http.Error(w, "malformed query: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	work, sleep, err := s.cost(q)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -341,10 +351,13 @@ func (s *Server) enter(ctx context.Context) bool {
 
 // leave gives back the slot taken by enter.
 func (s *Server) leave() {
+	// active drops before the slot is freed: the other order lets a waiter
+	// take the slot and count itself while this one still does, and
+	// peak_active would then report one above CAPACITY.
+	s.active.Add(-1)
 	if s.slots != nil {
 		<-s.slots
 	}
-	s.active.Add(-1)
 	s.inflight.Add(-1)
 }
 

@@ -239,6 +239,13 @@ func TestBadParams(t *testing.T) {
 			t.Errorf("%s: message %q does not name %s and the range", q, body, name)
 		}
 	}
+	// Queries the parser cannot read, or that name a cost twice, are
+	// refused too, not served at the default cost.
+	for _, q := range []string{"work_ms=%zz", "sleep_ms=5;x", "work_ms=5&work_ms=abc"} {
+		if res, body := get(t, base+"/?"+q); res.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d %q, want 400", q, res.StatusCode, body)
+		}
+	}
 	if l := loadOf(t, base); l.Served != 0 || l.PeakInflight != 0 {
 		t.Errorf("rejected requests were counted: %+v", l)
 	}
