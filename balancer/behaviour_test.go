@@ -235,6 +235,9 @@ func TestRedisStoppedMidRun(t *testing.T) {
 	closedLoop(ctx, &wg, &r, a.proxy+"/", 6)
 	closedLoop(ctx, &wg, &r, b.proxy+"/", 2)
 	time.Sleep(time.Second)
+	for _, addr := range addrs {
+		resetLoad(t, addr)
+	}
 	srv.Stop()
 	okAtStop := r.ok.Load()
 	time.Sleep(3 * time.Second) // longer than the slot TTL: the degraded path runs
@@ -257,7 +260,71 @@ func TestRedisStoppedMidRun(t *testing.T) {
 	if st := status(t, a.admin); !st.StoreUp {
 		t.Errorf("balancer a did not resync after Redis returned")
 	}
+	// Through the outage (fallback shares) and the return of a Redis that
+	// lost every grant (it restarts empty: no persistence), the cluster-wide
+	// limit held on each web server.
+	for _, addr := range addrs {
+		if p := load(t, addr).PeakInflight; p > 4+1 {
+			t.Errorf("web server %s peaked at %d in flight around the outage, limit 4 (+1 tolerated)", addr, p)
+		} else {
+			t.Logf("web server %s peak in flight around the outage: %d (limit 4)", addr, p)
+		}
+	}
 	t.Logf("served %d requests during the outage, %d in all, none failed", okDuringOutage, r.ok.Load())
+}
+
+// TestBalancerKilledItsSlotsReturn: a balancer that dies (SIGKILL: no
+// goodbye to Redis) holds slots in the store until its TTL passes; then the
+// survivor may use the whole limit again, and nothing it serves fails.
+func TestBalancerKilledItsSlotsReturn(t *testing.T) {
+	srv := statetest.StartRedis(t)
+	w := web(t, "k1", "SLEEP_MS=100", "CAPACITY=4")
+	env := []string{"BACKENDS=" + w, "REDIS_URL=" + srv.URL(), "POOL=killed", "MAX_INFLIGHT=4", "SLOW_START=0"}
+	a, b := balancer(t, append(env, "BALANCER_ID=a")...), balancer(t, append(env, "BALANCER_ID=b")...)
+	waitReplicas(t, a.admin, 1)
+	waitReplicas(t, b.admin, 1)
+	var ra, rb result
+	var wg, wgb sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bctx, bcancel := context.WithCancel(ctx)
+	closedLoop(ctx, &wg, &ra, a.proxy+"/", 4)
+	closedLoop(bctx, &wgb, &rb, b.proxy+"/", 4)
+	time.Sleep(2 * time.Second)
+	if g := grantOf(t, a.admin); g >= 4 {
+		t.Fatalf("with b busy too, a holds %d of the 4 slots", g)
+	}
+	b.proc.Kill()
+	bcancel()
+	wgb.Wait()
+	killed := time.Now()
+	for grantOf(t, a.admin) != 4 {
+		if time.Since(killed) > 5*time.Second {
+			t.Fatalf("a's grant is %d 5 s after b died, want the whole limit 4 (b's TTL is 1 s)", grantOf(t, a.admin))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := time.Since(killed)
+	resetLoad(t, w)
+	time.Sleep(time.Second)
+	cancel()
+	wg.Wait()
+	if ra.failed.Load() != 0 {
+		t.Fatalf("%d requests through the survivor failed", ra.failed.Load())
+	}
+	if p := load(t, w).PeakInflight; p != 4 {
+		t.Errorf("after b's slots came back a kept the server at %d in flight, want the limit 4", p)
+	}
+	t.Logf("b killed: a held all 4 slots %v later; no request through a failed", took.Round(10*time.Millisecond))
+}
+
+func grantOf(t *testing.T, admin string) int64 {
+	t.Helper()
+	st := status(t, admin)
+	if len(st.Backends) != 1 {
+		t.Fatalf("want one backend, got %+v", st.Backends)
+	}
+	return st.Backends[0].Grant
 }
 
 // TestRetryOnConnectFailure: a dead backend in BACKENDS costs no failed GET:
