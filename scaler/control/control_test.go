@@ -155,6 +155,22 @@ func (h *harness) balancer(name string, queued int64, inflight map[string]int64,
 	}
 }
 
+// waitDraining waits until one backend is draining and returns its id.
+func (h *harness) waitDraining() string {
+	h.t.Helper()
+	var id string
+	eventually(h.t, "a backend draining", func() bool {
+		for _, b := range h.registry() {
+			if b.State == state.Draining {
+				id = b.ID
+				return true
+			}
+		}
+		return false
+	})
+	return id
+}
+
 // settle waits until the registry and engine agree with n ready and
 // nothing starting, then a few more controller rounds.
 func (h *harness) settle(n int) {
@@ -410,16 +426,7 @@ func TestDrainTimeoutStopsAnyway(t *testing.T) {
 	h.balancer("b1", 0, nil, nil)
 	h.clk.advance(2 * time.Minute)
 	poke(c.downCh)
-	var id string
-	eventually(t, "draining", func() bool {
-		for _, b := range h.registry() {
-			if b.State == state.Draining {
-				id = b.ID
-				return true
-			}
-		}
-		return false
-	})
+	id := h.waitDraining()
 	// A stuck request: one in flight needs 1 replica, the other ready one
 	// covers it, so this is no reason to reclaim; only the timeout ends it.
 	h.balancer("b1", 0, map[string]int64{id: 1}, nil)
@@ -442,16 +449,7 @@ func TestDemandReclaimsDrainingContainer(t *testing.T) {
 	h.balancer("b1", 0, nil, nil)
 	h.clk.advance(2 * time.Minute)
 	poke(c.downCh)
-	var draining string
-	eventually(t, "one draining", func() bool {
-		for _, b := range h.registry() {
-			if b.State == state.Draining {
-				draining = b.ID
-				return true
-			}
-		}
-		return false
-	})
+	draining := h.waitDraining()
 	// It still has a request in flight (so it is not stopped yet) when
 	// demand returns: 2 in flight + 3 queued needs ceil(5/4) = 2.
 	h.balancer("b1", 3, map[string]int64{draining: 1, h.ready()[0]: 1}, nil)
@@ -831,16 +829,7 @@ func TestDrainWaitsForTheSlowestBalancer(t *testing.T) {
 	slow()
 	h.clk.advance(2 * time.Minute)
 	poke(c.downCh)
-	var id string
-	eventually(t, "draining", func() bool {
-		for _, b := range h.registry() {
-			if b.State == state.Draining {
-				id = b.ID
-				return true
-			}
-		}
-		return false
-	})
+	id := h.waitDraining()
 	time.Sleep(300 * time.Millisecond)
 	if _, ok := h.eng.Get(id); !ok {
 		t.Fatal("stopped before a balancer syncing every 30s could have seen the drain")
