@@ -65,6 +65,12 @@ type Syncer struct {
 	gen       int64 // the store's generation at the last sync (0: none yet)
 	degraded  bool
 
+	// retired holds backends that left the set with requests still in
+	// flight, so that if the same backend returns (a registry rebuilt after
+	// Redis lost it, a container re-adopted) it comes back with its true
+	// count instead of a fresh zero that would let the cluster over-grant it.
+	retired map[string]*pool.Backend
+
 	statMu   sync.Mutex
 	states   map[string]state.Status
 	lastSync time.Duration
@@ -87,7 +93,7 @@ func New(o Options) *Syncer {
 	if o.OnCapacity == nil {
 		o.OnCapacity = func() {}
 	}
-	s := &Syncer{o: o, kick: make(chan struct{}, 1), states: map[string]state.Status{}, started: o.Now()}
+	s := &Syncer{o: o, kick: make(chan struct{}, 1), states: map[string]state.Status{}, retired: map[string]*pool.Backend{}, started: o.Now()}
 	// A dead balancer's slots come back after ttl: long enough to ride out a
 	// few slow syncs, short enough that its share is not missed for long.
 	s.ttl = max(10*o.Interval, time.Second)
@@ -346,6 +352,13 @@ func (s *Syncer) apply(entries []state.Backend) bool {
 			continue
 		}
 		b, ok := byID[e.ID]
+		if !ok {
+			b, ok = s.retired[e.ID]
+			if ok && b.Addr == e.Addr {
+				delete(s.retired, e.ID)
+				changed = true
+			}
+		}
 		if !ok || b.Addr != e.Addr {
 			b = pool.New(e.ID, e.Addr, e.Weight, s.o.Limit)
 			b.Since = e.Since
@@ -362,6 +375,20 @@ func (s *Syncer) apply(entries []state.Backend) bool {
 	}
 	if len(next) != len(old.Backends) {
 		changed = true
+	}
+	kept := make(map[*pool.Backend]bool, len(next))
+	for _, b := range next {
+		kept[b] = true
+	}
+	for _, b := range old.Backends {
+		if !kept[b] && b.Local() > 0 {
+			s.retired[b.ID] = b
+		}
+	}
+	for id, b := range s.retired {
+		if b.Local() == 0 {
+			delete(s.retired, id)
+		}
 	}
 	s.statMu.Lock()
 	s.states = states

@@ -262,3 +262,39 @@ func TestLostStoreStateHoldsGrants(t *testing.T) {
 		t.Fatalf("after the TTL: hold %v grant %d, want 4", store.last.Hold, b.Grant())
 	}
 }
+
+// A backend that leaves the registry with requests in flight and returns
+// (a registry rebuilt after Redis lost it) comes back with its true count.
+func TestReturningBackendKeepsItsCount(t *testing.T) {
+	now := time.Unix(1000, 0)
+	store := state.NewMemory(func() time.Time { return now })
+	s := New(Options{Store: store, ID: "a", Interval: 25 * time.Millisecond, Limit: 4, Now: func() time.Time { return now }})
+	ctx := context.Background()
+	w1 := state.Backend{ID: "w1", Addr: "10.0.0.1:8080", State: state.Ready, Since: now.Add(-time.Minute)}
+	_ = store.PutBackend(ctx, w1)
+	s.Sync(ctx)
+	b := s.Set().Backends[0]
+	if !b.TryAcquire() {
+		t.Fatal("setup: acquire")
+	}
+	_ = store.RemoveBackend(ctx, "w1")
+	s.Sync(ctx)
+	if n := len(s.Set().Backends); n != 0 {
+		t.Fatalf("w1 left the registry but %d backends remain", n)
+	}
+	_ = store.PutBackend(ctx, w1)
+	s.Sync(ctx)
+	set := s.Set()
+	if len(set.Backends) != 1 || set.Backends[0] != b || b.Local() != 1 {
+		t.Fatalf("w1 returned as %+v with %d in flight; want the same record with its 1 request", set.Backends, set.Backends[0].Local())
+	}
+	// Once its requests are done, a departed backend is forgotten.
+	_ = store.RemoveBackend(ctx, "w1")
+	s.Sync(ctx)
+	b.Release()
+	_ = store.PutBackend(ctx, state.Backend{ID: "w2", Addr: "10.0.0.2:8080", State: state.Ready})
+	s.Sync(ctx)
+	if len(s.retired) != 0 {
+		t.Fatalf("retired backends kept after their requests ended: %v", s.retired)
+	}
+}
