@@ -192,10 +192,17 @@ func poke(ch chan struct{}) {
 // released, so that another scaler takes over at once rather than after the
 // TTL.
 //
-// Why step down on any lease error: a scaler that cannot reach Redis cannot
-// know whether another took over, and two leaders would both act. Its term
-// ends (workers cancelled) well inside the TTL, since renewals run at TTL/3
-// and each is bounded by TTL/3.
+// Lease errors: a scaler that cannot reach Redis cannot know whether another
+// took over once its lease has run out, and two leaders would both act. But
+// until then the lease is its own: a leader whose last renewal was sent at s
+// holds it until s + TTL whatever happens next, since Redis started the TTL
+// after receiving it. So a failed renewal is retried once soon, with a short
+// timeout, as long as enough of the lease is left for that attempt and a
+// margin; otherwise the term ends (workers cancelled) with a third of the TTL
+// or more to spare. A single lost reply thus does not end a term, which would
+// cancel every worker and make the next term adopt and resume them all.
+// Lease timing uses the wall clock, not the injected one: Redis expires the
+// key in real time.
 func (c *Controller) Run(ctx context.Context) error {
 	cr := cron.New(cron.WithLogger(cronLogger{c.log}), cron.WithChain(cron.SkipIfStillRunning(cronLogger{c.log})))
 	if _, err := cr.AddFunc(c.cfg.ScaleDownSpec, func() { poke(c.downCh) }); err != nil {
@@ -209,6 +216,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	// TTL + TTL/6 after the leader died).
 	renew := max(c.cfg.LeaseTTL/3, 10*time.Millisecond)
 	campaign := max(c.cfg.LeaseTTL/6, 10*time.Millisecond)
+	retry := campaign // wait before, and timeout of, a retried renewal
+	var validUntil time.Time
+	retrying := false
 	tick := time.NewTimer(renew) // reset before every wait
 	defer tick.Stop()
 	var endTerm func()
@@ -224,17 +234,32 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	for {
 		c.alive.Store(c.now().UnixNano())
-		actx, cancel := context.WithTimeout(ctx, renew)
+		timeout := renew
+		if retrying {
+			timeout = retry
+		}
+		sent := time.Now()
+		actx, cancel := context.WithTimeout(ctx, timeout)
 		ok, err := c.store.AcquireLease(actx, c.cfg.ID, c.cfg.LeaseTTL)
 		cancel()
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil {
+		retrying = false
+		switch {
+		case err == nil:
+			c.recover("redis lease")
+			if ok {
+				validUntil = sent.Add(c.cfg.LeaseTTL)
+			}
+		case endTerm != nil && time.Until(validUntil) > 3*retry:
+			// Still ours for a wait, an attempt and a margin: try again.
+			c.fail("redis lease", err)
+			c.log.Warn("lease renewal failed; retrying while the lease lasts", "valid_for", time.Until(validUntil).Round(time.Millisecond).String())
+			ok, retrying = true, true
+		default:
 			c.fail("redis lease", err)
 			ok = false
-		} else {
-			c.recover("redis lease")
 		}
 		switch {
 		case ok && endTerm == nil:
@@ -243,9 +268,12 @@ func (c *Controller) Run(ctx context.Context) error {
 			endTerm()
 			endTerm = nil
 		}
-		if endTerm != nil {
+		switch {
+		case retrying:
+			tick.Reset(retry)
+		case endTerm != nil:
 			tick.Reset(renew)
-		} else {
+		default:
 			tick.Reset(campaign)
 		}
 		select {

@@ -538,16 +538,18 @@ func TestAboveMaxIsTrimmed(t *testing.T) {
 	}
 }
 
-// cutStore fails every call while cut is set, like a Redis out of reach.
+// cutStore fails every call while cut is set, like a Redis out of reach;
+// leaseFails makes that many lease calls fail on their own (a hiccup).
 type cutStore struct {
 	state.Store
-	cut atomic.Bool
+	cut        atomic.Bool
+	leaseFails atomic.Int32
 }
 
 var errCut = errors.New("redis unreachable (test)")
 
 func (s *cutStore) AcquireLease(ctx context.Context, holder string, ttl time.Duration) (bool, error) {
-	if s.cut.Load() {
+	if s.cut.Load() || s.leaseFails.Add(-1) >= 0 {
 		return false, errCut
 	}
 	return s.Store.AcquireLease(ctx, holder, ttl)
@@ -616,6 +618,49 @@ func TestTwoScalersOneActsAndTheOtherTakesOver(t *testing.T) {
 	if s := a.Status(context.Background()); s.Problems["redis lease"] == "" {
 		t.Fatalf("a's status does not show the lease problem: %+v", s.Problems)
 	}
+}
+
+// One failed renewal while the lease still has most of its TTL to run is
+// retried; the term goes on (its workers are not cancelled and re-adopted).
+// Two in a row end it well before the lease runs out.
+func TestLeaseHiccupDoesNotEndTheTerm(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig()
+	cfg.LeaseTTL = 1200 * time.Millisecond // renew every 400 ms, a retry 200 ms after a failure
+	cfg.MinReplicas = 1
+	store := &cutStore{Store: h.store}
+	a, _ := h.start(cfg, store)
+	eventually(t, "a leads", a.Leader)
+	h.settle(1)
+	stop := make(chan struct{})
+	lost := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			if !a.Leader() {
+				lost <- struct{}{}
+				return
+			}
+		}
+	}()
+	store.leaseFails.Store(1)
+	time.Sleep(1500 * time.Millisecond) // the failed renewal, its retry, more renewals
+	close(stop)
+	select {
+	case <-lost:
+		t.Fatal("one failed renewal ended the term")
+	default:
+	}
+	if store.leaseFails.Load() >= 0 {
+		t.Fatal("the hiccup was never hit")
+	}
+	store.leaseFails.Store(2)
+	eventually(t, "two failures in a row end the term", func() bool { return !a.Leader() })
+	eventually(t, "leads again once Redis answers", a.Leader)
 }
 
 func TestReleasedLeaseIsTakenAtOnce(t *testing.T) {
