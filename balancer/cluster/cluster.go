@@ -300,6 +300,26 @@ func DegradedShare(limit, peers, rank, index int64) int64 {
 	return (pos+1)*limit/peers - pos*limit/peers
 }
 
+// retire keeps the backends of old that are not in next and still have
+// requests in flight, and forgets retired ones whose requests have ended.
+// It runs only when the membership changed, not at every sync.
+func (s *Syncer) retire(old, next []*pool.Backend) {
+	kept := make(map[*pool.Backend]bool, len(next))
+	for _, b := range next {
+		kept[b] = true
+	}
+	for _, b := range old {
+		if !kept[b] && b.Local() > 0 {
+			s.retired[b.ID] = b
+		}
+	}
+	for id, b := range s.retired {
+		if b.Local() == 0 {
+			delete(s.retired, id)
+		}
+	}
+}
+
 func (s *Syncer) limitFor(b *pool.Backend, now time.Time) int64 {
 	if s.o.SlowStart <= 0 || b.Since.IsZero() {
 		return s.o.Limit
@@ -354,9 +374,11 @@ func (s *Syncer) apply(entries []state.Backend) bool {
 		b, ok := byID[e.ID]
 		if !ok {
 			b, ok = s.retired[e.ID]
-			if ok && b.Addr == e.Addr {
+			if ok && b.Addr == e.Addr && b.Local() > 0 {
 				delete(s.retired, e.ID)
 				changed = true
+			} else {
+				ok = false
 			}
 		}
 		if !ok || b.Addr != e.Addr {
@@ -376,26 +398,13 @@ func (s *Syncer) apply(entries []state.Backend) bool {
 	if len(next) != len(old.Backends) {
 		changed = true
 	}
-	kept := make(map[*pool.Backend]bool, len(next))
-	for _, b := range next {
-		kept[b] = true
-	}
-	for _, b := range old.Backends {
-		if !kept[b] && b.Local() > 0 {
-			s.retired[b.ID] = b
-		}
-	}
-	for id, b := range s.retired {
-		if b.Local() == 0 {
-			delete(s.retired, id)
-		}
-	}
 	s.statMu.Lock()
 	s.states = states
 	s.statMu.Unlock()
 	if !changed {
 		return false
 	}
+	s.retire(old.Backends, next)
 	s.version++
 	s.set.Store(&pool.Set{Backends: next, Version: s.version})
 	s.o.Log.Info("pool changed", "backends", len(next))

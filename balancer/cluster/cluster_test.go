@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"lbscale/balancer/pool"
 	"lbscale/balancer/state"
 )
 
@@ -194,15 +195,23 @@ func TestOutageMovesToDegradedShareAndHoldsOnReturn(t *testing.T) {
 	store.down = false
 	now = now.Add(100 * time.Millisecond)
 	s.Sync(ctx)
-	now = now.Add(100 * time.Millisecond)
-	s.Sync(ctx)
-	if !store.last.Hold || b.Grant() != 1 {
-		t.Fatalf("right after the outage: hold %v, grant %d; want held at 1", store.last.Hold, b.Grant())
+	checkHold(t, s, store, b, &now, 1, 4)
+}
+
+// checkHold runs a sync within the hold, where the balancer must ask for its
+// floors and keep grant held, and one a TTL later, where it must ask
+// normally and take the store's grant after.
+func checkHold(t *testing.T, s *Syncer, store *scriptedStore, b *pool.Backend, now *time.Time, held, after int64) {
+	t.Helper()
+	*now = now.Add(100 * time.Millisecond)
+	s.Sync(context.Background())
+	if !store.last.Hold || b.Grant() != held {
+		t.Fatalf("within the hold: hold %v, grant %d; want held at %d", store.last.Hold, b.Grant(), held)
 	}
-	now = now.Add(1100 * time.Millisecond)
-	s.Sync(ctx)
-	if store.last.Hold || b.Grant() != 4 {
-		t.Fatalf("a TTL after the outage: hold %v, grant %d; want normal grants again", store.last.Hold, b.Grant())
+	*now = now.Add(1100 * time.Millisecond)
+	s.Sync(context.Background())
+	if store.last.Hold || b.Grant() != after {
+		t.Fatalf("a TTL later: hold %v, grant %d; want %d", store.last.Hold, b.Grant(), after)
 	}
 }
 
@@ -251,16 +260,7 @@ func TestLostStoreStateHoldsGrants(t *testing.T) {
 	if b.Grant() != 1 {
 		t.Fatalf("took grant %d from a store that just lost its state, want to keep 1", b.Grant())
 	}
-	now = now.Add(100 * time.Millisecond)
-	s.Sync(ctx)
-	if !store.last.Hold || b.Grant() != 1 {
-		t.Fatalf("within the TTL: hold %v grant %d, want held at 1", store.last.Hold, b.Grant())
-	}
-	now = now.Add(1100 * time.Millisecond)
-	s.Sync(ctx)
-	if store.last.Hold || b.Grant() != 4 {
-		t.Fatalf("after the TTL: hold %v grant %d, want 4", store.last.Hold, b.Grant())
-	}
+	checkHold(t, s, store, b, &now, 1, 4)
 }
 
 // A backend that leaves the registry with requests in flight and returns

@@ -34,10 +34,7 @@ func TestStreamingPassesThroughAtOnce(t *testing.T) {
 				_, _ = w.Write([]byte("data: two\n\n"))
 			}))
 			defer backend.Close()
-			set := &pool.Set{Backends: []*pool.Backend{pool.New("b", strings.TrimPrefix(backend.URL, "http://"), 1, 4)}, Version: 1}
-			pol, _ := policy.New(policy.NameLeastConnections, policy.Options{Seed: 1})
-			front := httptest.NewServer(proxy.New(proxy.Options{Sets: fixedSet{set}, Policy: pol, Queue: proxy.NewQueue(4, time.Second, nil), UpstreamTimeout: 5 * time.Second}))
-			defer front.Close()
+			_, front := newFront(t, backend.URL, 4, time.Second, 5*time.Second)
 
 			start := time.Now()
 			res, err := http.Get(front.URL)
@@ -89,11 +86,7 @@ func TestSlotReleasedWhenBodyIsCutOff(t *testing.T) {
 		}
 	}))
 	defer backend.Close()
-	b := pool.New("b", strings.TrimPrefix(backend.URL, "http://"), 1, 4)
-	set := &pool.Set{Backends: []*pool.Backend{b}, Version: 1}
-	pol, _ := policy.New(policy.NameLeastConnections, policy.Options{Seed: 1})
-	front := httptest.NewServer(proxy.New(proxy.Options{Sets: fixedSet{set}, Policy: pol, Queue: proxy.NewQueue(4, time.Second, nil), UpstreamTimeout: 5 * time.Second}))
-	defer front.Close()
+	b, front := newFront(t, backend.URL, 4, time.Second, 5*time.Second)
 	for range 6 { // more than the limit of 4: a leak would show as a 503
 		res, err := http.Get(front.URL)
 		if err == nil {
@@ -121,11 +114,7 @@ func TestRetryDoesNotQueueHoldingTheFailedSlot(t *testing.T) {
 		}
 	}))
 	defer backend.Close()
-	b := pool.New("b", strings.TrimPrefix(backend.URL, "http://"), 1, 1)
-	set := &pool.Set{Backends: []*pool.Backend{b}, Version: 1}
-	pol, _ := policy.New(policy.NameLeastConnections, policy.Options{Seed: 1})
-	front := httptest.NewServer(proxy.New(proxy.Options{Sets: fixedSet{set}, Policy: pol, Queue: proxy.NewQueue(4, 5*time.Second, nil), UpstreamTimeout: 200 * time.Millisecond}))
-	defer front.Close()
+	b, front := newFront(t, backend.URL, 1, 5*time.Second, 200*time.Millisecond)
 	start := time.Now()
 	res, err := http.Get(front.URL)
 	if err != nil {
@@ -138,4 +127,22 @@ func TestRetryDoesNotQueueHoldingTheFailedSlot(t *testing.T) {
 	if n := b.Local(); n != 0 {
 		t.Fatalf("%d slots held after the request ended", n)
 	}
+}
+
+// newFront serves a balancer handler over one backend at backendURL with the
+// given in-flight limit, queue timeout and upstream timeout, for the test's
+// lifetime.
+func newFront(t *testing.T, backendURL string, limit int64, queueTimeout, upstream time.Duration) (*pool.Backend, *httptest.Server) {
+	t.Helper()
+	b := pool.New("b", strings.TrimPrefix(backendURL, "http://"), 1, limit)
+	pol, err := policy.New(policy.NameLeastConnections, policy.Options{Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(proxy.New(proxy.Options{
+		Sets: fixedSet{&pool.Set{Backends: []*pool.Backend{b}, Version: 1}}, Policy: pol,
+		Queue: proxy.NewQueue(4, queueTimeout, nil), UpstreamTimeout: upstream,
+	}))
+	t.Cleanup(front.Close)
+	return b, front
 }

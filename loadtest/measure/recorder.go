@@ -304,9 +304,7 @@ func (r *Recorder) LastClosed(now time.Time) (Second, int, bool) {
 	if i < 0 || i >= len(r.secs) {
 		return Second{}, 0, false
 	}
-	s := r.secs[i]
-	s.ByStatus = maps.Clone(s.ByStatus)
-	return s, i, true
+	return copySeconds(r.secs[i : i+1])[0], i, true
 }
 
 // Finish closes every open second and returns the whole series. Call it once

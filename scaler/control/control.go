@@ -255,7 +255,6 @@ func (c *Controller) Run(ctx context.Context) error {
 		case endTerm != nil && time.Until(validUntil) > 3*retry:
 			// Still ours for a wait, an attempt and a margin: try again.
 			c.fail("redis lease", err)
-			c.log.Warn("lease renewal failed; retrying while the lease lasts", "valid_for", time.Until(validUntil).Round(time.Millisecond).String())
 			ok, retrying = true, true
 		default:
 			c.fail("redis lease", err)
