@@ -23,6 +23,7 @@ import (
 	"lbscale/balancer/cluster"
 	"lbscale/balancer/config"
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/flow"
 	"lbscale/balancer/health"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/proxy"
@@ -67,6 +68,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	var syncer *cluster.Syncer
+	counter := &flow.Counter{}
 	queue := proxy.NewQueue(cfg.QueueMax, cfg.QueueTimeout, func() { syncer.Kick() })
 	var static []cluster.Static
 	for _, s := range cfg.Backends {
@@ -75,7 +77,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 	syncer = cluster.New(cluster.Options{
 		Store: store, ID: cfg.BalancerID, Share: cfg.ShareState && cfg.RedisURL != "",
 		Interval: cfg.SyncInterval, Limit: cfg.MaxInflight, SlowStart: cfg.SlowStart,
-		Static: static, Queued: queue.Depth, OnCapacity: queue.Dispatch, Log: log,
+		Static: static, Queued: queue.Depth, Flow: counter, OnCapacity: queue.Dispatch, Log: log,
 	})
 
 	reg := prometheus.NewRegistry()
@@ -83,7 +85,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 	reg.MustRegister(&admin.Collector{Src: syncer, Queue: queue.Depth})
 	handler := proxy.New(proxy.Options{
 		Sets: syncer, Policy: pol, Queue: queue, UpstreamTimeout: cfg.UpstreamTimeout,
-		MaxIdlePerHost: int(cfg.MaxInflight), Metrics: proxy.NewMetrics(reg), Log: log,
+		MaxIdlePerHost: int(cfg.MaxInflight), Flow: counter, Metrics: proxy.NewMetrics(reg), Log: log,
 	})
 	router := chi.NewRouter()
 	router.Handle("/*", handler)

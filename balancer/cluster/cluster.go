@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"lbscale/balancer/flow"
 	"lbscale/balancer/pool"
 	"lbscale/balancer/state"
 )
@@ -40,6 +41,9 @@ type Options struct {
 	Static []Static
 	// Queued reports this balancer's queue depth (the demand signal).
 	Queued func() int64
+	// Flow is the request path's arrival and service counter; its rates
+	// are published at every sync for the scaler (nil: none published).
+	Flow *flow.Counter
 	// OnCapacity is called when slots may have appeared (the queue dispatches).
 	OnCapacity func()
 	Now        func() time.Time
@@ -71,6 +75,8 @@ type Syncer struct {
 	// count instead of a fresh zero that would let the cluster over-grant it.
 	retired map[string]*pool.Backend
 
+	flow *flow.Window // nil without Options.Flow
+
 	statMu   sync.Mutex
 	states   map[string]state.Status
 	lastSync time.Duration
@@ -94,6 +100,9 @@ func New(o Options) *Syncer {
 		o.OnCapacity = func() {}
 	}
 	s := &Syncer{o: o, kick: make(chan struct{}, 1), states: map[string]state.Status{}, retired: map[string]*pool.Backend{}, started: o.Now()}
+	if o.Flow != nil {
+		s.flow = flow.NewWindow(o.Flow, flow.DefaultSpan)
+	}
 	// A dead balancer's slots come back after ttl: long enough to ride out a
 	// few slow syncs, short enough that its share is not missed for long.
 	s.ttl = max(10*o.Interval, time.Second)
@@ -171,6 +180,9 @@ func (s *Syncer) Sync(ctx context.Context) {
 	}
 	s.weight = DemandWeight(s.weight, demand, s.o.Interval)
 	req.Weight = s.weight
+	if s.flow != nil {
+		req.Flow = s.flow.Rates(now)
+	}
 	for _, b := range set.Backends {
 		limit := s.limitFor(b, now)
 		b.SetLimit(limit)

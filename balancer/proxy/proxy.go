@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"lbscale/balancer/flow"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/pool"
 )
@@ -36,8 +37,10 @@ type Options struct {
 	// MaxIdlePerHost sizes the keep-alive pool per backend (the in-flight
 	// limit is the most connections one backend ever needs).
 	MaxIdlePerHost int
-	Metrics        *Metrics
-	Log            *slog.Logger
+	// Flow counts arrivals and service times for the scaler (nil: not counted).
+	Flow    *flow.Counter
+	Metrics *Metrics
+	Log     *slog.Logger
 }
 
 // Handler is the proxy's http.Handler.
@@ -65,6 +68,9 @@ func New(o Options) *Handler {
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
+	}
+	if o.Flow == nil {
+		o.Flow = &flow.Counter{}
 	}
 	h := &Handler{o: o}
 	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
@@ -106,6 +112,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-Request-Id", id)
 
+	h.o.Flow.Arrive()
 	b, queued, err := h.o.Queue.Acquire(r.Context(), h.picker(w, r, nil))
 	if queued {
 		h.o.Metrics.QueueWait.Observe(time.Since(start).Seconds())
@@ -120,6 +127,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a := &attempt{backend: b}
 	sw := &statusWriter{ResponseWriter: w}
+	served := time.Now()
 	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the copy
 	// of a response body fails (client gone mid-body, backend reset), and a
 	// slot not given back here would be lost to every balancer for good.
@@ -127,6 +135,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if a.backend != nil {
 			h.release(a.backend)
 		}
+		h.o.Flow.Done(time.Since(served))
 		h.o.Metrics.observe(sw.code(), time.Since(start))
 	}()
 	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, a)))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,8 +19,8 @@ func TestQueueFIFOAndHandOff(t *testing.T) {
 		}
 		return nil
 	}
-	demand := 0
-	q := NewQueue(10, 5*time.Second, func() { demand++ })
+	var demand atomic.Int32 // the queue signals demand outside its lock
+	q := NewQueue(10, 5*time.Second, func() { demand.Add(1) })
 	first, waited, err := q.Acquire(context.Background(), try)
 	if err != nil || waited || first != b {
 		t.Fatalf("free slot: %v %v %v", first, waited, err)
@@ -55,8 +56,8 @@ func TestQueueFIFOAndHandOff(t *testing.T) {
 		}
 		want++
 	}
-	if demand != 3 {
-		t.Fatalf("demand signalled %d times, want once per queued request", demand)
+	if demand.Load() != 3 {
+		t.Fatalf("demand signalled %d times, want once per queued request", demand.Load())
 	}
 }
 

@@ -15,8 +15,11 @@ func (k Keys) Registry() string { return k.prefix + "registry" }
 // whose expiry passed is dead and its counts no longer count.
 func (k Keys) Balancers() string { return k.prefix + "balancers" }
 
-// Balancer is a hash per balancer: "q" -> queued, "i:<backend>" -> in-flight,
-// "g:<backend>" -> granted slots. It expires with the balancer's TTL.
+// Balancer is a hash per balancer: "q" -> queued, "w" -> demand weight,
+// "s" -> sync interval ms, "a" -> arrivals/s, "d" -> served/s, "t" -> mean
+// service ms, "i:<backend>" -> in-flight, "g:<backend>" -> granted slots.
+// It expires with the balancer's TTL. sync.lua writes it, load.lua and
+// ClusterLoad read it.
 func (k Keys) Balancer(id string) string { return k.prefix + "bal:" + id }
 
 // BalancerPrefix is Balancer("") for the sync script, which builds the keys

@@ -30,6 +30,7 @@ type memBalancer struct {
 	expires  time.Time
 	queued   int64
 	interval time.Duration
+	flow     Flow
 	local    map[string]int64
 }
 
@@ -95,7 +96,7 @@ func (m *Memory) Sync(_ context.Context, req SyncRequest) (SyncResult, error) {
 			m.lastSeen[s.ID] = s.LastSeen
 		}
 	}
-	m.balancers[req.Balancer] = memBalancer{expires: now.Add(req.TTL), queued: req.Queued, interval: req.Interval, local: local}
+	m.balancers[req.Balancer] = memBalancer{expires: now.Add(req.TTL), queued: req.Queued, interval: req.Interval, flow: req.Flow, local: local}
 	res := SyncResult{
 		Grants:      make([]int64, len(req.Slots)),
 		Targets:     make([]int64, len(req.Slots)),
@@ -141,7 +142,9 @@ func (m *Memory) ClusterLoad(context.Context) (ClusterLoad, error) {
 	defer m.mu.Unlock()
 	m.expireLocked(m.now())
 	cl := ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}, Balancers: len(m.balancers)}
+	flows := make([]Flow, 0, len(m.balancers))
 	for _, b := range m.balancers {
+		flows = append(flows, b.flow)
 		cl.Queued += b.queued
 		cl.SyncInterval = max(cl.SyncInterval, b.interval)
 		for id, n := range b.local {
@@ -151,6 +154,7 @@ func (m *Memory) ClusterLoad(context.Context) (ClusterLoad, error) {
 	for id, t := range m.lastSeen {
 		cl.LastSeen[id] = t
 	}
+	cl.Arrivals, cl.Service = SumFlows(flows)
 	return cl, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -157,10 +158,11 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 	if req.Hold {
 		hold = 1
 	}
-	args := make([]any, 0, 9+5*len(req.Slots))
+	args := make([]any, 0, 12+5*len(req.Slots))
 	args = append(args, req.Balancer, req.TTL.Milliseconds(), req.Queued, s.keys.BalancerPrefix(),
 		strconv.FormatFloat(req.Weight, 'f', 3, 64), max(1, epoch.Milliseconds()), len(req.Slots), hold,
-		req.Interval.Milliseconds())
+		req.Interval.Milliseconds(), strconv.FormatFloat(req.Flow.Arrivals, 'f', 3, 64),
+		strconv.FormatFloat(req.Flow.Done, 'f', 3, 64), strconv.FormatFloat(float64(req.Flow.Service)/1e6, 'f', 3, 64))
 	for _, sl := range req.Slots {
 		var seen int64
 		if !sl.LastSeen.IsZero() {
@@ -261,8 +263,10 @@ func (s *Redis) ClusterLoad(ctx context.Context) (ClusterLoad, error) {
 	cl := ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}}
 	hashes, _ := raw[0].([]any)
 	cl.Balancers = len(hashes)
+	var flows []Flow
 	for _, h := range hashes {
 		kv, _ := h.([]any)
+		var f Flow
 		for j := 0; j+1 < len(kv); j += 2 {
 			k, _ := kv[j].(string)
 			v, _ := kv[j+1].(string)
@@ -272,11 +276,19 @@ func (s *Redis) ClusterLoad(ctx context.Context) (ClusterLoad, error) {
 				cl.Queued += n
 			case k == "s":
 				cl.SyncInterval = max(cl.SyncInterval, time.Duration(n)*time.Millisecond)
+			case k == "a":
+				f.Arrivals = parseRate(v)
+			case k == "d":
+				f.Done = parseRate(v)
+			case k == "t":
+				f.Service = time.Duration(parseRate(v) * 1e6)
 			case strings.HasPrefix(k, "i:"):
 				cl.Inflight[k[2:]] += n
 			}
 		}
+		flows = append(flows, f)
 	}
+	cl.Arrivals, cl.Service = SumFlows(flows)
 	seen, _ := raw[1].([]any)
 	for j := 0; j+1 < len(seen); j += 2 {
 		k, _ := seen[j].(string)
@@ -286,6 +298,17 @@ func (s *Redis) ClusterLoad(ctx context.Context) (ClusterLoad, error) {
 		}
 	}
 	return cl, nil
+}
+
+// parseRate reads a published rate or time; anything unusable (a balancer
+// of an older version, a hand edit) reads as 0, never as a negative, NaN or
+// infinite figure that would poison the scaler's sums.
+func parseRate(v string) float64 {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+		return 0
+	}
+	return f
 }
 
 func errShape(raw []any, want int) error {

@@ -448,3 +448,33 @@ func TestRegistryEmptyAndInvalid(t *testing.T) {
 		t.Fatalf("registry with a bad entry: %+v, %v", res.Registry, err)
 	}
 }
+
+// TestClusterLoadSumsFlows: each balancer's published flow reaches the
+// scaler summed (arrivals) and weighted by requests served (service time),
+// on Redis and on the in-memory store alike.
+func TestClusterLoadSumsFlows(t *testing.T) {
+	rs, _ := newRedis(t)
+	for name, s := range map[string]state.Store{"redis": rs, "memory": state.NewMemory(nil)} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			flows := map[string]state.Flow{
+				"a": {Arrivals: 30, Done: 30, Service: 200 * time.Millisecond},
+				"b": {Arrivals: 10, Done: 10, Service: 600 * time.Millisecond},
+			}
+			for id, f := range flows {
+				req := state.SyncRequest{Balancer: id, TTL: 5 * time.Second, Flow: f,
+					Slots: []state.SlotUse{{ID: "w1", Local: 1, Floor: 0, Limit: 4}}}
+				if _, err := s.Sync(ctx, req); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cl, err := s.ClusterLoad(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cl.Arrivals != 40 || cl.Service != 300*time.Millisecond || cl.Inflight["w1"] != 2 {
+				t.Fatalf("load = %v/s at %v, in flight %d; want 40/s at 300ms, 2", cl.Arrivals, cl.Service, cl.Inflight["w1"])
+			}
+		})
+	}
+}

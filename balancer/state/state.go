@@ -59,6 +59,19 @@ type SlotUse struct {
 	LastSeen time.Time
 }
 
+// Flow is a balancer's recent request flow (measured by balancer/flow): the
+// scaler sizes the pool from it by Little's law.
+type Flow struct {
+	// Arrivals per second over the last window: every request offered to
+	// the balancer, queued and refused ones included.
+	Arrivals float64
+	// Done is requests served per second over the window.
+	Done float64
+	// Service is the mean backend service time of the requests served in
+	// the window; when none finished in it, the last mean measured (0: never).
+	Service time.Duration
+}
+
 // SyncRequest is one balancer's heartbeat.
 type SyncRequest struct {
 	// Balancer is this balancer's unique id.
@@ -81,6 +94,8 @@ type SyncRequest struct {
 	// Interval is how often this balancer syncs; the scaler waits for the
 	// slowest balancer to have seen a container draining before it stops it.
 	Interval time.Duration
+	// Flow is this balancer's recent request flow, for the scaler.
+	Flow Flow
 	// Hold asks the store to grant exactly each Floor, no more: the
 	// balancer has just come back from an outage in which it served on
 	// shares the store never recorded, so it takes no new slots until every
@@ -131,6 +146,35 @@ type ClusterLoad struct {
 	// SyncInterval is the longest sync interval among live balancers: how
 	// stale a balancer's view of the registry may be.
 	SyncInterval time.Duration
+	// Arrivals is the live balancers' summed arrival rate (requests/s).
+	Arrivals float64
+	// Service is the mean backend service time across live balancers,
+	// weighted by how many requests each served; when none served any in
+	// their window, the longest last-known mean (0: never measured).
+	Service time.Duration
+}
+
+// SumFlows combines live balancers' flows into the cluster's: arrivals add
+// up; the service time is the mean over every request served, so each
+// balancer's mean weighs by how many it served. When none served any in its
+// window, the longest last-known mean stands (a pool scaled to zero keeps
+// its measured service time for the next scale-from-zero).
+//
+// E.g. {30/s, served 30/s at 200 ms} and {10/s, served 10/s at 600 ms}:
+// 40/s at (30×200+10×600)/40 = 300 ms.
+func SumFlows(fs []Flow) (arrivals float64, service time.Duration) {
+	var done, weighted float64
+	var last time.Duration
+	for _, f := range fs {
+		arrivals += f.Arrivals
+		done += f.Done
+		weighted += f.Done * float64(f.Service)
+		last = max(last, f.Service)
+	}
+	if done > 0 {
+		return arrivals, time.Duration(weighted / done)
+	}
+	return arrivals, last
 }
 
 // Registry is the scaler-written list of backends.

@@ -5,7 +5,8 @@
 -- KEYS[1] balancers zset (id -> expiry ms), KEYS[2] this balancer's hash,
 -- KEYS[3] last-seen hash, KEYS[4] generation (unix ms this state began).
 -- ARGV: id, ttl ms, queued, balancer-key prefix, weight, epoch ms, n, hold
---       (1: grant exactly the floors), sync interval ms, then n times
+--       (1: grant exactly the floors), sync interval ms, arrivals/s, served/s,
+--       mean service ms (the balancer's flow, for the scaler), then n times
 --       (backend id, local in-flight, floor, limit, last-seen ms).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -13,6 +14,7 @@ local me, ttl, queued, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), A
 local myweight, epochms, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local hold = ARGV[8] == '1'
 local interval = tonumber(ARGV[9])
+local arrivals, served, service = ARGV[10], ARGV[11], ARGV[12]
 -- The generation names this copy of the state. A balancer that sees it
 -- change knows Redis lost the grants it and the others may still be using,
 -- and holds its grants for a TTL so the others can report first.
@@ -27,7 +29,7 @@ redis.call('ZADD', KEYS[1], now + ttl, me)
 local ids, loc, flo, lim = {}, {}, {}, {}
 local mine = queued
 for i = 1, n do
-  local b = 9 + (i - 1) * 5
+  local b = 12 + (i - 1) * 5
   ids[i] = ARGV[b + 1]
   loc[i] = tonumber(ARGV[b + 2])
   flo[i] = tonumber(ARGV[b + 3])
@@ -143,7 +145,7 @@ end
 -- never sum past the limit) and never less than the floor (what this
 -- balancer may already have in flight).
 local grants, seen = {}, {}
-local fields = {'q', queued, 'w', myweight, 's', interval}
+local fields = {'q', queued, 'w', myweight, 's', interval, 'a', arrivals, 'd', served, 't', service}
 for i = 1, n do
   local g = math.min(lim[i] - granted[i], target[i])
   if g < flo[i] or hold then g = flo[i] end

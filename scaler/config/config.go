@@ -47,6 +47,11 @@ const (
 	EnvAdminAddr         = "ADMIN_ADDR"
 	EnvScalerID          = "SCALER_ID"
 	EnvLogLevel          = "LOG_LEVEL"
+	EnvScaleDown         = "SCALE_DOWN"
+	EnvStableWindow      = "STABLE_WINDOW"
+	EnvPanicWindow       = "PANIC_WINDOW"
+	EnvMaxScaleDownRate  = "MAX_SCALE_DOWN_RATE"
+	EnvBacklogDrain      = "BACKLOG_DRAIN"
 	// EnvWebListenAddr is not read by the scaler: it is the web server's
 	// variable, which the scaler sets in every container it starts so that
 	// the server listens on WEB_PORT.
@@ -57,6 +62,15 @@ const (
 const (
 	DriverDocker = "docker"
 	DriverSwarm  = "swarm"
+)
+
+// Scale-down rules for SCALE_DOWN.
+const (
+	// ScaleDownDemand shrinks the pool to what the stable window needed.
+	ScaleDownDemand = "demand"
+	// ScaleDownIdle stops only containers idle past IDLE_TIMEOUT (the rule
+	// before demand-based scale-down, kept for comparison).
+	ScaleDownIdle = "idle"
 )
 
 // DefaultTargetInflight is the per-container concurrency target when neither
@@ -125,6 +139,20 @@ type Config struct {
 	ID string
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
+	// ScaleDown is the scale-down rule: ScaleDownDemand or ScaleDownIdle.
+	// The idle rule applies under both; it alone takes a pool to zero.
+	ScaleDown string
+	// StableWindow is how far back a demand scale-down looks: the pool
+	// shrinks to the most any moment of it needed.
+	StableWindow time.Duration
+	// PanicWindow smooths the steady demand a scale-up sizes from.
+	PanicWindow time.Duration
+	// MaxScaleDownRate bounds one scale-down decision: at least
+	// floor(ready / rate) stay.
+	MaxScaleDownRate float64
+	// BacklogDrain is the time a queue should take to drain; a scale-up
+	// sizes the backlog's share of the pool by it.
+	BacklogDrain time.Duration
 }
 
 // poolName keeps POOL usable inside container names, label values and Redis
@@ -199,6 +227,14 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.AdminAddr = r.Addr(EnvAdminAddr, ":9090")
 	c.ID = r.String(EnvScalerID, defaultID())
 	c.LogLevel = r.OneOf(EnvLogLevel, "info", "debug", "info", "warn", "error")
+	c.ScaleDown = r.OneOf(EnvScaleDown, ScaleDownDemand, ScaleDownDemand, ScaleDownIdle)
+	c.StableWindow = r.Duration(EnvStableWindow, 60*time.Second, time.Second, 24*time.Hour)
+	c.PanicWindow = r.Duration(EnvPanicWindow, 6*time.Second, 100*time.Millisecond, time.Hour)
+	if c.PanicWindow > c.StableWindow {
+		r.Fail(EnvPanicWindow, "%s is longer than STABLE_WINDOW=%s", c.PanicWindow, c.StableWindow)
+	}
+	c.MaxScaleDownRate = r.Float(EnvMaxScaleDownRate, 2, 1, 1000)
+	c.BacklogDrain = r.Duration(EnvBacklogDrain, 2*time.Second, 100*time.Millisecond, time.Hour)
 	return c, r.Err()
 }
 

@@ -26,7 +26,9 @@ func TestDefaults(t *testing.T) {
 		c.DrainTimeout != 30*time.Second || c.NanoCPUs != 0 || c.MemoryBytes != 0 ||
 		c.WebImage != "lbscale/webserver:local" || c.WebPort != 8080 || c.Network != "bridge" ||
 		c.Driver != DriverDocker || c.HealthTimeout != 30*time.Second || c.LeaseTTL != 5*time.Second ||
-		c.ReconcileInterval != 2*time.Second || c.AdminAddr != ":9090" || c.ID == "" {
+		c.ReconcileInterval != 2*time.Second || c.AdminAddr != ":9090" || c.ID == "" ||
+		c.ScaleDown != ScaleDownDemand || c.StableWindow != time.Minute || c.PanicWindow != 6*time.Second ||
+		c.MaxScaleDownRate != 2 || c.BacklogDrain != 2*time.Second {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if len(c.WebEnv) != 1 || c.WebEnv[0] != "LISTEN_ADDR=:8080" {
@@ -57,6 +59,13 @@ func TestValues(t *testing.T) {
 	}
 	if strings.Join(c.WebEnv, " ") != "CAPACITY=2 SLEEP_MS=300 LISTEN_ADDR=:9000" {
 		t.Errorf("WebEnv = %v", c.WebEnv)
+	}
+	c, err = load(t, map[string]string{EnvScaleDown: "idle", EnvStableWindow: "20s", EnvPanicWindow: "2s", EnvMaxScaleDownRate: "1.5", EnvBacklogDrain: "500ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ScaleDown != ScaleDownIdle || c.StableWindow != 20*time.Second || c.PanicWindow != 2*time.Second || c.MaxScaleDownRate != 1.5 || c.BacklogDrain != 500*time.Millisecond {
+		t.Errorf("autoscaling settings: %+v", c)
 	}
 	c, err = load(t, map[string]string{EnvTargetInflight: "3", EnvMaxInflight: "7", EnvWebEnv: "LISTEN_ADDR=:1234", EnvWebPort: "1234", EnvScaleDownInterval: "*/2 * * * *", EnvMemoryLimit: "1g"})
 	if err != nil {
@@ -103,6 +112,14 @@ func TestInvalidNamesTheVariable(t *testing.T) {
 		{map[string]string{EnvMaxInflight: "2", EnvTargetInflight: "3"}, EnvTargetInflight},
 		{map[string]string{EnvDrainTimeout: "0s"}, EnvDrainTimeout},
 		{map[string]string{EnvDrainTimeout: "2s", EnvDrainSettle: "3s"}, EnvDrainTimeout},
+		{map[string]string{EnvScaleDown: "never"}, EnvScaleDown},
+		{map[string]string{EnvStableWindow: "10"}, EnvStableWindow},
+		{map[string]string{EnvStableWindow: "500ms"}, EnvStableWindow},
+		{map[string]string{EnvPanicWindow: "-1s"}, EnvPanicWindow},
+		{map[string]string{EnvStableWindow: "5s", EnvPanicWindow: "6s"}, EnvPanicWindow},
+		{map[string]string{EnvMaxScaleDownRate: "0.5"}, EnvMaxScaleDownRate},
+		{map[string]string{EnvMaxScaleDownRate: "NaN"}, EnvMaxScaleDownRate},
+		{map[string]string{EnvBacklogDrain: "0s"}, EnvBacklogDrain},
 	}
 	for _, tt := range tests {
 		_, err := load(t, tt.env)

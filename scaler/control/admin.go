@@ -30,6 +30,11 @@ type Status struct {
 	// Inflight and Queued are the latest cluster-wide load reading.
 	Inflight int64 `json:"inflight"`
 	Queued   int64 `json:"queued"`
+	// Demand is the latest demand reading and what the windows make of it.
+	Demand Demand `json:"demand"`
+	// Flaps counts scale-ups within STABLE_WINDOW of a scale-down, this
+	// process's lifetime.
+	Flaps int `json:"flaps"`
 	// Members are the containers as the leader tracks them.
 	Members []MemberStatus `json:"members"`
 	// Registry is what balancers see (read from the store now).
@@ -52,16 +57,21 @@ type MemberStatus struct {
 
 // StatusConfig echoes the thresholds in force.
 type StatusConfig struct {
-	MinReplicas     int    `json:"min_replicas"`
-	MaxReplicas     int    `json:"max_replicas"`
-	TargetInflight  int    `json:"target_inflight"`
-	ScaleUpCooldown string `json:"scale_up_cooldown"`
-	IdleTimeout     string `json:"idle_timeout"`
-	ScaleDown       string `json:"scale_down_interval"`
-	DrainTimeout    string `json:"drain_timeout"`
-	Image           string `json:"web_image"`
-	Network         string `json:"network"`
-	Driver          string `json:"driver"`
+	MinReplicas     int     `json:"min_replicas"`
+	MaxReplicas     int     `json:"max_replicas"`
+	TargetInflight  int     `json:"target_inflight"`
+	ScaleUpCooldown string  `json:"scale_up_cooldown"`
+	IdleTimeout     string  `json:"idle_timeout"`
+	ScaleDown       string  `json:"scale_down_interval"`
+	ScaleDownRule   string  `json:"scale_down"`
+	StableWindow    string  `json:"stable_window"`
+	PanicWindow     string  `json:"panic_window"`
+	MaxScaleDown    float64 `json:"max_scale_down_rate"`
+	BacklogDrain    string  `json:"backlog_drain"`
+	DrainTimeout    string  `json:"drain_timeout"`
+	Image           string  `json:"web_image"`
+	Network         string  `json:"network"`
+	Driver          string  `json:"driver"`
 }
 
 // Leader reports whether this scaler leads now.
@@ -97,6 +107,11 @@ func (c *Controller) Status(ctx context.Context) Status {
 			ScaleUpCooldown: c.cfg.ScaleUpCooldown.String(),
 			IdleTimeout:     c.cfg.IdleTimeout.String(),
 			ScaleDown:       c.cfg.ScaleDownSpec,
+			ScaleDownRule:   c.cfg.ScaleDown,
+			StableWindow:    c.cfg.StableWindow.String(),
+			PanicWindow:     c.cfg.PanicWindow.String(),
+			MaxScaleDown:    c.cfg.MaxScaleDownRate,
+			BacklogDrain:    c.cfg.BacklogDrain.String(),
 			DrainTimeout:    c.cfg.DrainTimeout.String(),
 			Image:           c.cfg.WebImage,
 			Network:         c.cfg.Network,
@@ -107,8 +122,9 @@ func (c *Controller) Status(ctx context.Context) Status {
 	}
 	c.mu.Lock()
 	s.Leader = c.leader
+	s.Flaps = c.flaps
 	if s.Leader {
-		s.Desired, s.Inflight, s.Queued = c.desired, c.inflight, c.queued
+		s.Desired, s.Inflight, s.Queued, s.Demand = c.desired, c.inflight, c.queued, c.demand
 		s.Replicas, s.Starting, s.Draining = c.countsLocked()
 	}
 	for _, m := range c.members {

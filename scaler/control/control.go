@@ -83,13 +83,20 @@ type Controller struct {
 	// wg counts the current term's workers.
 	wg sync.WaitGroup
 
+	// win holds the demand samples of this term; only the lead goroutine
+	// touches it.
+	win decide.Windows
+
 	mu        sync.Mutex
 	leader    bool
 	members   map[string]*member
 	desired   int
 	inflight  int64
 	queued    int64
+	demand    Demand
 	lastUp    time.Time
+	lastDown  time.Time // the latest drain for demand or idleness
+	flaps     int
 	failures  int       // consecutive failed starts
 	notBefore time.Time // no start before this (back-off after failures)
 	problems  map[string]*problem
@@ -145,6 +152,7 @@ func New(o Options) *Controller {
 		downCh:      make(chan struct{}, 1),
 		members:     map[string]*member{},
 		problems:    map[string]*problem{},
+		win:         decide.Windows{Stable: o.Config.StableWindow, Panic: o.Config.PanicWindow, Every: o.Config.PollInterval / 2},
 	}
 	if c.health == nil {
 		c.health = HTTPHealth(&http.Client{Timeout: probeTimeout})
@@ -290,6 +298,7 @@ func (c *Controller) startTerm(parent context.Context) func() {
 	c.mu.Lock()
 	c.leader = true
 	c.mu.Unlock()
+	c.win.Reset() // lead has not started: no other goroutine holds it
 	c.m.leader.Set(1)
 	c.log.Info("leading: lease acquired")
 	go func() {
@@ -302,7 +311,8 @@ func (c *Controller) startTerm(parent context.Context) func() {
 		c.mu.Lock()
 		c.leader = false
 		c.members = map[string]*member{}
-		c.desired, c.inflight, c.queued = 0, 0, 0
+		c.desired, c.inflight, c.queued, c.demand = 0, 0, 0, Demand{}
+		c.lastDown = time.Time{}
 		// A new term starts afresh: back-off and cooldown from this one
 		// must not hold back the starts of the next.
 		c.failures, c.notBefore, c.lastUp = 0, time.Time{}, time.Time{}
@@ -534,27 +544,50 @@ func (c *Controller) gauges() {
 	c.m.desired.Set(float64(desired))
 }
 
-// scaleUp reads the cluster load and adds capacity if it needs more.
-func (c *Controller) scaleUp(ctx context.Context) {
+// sizing is the scaler's decide.Sizing.
+func (c *Controller) sizing() decide.Sizing {
+	return decide.Sizing{Target: c.cfg.TargetInflight, Min: c.cfg.MinReplicas, Max: c.cfg.MaxReplicas, BacklogDrain: c.cfg.BacklogDrain}
+}
+
+// observe reads the cluster load, records it as a sample of the demand
+// windows and returns it with the load (for per-backend counts).
+func (c *Controller) observe(ctx context.Context) (decide.Sample, state.ClusterLoad, bool) {
 	load, err := c.store.ClusterLoad(ctx)
 	if err != nil {
 		c.fail("redis load", err)
-		return
+		return decide.Sample{}, load, false
 	}
 	c.recover("redis load")
-	now := c.now()
+	cur := decide.Sample{At: c.now(), Arrivals: load.Arrivals, Service: load.Service, Queued: load.Queued}
+	c.mu.Lock()
+	for id := range c.members {
+		cur.Inflight += max(load.Inflight[id], 0)
+	}
+	c.mu.Unlock()
+	c.win.Add(cur)
+	return cur, load, true
+}
+
+// scaleUp reads the cluster load and adds capacity if it needs more.
+func (c *Controller) scaleUp(ctx context.Context) {
+	cur, _, ok := c.observe(ctx)
+	if !ok {
+		return
+	}
+	now := cur.At
+	sz := c.sizing()
+	d := Demand{Arrivals: cur.Arrivals, ServiceMs: float64(cur.Service) / 1e6, Steady: cur.Steady(),
+		PanicMean: c.win.PanicMean(now), StableMax: c.win.StableMax(now), Down: sz.Down(&c.win, cur)}
 	c.mu.Lock()
 	in := decide.UpInput{
-		Queued:    load.Queued,
-		Target:    c.cfg.TargetInflight,
+		Desired:   sz.Up(&c.win, cur),
 		Min:       c.cfg.MinReplicas,
 		Max:       c.cfg.MaxReplicas,
 		LastUp:    c.lastUp,
 		Cooldown:  c.cfg.ScaleUpCooldown,
 		NotBefore: c.notBefore,
 	}
-	for id, m := range c.members {
-		in.Inflight += max(load.Inflight[id], 0)
+	for _, m := range c.members {
 		switch m.phase {
 		case phaseReady:
 			in.Ready++
@@ -567,11 +600,15 @@ func (c *Controller) scaleUp(ctx context.Context) {
 		}
 	}
 	res := decide.Up(in, now)
-	c.desired, c.inflight, c.queued = res.Desired, in.Inflight, in.Queued
+	c.desired, c.inflight, c.queued, c.demand = res.Desired, cur.Inflight, cur.Queued, d
 	c.mu.Unlock()
 	c.m.desired.Set(float64(res.Desired))
+	c.m.demand(d)
 
-	ev := Event{Desired: res.Desired, Inflight: in.Inflight, Queued: in.Queued}
+	ev := Event{Desired: res.Desired, Inflight: cur.Inflight, Queued: cur.Queued, Arrivals: cur.Arrivals, ServiceMs: d.ServiceMs}
+	if res.Reclaim > 0 || res.Start > 0 {
+		ev.Flap = c.flapCheck(now)
+	}
 	if res.Reclaim > 0 {
 		c.reclaim(ctx, res.Reclaim, ev)
 	}
@@ -581,6 +618,23 @@ func (c *Controller) scaleUp(ctx context.Context) {
 		c.log.Debug("scale-up held", "why", res.Held, "desired", res.Desired, "ready", in.Ready, "starting", in.Starting)
 	}
 	c.gauges()
+}
+
+// flapCheck counts a scale-up at now as a flap when it follows a
+// scale-down within the stable window (decide.Flap).
+func (c *Controller) flapCheck(now time.Time) bool {
+	c.mu.Lock()
+	flap := decide.Flap(c.lastDown, now, c.cfg.StableWindow)
+	if flap {
+		c.flaps++
+		c.lastDown = time.Time{} // one scale-down undone counts once
+	}
+	c.mu.Unlock()
+	if flap {
+		c.m.flaps.Inc()
+		c.log.Warn("flap: scaling up within STABLE_WINDOW of a scale-down", "stable_window", c.cfg.StableWindow.String())
+	}
+	return flap
 }
 
 // start reserves n members (so that they count as starting at once) and
@@ -743,31 +797,46 @@ func (c *Controller) adopt(ctx context.Context, in driver.Instance) {
 	}()
 }
 
-// scaleDown drains the containers decide.Idle picks.
+// scaleDown drains the surplus: under SCALE_DOWN=demand the containers
+// decide.Shrink picks once a whole stable window needed fewer than are
+// ready; under both rules the ones decide.Idle finds idle (which alone may
+// take the pool to zero).
 func (c *Controller) scaleDown(ctx context.Context) {
-	load, err := c.store.ClusterLoad(ctx)
-	if err != nil {
-		c.fail("redis load", err)
+	cur, load, ok := c.observe(ctx)
+	if !ok {
 		return
 	}
-	c.recover("redis load")
-	now := c.now()
+	now := cur.At
+	sz := c.sizing()
 	c.mu.Lock()
 	var cands []decide.Candidate
-	var inflight int64
+	starting := 0
 	for id, m := range c.members {
-		inflight += max(load.Inflight[id], 0)
-		if m.phase == phaseReady {
+		switch m.phase {
+		case phaseReady:
 			cands = append(cands, decide.Candidate{ID: id, ReadySince: m.since, LastSeen: load.LastSeen[id], Inflight: load.Inflight[id]})
+		case phaseStarting:
+			starting++
 		}
 	}
 	c.mu.Unlock()
-	desired := decide.Desired(inflight, load.Queued, c.cfg.TargetInflight, c.cfg.MinReplicas, c.cfg.MaxReplicas)
+	if c.cfg.ScaleDown == config.ScaleDownDemand && c.win.Full(now) {
+		keep := max(sz.Down(&c.win, cur), c.cfg.MinReplicas)
+		victims := decide.Shrink(decide.ShrinkInput{
+			Ready: cands, Keep: keep, Rate: c.cfg.MaxScaleDownRate, Starting: starting, Queued: cur.Queued,
+		})
+		if len(victims) > 0 {
+			c.log.Info("scaling down to demand", "drain", victims, "ready", len(cands), "keep", keep,
+				"stable_max", fmt.Sprintf("%.2f", c.win.StableMax(now)), "window", c.cfg.StableWindow.String())
+			c.drain(ctx, victims, decide.ReasonSurplus)
+			cands = slices.DeleteFunc(cands, func(k decide.Candidate) bool { return slices.Contains(victims, k.ID) })
+		}
+	}
 	victims := decide.Idle(decide.IdleInput{
 		Ready:       cands,
-		Keep:        max(c.cfg.MinReplicas, desired),
+		Keep:        sz.Up(&c.win, cur),
 		IdleTimeout: c.cfg.IdleTimeout,
-		Queued:      load.Queued,
+		Queued:      cur.Queued,
 	}, now)
 	if len(victims) > 0 {
 		c.log.Info("scaling down idle containers", "drain", victims, "ready", len(cands))
@@ -806,7 +875,11 @@ func (c *Controller) drain(ctx context.Context, ids []string, reason decide.Reas
 	}
 	if len(done) > 0 {
 		c.mu.Lock()
-		ev := Event{Direction: "down", Reason: reason, Count: len(done), IDs: done, Desired: c.desired, Inflight: c.inflight, Queued: c.queued}
+		ev := Event{Direction: "down", Reason: reason, Count: len(done), IDs: done, Desired: c.desired, Inflight: c.inflight, Queued: c.queued,
+			Arrivals: c.demand.Arrivals, ServiceMs: c.demand.ServiceMs}
+		if reason == decide.ReasonSurplus || reason == decide.ReasonIdle {
+			c.lastDown = c.now()
+		}
 		c.mu.Unlock()
 		c.record(ev)
 	}

@@ -21,6 +21,8 @@ type metrics struct {
 	leader    prometheus.Gauge
 	failures  *prometheus.CounterVec
 	errors    *prometheus.CounterVec
+	flaps     prometheus.Counter
+	demandG   *prometheus.GaugeVec
 }
 
 func newMetrics(pool string) *metrics {
@@ -42,7 +44,7 @@ func newMetrics(pool string) *metrics {
 		}, []string{"direction", "reason"}),
 		desired: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name:        "lbscale_scaler_desired_replicas",
-			Help:        "Replicas the current load needs (ceil((in-flight+queued)/TARGET_INFLIGHT) within MIN..MAX).",
+			Help:        "Replicas the current demand needs (steady concurrency by Little's law plus the backlog's share, over TARGET_INFLIGHT, within MIN..MAX).",
 			ConstLabels: pl,
 		}),
 		replicas: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -66,7 +68,17 @@ func newMetrics(pool string) *metrics {
 			ConstLabels: pl,
 		}, []string{"op"}),
 	}
-	reg.MustRegister(m.coldStart, m.events, m.desired, m.replicas, m.leader, m.failures, m.errors)
+	m.flaps = prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "lbscale_scaler_flaps_total",
+		Help:        "Scale-ups that came within STABLE_WINDOW of a scale-down.",
+		ConstLabels: pl,
+	})
+	m.demandG = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name:        "lbscale_scaler_demand",
+		Help:        "The leader's latest demand reading: arrivals (req/s), service_seconds (mean), steady (arrivals × service), panic_mean and stable_max (of steady over PANIC_WINDOW and STABLE_WINDOW), down (replicas the stable window allows).",
+		ConstLabels: pl,
+	}, []string{"figure"})
+	reg.MustRegister(m.coldStart, m.events, m.desired, m.replicas, m.leader, m.failures, m.errors, m.flaps, m.demandG)
 	for _, s := range []string{"starting", "ready", "draining"} {
 		m.replicas.WithLabelValues(s)
 	}
@@ -83,7 +95,7 @@ func newMetrics(pool string) *metrics {
 // rather than "no data").
 var reasons = map[string][]decide.Reason{
 	"up":   {decide.ReasonMinReplicas, decide.ReasonReplace, decide.ReasonDemand, decide.ReasonFromZero, decide.ReasonReclaim},
-	"down": {decide.ReasonIdle, decide.ReasonAboveMax, decide.ReasonExited, decide.ReasonUnhealthy},
+	"down": {decide.ReasonSurplus, decide.ReasonIdle, decide.ReasonAboveMax, decide.ReasonExited, decide.ReasonUnhealthy},
 }
 
 // Event is one scale event in /status.
@@ -93,10 +105,39 @@ type Event struct {
 	Reason    decide.Reason `json:"reason"`
 	Count     int           `json:"count"`
 	IDs       []string      `json:"ids,omitempty"`
-	// Desired, Inflight and Queued are the figures the decision saw.
-	Desired  int   `json:"desired"`
-	Inflight int64 `json:"inflight"`
-	Queued   int64 `json:"queued"`
+	// Desired, Inflight, Queued, Arrivals (req/s) and ServiceMs are the
+	// figures the decision saw.
+	Desired   int     `json:"desired"`
+	Inflight  int64   `json:"inflight"`
+	Queued    int64   `json:"queued"`
+	Arrivals  float64 `json:"arrivals"`
+	ServiceMs float64 `json:"service_ms"`
+	// Flap marks a scale-up within STABLE_WINDOW of a scale-down.
+	Flap bool `json:"flap,omitempty"`
+}
+
+// Demand is the leader's latest demand reading, in /status and /metrics.
+type Demand struct {
+	// Arrivals is the cluster's offered rate (req/s); ServiceMs the mean
+	// backend service time.
+	Arrivals  float64 `json:"arrivals"`
+	ServiceMs float64 `json:"service_ms"`
+	// Steady is Arrivals × service (Little's law); PanicMean and StableMax
+	// are its mean over PANIC_WINDOW and its maximum over STABLE_WINDOW.
+	Steady    float64 `json:"steady"`
+	PanicMean float64 `json:"panic_mean"`
+	StableMax float64 `json:"stable_max"`
+	// Down is the fewest replicas the stable window allows.
+	Down int `json:"down"`
+}
+
+func (m *metrics) demand(d Demand) {
+	m.demandG.WithLabelValues("arrivals").Set(d.Arrivals)
+	m.demandG.WithLabelValues("service_seconds").Set(d.ServiceMs / 1000)
+	m.demandG.WithLabelValues("steady").Set(d.Steady)
+	m.demandG.WithLabelValues("panic_mean").Set(d.PanicMean)
+	m.demandG.WithLabelValues("stable_max").Set(d.StableMax)
+	m.demandG.WithLabelValues("down").Set(float64(d.Down))
 }
 
 // eventLog keeps the last cap events, oldest first.

@@ -28,13 +28,16 @@ const (
 	ReasonMinReplicas Reason = "min_replicas"
 	// ReasonReplace: a container died and the pool fell below MIN_REPLICAS.
 	ReasonReplace Reason = "replace"
-	// ReasonDemand: in-flight plus queued requests need more containers.
+	// ReasonDemand: the arrival rate and the backlog need more containers.
 	ReasonDemand Reason = "demand"
 	// ReasonFromZero: requests wait and no replica exists at all.
 	ReasonFromZero Reason = "from_zero"
 	// ReasonReclaim: demand returned while containers drained; they are put
 	// back to ready instead of starting new ones.
 	ReasonReclaim Reason = "reclaim"
+	// ReasonSurplus: the whole stable window needed fewer containers than
+	// are ready (SCALE_DOWN=demand).
+	ReasonSurplus Reason = "surplus"
 	// ReasonIdle: idle past IDLE_TIMEOUT with nothing in flight.
 	ReasonIdle Reason = "idle"
 	// ReasonAboveMax: more replicas than MAX_REPLICAS (e.g. after a leader
@@ -82,18 +85,16 @@ func max64(a, b int64) int64 {
 
 // UpInput is the cluster snapshot a scale-up decision reads.
 type UpInput struct {
-	// Inflight is the cluster-wide in-flight count over the pool's backends;
-	// Queued the requests waiting in balancers' queues.
-	Inflight, Queued int64
+	// Desired is the replica count the load needs now (Sizing.Up); Up
+	// bounds it by Min and Max.
+	Desired int
 	// Ready, Starting and Draining count containers by phase. Starting ones
 	// (created, booting, or being adopted) count as capacity on the way, so a
 	// burst seen at every poll while they boot starts them only once.
 	// Draining ones count only as reclaimable. Stopping ones carry no
 	// requests but are still containers, so they count against Max.
 	Ready, Starting, Draining, Stopping int
-	// Target is the per-container concurrency target (TARGET_INFLIGHT).
-	Target   int
-	Min, Max int
+	Min, Max                            int
 	// LastUp is the last scale-up that started containers (zero: never).
 	LastUp time.Time
 	// Cooldown is SCALE_UP_COOLDOWN.
@@ -118,7 +119,8 @@ type UpResult struct {
 }
 
 // Up decides whether to add capacity now. It never removes any: shrinking is
-// Idle's job, on idle time rather than on a momentary dip.
+// Shrink's and Idle's job, on a whole stable window or on idle time rather
+// than on a momentary dip.
 //
 // Order of remedies: a draining container is back in service at the next
 // balancer sync, so reclaiming beats starting and ignores the cooldown;
@@ -129,7 +131,7 @@ type UpResult struct {
 // E.g. Ready 3, Starting 2, Draining 1, Desired 7: need 2, reclaim 1,
 // start 1. Same with Desired 5: need 0 — the 2 booting cover it.
 func Up(in UpInput, now time.Time) UpResult {
-	res := UpResult{Desired: Desired(in.Inflight, in.Queued, in.Target, in.Min, in.Max)}
+	res := UpResult{Desired: min(max(in.Desired, in.Min), in.Max)}
 	have := in.Ready + in.Starting
 	need := res.Desired - have
 	if need <= 0 {

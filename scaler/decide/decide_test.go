@@ -45,7 +45,7 @@ func TestDesired(t *testing.T) {
 }
 
 func TestUp(t *testing.T) {
-	base := UpInput{Target: 4, Min: 1, Max: 10, Cooldown: 2 * time.Second}
+	base := UpInput{Min: 1, Max: 10, Cooldown: 2 * time.Second}
 	with := func(f func(*UpInput)) UpInput { in := base; f(&in); return in }
 	tests := []struct {
 		name string
@@ -56,41 +56,63 @@ func TestUp(t *testing.T) {
 			UpResult{Desired: 1}},
 		{"below min starts up to min", with(func(in *UpInput) { in.Min = 3; in.Ready = 1 }),
 			UpResult{Desired: 3, Start: 2, Reason: ReasonMinReplicas}},
-		{"saturated with queue: ceil((12+5)/4)=5, have 3, start 2", with(func(in *UpInput) { in.Ready = 3; in.Inflight = 12; in.Queued = 5 }),
+		{"saturated with queue: ceil((12+5)/4)=5, have 3, start 2", with(func(in *UpInput) { in.Ready = 3; in.Desired = Desired(12, 5, 4, in.Min, in.Max) }),
 			UpResult{Desired: 5, Start: 2, Reason: ReasonDemand}},
-		{"starting ones count as capacity: no second start while they boot", with(func(in *UpInput) { in.Ready = 3; in.Starting = 2; in.Inflight = 12; in.Queued = 5 }),
+		{"starting ones count as capacity: no second start while they boot", with(func(in *UpInput) { in.Ready = 3; in.Starting = 2; in.Desired = Desired(12, 5, 4, in.Min, in.Max) }),
 			UpResult{Desired: 5}},
-		{"partly covered by starting ones", with(func(in *UpInput) { in.Ready = 3; in.Starting = 1; in.Inflight = 12; in.Queued = 5 }),
+		{"partly covered by starting ones", with(func(in *UpInput) { in.Ready = 3; in.Starting = 1; in.Desired = Desired(12, 5, 4, in.Min, in.Max) }),
 			UpResult{Desired: 5, Start: 1, Reason: ReasonDemand}},
-		{"scale from zero", with(func(in *UpInput) { in.Min = 0; in.Queued = 1 }),
+		{"scale from zero", with(func(in *UpInput) { in.Min = 0; in.Desired = Desired(0, 1, 4, in.Min, in.Max) }),
 			UpResult{Desired: 1, Start: 1, Reason: ReasonFromZero}},
-		{"from zero, a booting one already covers it", with(func(in *UpInput) { in.Min = 0; in.Queued = 3; in.Starting = 1 }),
+		{"from zero, a booting one already covers it", with(func(in *UpInput) { in.Min = 0; in.Desired = Desired(0, 3, 4, in.Min, in.Max); in.Starting = 1 }),
 			UpResult{Desired: 1}},
-		{"max holds under any load", with(func(in *UpInput) { in.Ready = 8; in.Inflight = 32; in.Queued = 1000 }),
+		{"max holds under any load", with(func(in *UpInput) { in.Ready = 8; in.Desired = Desired(32, 1000, 4, in.Min, in.Max) }),
 			UpResult{Desired: 10, Start: 2, Reason: ReasonDemand}},
-		{"at max: nothing more", with(func(in *UpInput) { in.Ready = 9; in.Starting = 1; in.Inflight = 36; in.Queued = 1000 }),
+		{"at max: nothing more", with(func(in *UpInput) { in.Ready = 9; in.Starting = 1; in.Desired = Desired(36, 1000, 4, in.Min, in.Max) }),
 			UpResult{Desired: 10}},
-		{"cooldown holds a demand start", with(func(in *UpInput) { in.Ready = 2; in.Inflight = 8; in.Queued = 4; in.LastUp = ago(time.Second) }),
+		{"cooldown holds a demand start", with(func(in *UpInput) {
+			in.Ready = 2
+			in.Desired = Desired(8, 4, 4, in.Min, in.Max)
+			in.LastUp = ago(time.Second)
+		}),
 			UpResult{Desired: 3, Reason: ReasonDemand, Held: "cooldown"}},
-		{"cooldown over", with(func(in *UpInput) { in.Ready = 2; in.Inflight = 8; in.Queued = 4; in.LastUp = ago(2 * time.Second) }),
+		{"cooldown over", with(func(in *UpInput) {
+			in.Ready = 2
+			in.Desired = Desired(8, 4, 4, in.Min, in.Max)
+			in.LastUp = ago(2 * time.Second)
+		}),
 			UpResult{Desired: 3, Start: 1, Reason: ReasonDemand}},
 		{"cooldown does not hold the min floor", with(func(in *UpInput) { in.Min = 2; in.LastUp = ago(time.Millisecond) }),
 			UpResult{Desired: 2, Start: 2, Reason: ReasonMinReplicas}},
 		{"back-off holds even the min floor", with(func(in *UpInput) { in.Min = 2; in.NotBefore = t0.Add(time.Second) }),
 			UpResult{Desired: 2, Reason: ReasonMinReplicas, Held: "backoff"}},
-		{"stopping containers count against max", with(func(in *UpInput) { in.Max = 3; in.Ready = 2; in.Stopping = 1; in.Inflight = 8; in.Queued = 10 }),
+		{"stopping containers count against max", with(func(in *UpInput) {
+			in.Max = 3
+			in.Ready = 2
+			in.Stopping = 1
+			in.Desired = Desired(8, 10, 4, in.Min, in.Max)
+		}),
 			UpResult{Desired: 3, Reason: ReasonDemand, Held: "max_replicas"}},
-		{"stopping ones leave room for some", with(func(in *UpInput) { in.Max = 5; in.Ready = 2; in.Stopping = 1; in.Inflight = 8; in.Queued = 100 }),
+		{"stopping ones leave room for some", with(func(in *UpInput) {
+			in.Max = 5
+			in.Ready = 2
+			in.Stopping = 1
+			in.Desired = Desired(8, 100, 4, in.Min, in.Max)
+		}),
 			UpResult{Desired: 5, Start: 2, Reason: ReasonDemand}},
-		{"reclaim draining before starting", with(func(in *UpInput) { in.Ready = 3; in.Starting = 2; in.Draining = 1; in.Inflight = 12; in.Queued = 14 }),
+		{"reclaim draining before starting", with(func(in *UpInput) {
+			in.Ready = 3
+			in.Starting = 2
+			in.Draining = 1
+			in.Desired = Desired(12, 14, 4, in.Min, in.Max)
+		}),
 			UpResult{Desired: 7, Reclaim: 1, Start: 1, Reason: ReasonDemand}},
-		{"reclaim covers all: no start", with(func(in *UpInput) { in.Ready = 2; in.Draining = 2; in.Inflight = 8; in.Queued = 4 }),
+		{"reclaim covers all: no start", with(func(in *UpInput) { in.Ready = 2; in.Draining = 2; in.Desired = Desired(8, 4, 4, in.Min, in.Max) }),
 			UpResult{Desired: 3, Reclaim: 1, Reason: ReasonDemand}},
 		{"reclaim ignores cooldown", with(func(in *UpInput) {
 			in.Ready = 2
 			in.Draining = 1
-			in.Inflight = 8
-			in.Queued = 8
+			in.Desired = Desired(8, 8, 4, in.Min, in.Max)
 			in.LastUp = ago(time.Millisecond)
 		}),
 			UpResult{Desired: 4, Reclaim: 1, Reason: ReasonDemand, Held: "cooldown"}},

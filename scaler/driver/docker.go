@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -41,6 +42,28 @@ type Docker struct {
 	cli *client.Client
 	cfg DockerConfig
 	log *slog.Logger
+
+	// negotiateMu guards negotiated. The client negotiates the API version
+	// lazily inside its first request and writes its version field without a
+	// lock, so the first calls of several goroutines (the event watch and a
+	// reconcile, say) race on it; api negotiates once, before any other call.
+	negotiateMu sync.Mutex
+	negotiated  bool
+}
+
+// api returns the client once its API version is negotiated. A failed
+// ping leaves negotiation to the client's own request (which will most
+// likely fail the same way) and tries again at the next call.
+func (d *Docker) api(ctx context.Context) *client.Client {
+	d.negotiateMu.Lock()
+	defer d.negotiateMu.Unlock()
+	if !d.negotiated {
+		if ping, err := d.cli.Ping(ctx); err == nil {
+			d.cli.NegotiateAPIVersionPing(ping)
+			d.negotiated = true
+		}
+	}
+	return d.cli
 }
 
 // NewDocker connects to the engine named by the DOCKER_* environment.
@@ -65,7 +88,7 @@ const callTimeout = 15 * time.Second
 
 // Ping checks that the engine answers.
 func (d *Docker) Ping(ctx context.Context) error {
-	if _, err := d.cli.Ping(ctx); err != nil {
+	if _, err := d.api(ctx).Ping(ctx); err != nil {
 		return fmt.Errorf("ping docker engine: %w", err)
 	}
 	return nil
@@ -82,7 +105,7 @@ func (d *Docker) poolArgs() filters.Args {
 func (d *Docker) List(ctx context.Context) ([]Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	cs, err := d.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: d.poolArgs()})
+	cs, err := d.api(ctx).ContainerList(ctx, container.ListOptions{All: true, Filters: d.poolArgs()})
 	if err != nil {
 		return nil, fmt.Errorf("list containers of pool %s: %w", d.cfg.Pool, err)
 	}
@@ -151,16 +174,16 @@ func (d *Docker) Start(ctx context.Context, spec Spec) (Instance, error) {
 		SecurityOpt: []string{"no-new-privileges"},
 	}
 	nc := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{d.cfg.Network: {}}}
-	created, err := d.cli.ContainerCreate(ctx, cfg, hc, nc, nil, spec.Name)
+	created, err := d.api(ctx).ContainerCreate(ctx, cfg, hc, nc, nil, spec.Name)
 	if err != nil {
 		return Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
 	}
 	inst := Instance{ID: spec.Name, ContainerID: created.ID, State: StateCreated, Created: time.Now()}
-	if err := d.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+	if err := d.api(ctx).ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		d.discard(created.ID)
 		return Instance{}, fmt.Errorf("start container %s: %w", spec.Name, err)
 	}
-	info, err := d.cli.ContainerInspect(ctx, created.ID)
+	info, err := d.api(ctx).ContainerInspect(ctx, created.ID)
 	if err != nil {
 		d.discard(created.ID)
 		return Instance{}, fmt.Errorf("inspect container %s: %w", spec.Name, err)
@@ -188,7 +211,7 @@ func (d *Docker) Start(ctx context.Context, spec Spec) (Instance, error) {
 func (d *Docker) discard(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := d.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+	if err := d.api(ctx).ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		d.log.Warn("remove failed container", "container", id, "err", err)
 	}
 }
@@ -198,7 +221,7 @@ func (d *Docker) discard(id string) {
 func (d *Docker) Stop(ctx context.Context, id string, grace time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, grace+2*callTimeout)
 	defer cancel()
-	info, err := d.cli.ContainerInspect(ctx, id)
+	info, err := d.api(ctx).ContainerInspect(ctx, id)
 	if cerrdefs.IsNotFound(err) {
 		return nil
 	}
@@ -209,10 +232,10 @@ func (d *Docker) Stop(ctx context.Context, id string, grace time.Duration) error
 		return fmt.Errorf("stop container %s: %w (%s=%q)", id, ErrNotInPool, LabelPool, d.cfg.Pool)
 	}
 	secs := int(math.Ceil(grace.Seconds()))
-	if err := d.cli.ContainerStop(ctx, info.ID, container.StopOptions{Timeout: &secs}); err != nil && !cerrdefs.IsNotFound(err) {
+	if err := d.api(ctx).ContainerStop(ctx, info.ID, container.StopOptions{Timeout: &secs}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("stop container %s: %w", id, err)
 	}
-	err = d.cli.ContainerRemove(ctx, info.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	err = d.api(ctx).ContainerRemove(ctx, info.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	if err != nil && !cerrdefs.IsNotFound(err) && !removalInProgress(err) {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
@@ -252,7 +275,7 @@ func (d *Docker) Watch(ctx context.Context) <-chan struct{} {
 		args.Add("type", string(events.ContainerEventType))
 		delay := 100 * time.Millisecond
 		for ctx.Err() == nil {
-			msgs, errs := d.cli.Events(ctx, events.ListOptions{Filters: args})
+			msgs, errs := d.api(ctx).Events(ctx, events.ListOptions{Filters: args})
 			opened := time.Now()
 			nudge()
 		read:

@@ -1,0 +1,246 @@
+package decide
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"time"
+)
+
+// Sample is one reading of the cluster's demand, taken by the leader at
+// every POLL_INTERVAL from what the balancers published.
+type Sample struct {
+	At time.Time
+	// Arrivals is the offered rate, requests per second, summed over the
+	// balancers (each measures it over the last second).
+	Arrivals float64
+	// Service is the mean backend service time (0: never measured).
+	Service time.Duration
+	// Inflight and Queued are the cluster-wide counts at the reading.
+	Inflight, Queued int64
+}
+
+// Steady is the concurrency the arrival rate keeps busy, by Little's law:
+// Arrivals × Service. Unlike in-flight plus queued, it does not count a
+// backlog as if it stood for ever, and unlike in-flight alone it is not
+// capped by the pool's present size. Without a measured service time (no
+// request served yet, e.g. the first scale from zero) it falls back to the
+// in-flight count.
+//
+// E.g. 30 req/s at 200 ms: 6 requests in flight, whatever the queue holds.
+func (s Sample) Steady() float64 {
+	if s.Service <= 0 {
+		return float64(max(s.Inflight, 0))
+	}
+	return s.Arrivals * s.Service.Seconds()
+}
+
+// Backlog is the concurrency that serves a queue of queued requests within
+// drain, on top of the steady load. Each queued request holds a slot for
+// service, so q requests over drain keep q × service / drain slots busy;
+// never more than q, since a request needs one slot however short drain is.
+// Unknown service time: one slot per queued request (the old, standing
+// rule, which scale from zero needs: there is nothing to measure yet).
+//
+// E.g. 20 queued, 200 ms, drain 2 s: 2 slots, one container of target 2;
+// 20 queued at 5 s each: 20 slots (5 s > 2 s, every request needs its own).
+func Backlog(queued int64, service, drain time.Duration) float64 {
+	q := float64(max(queued, 0))
+	if service <= 0 || drain <= 0 || service >= drain {
+		return q
+	}
+	return q * service.Seconds() / drain.Seconds()
+}
+
+// Windows keeps the leader's recent samples, for the panic and stable
+// windows. It is pure bookkeeping: the time comes with each sample.
+type Windows struct {
+	// Stable and Panic are STABLE_WINDOW and PANIC_WINDOW.
+	Stable, Panic time.Duration
+	// Every is the least spacing of recorded samples: readings taken more
+	// often (on demand signals, which come with every balancer sync while
+	// requests queue) would weigh busy moments more than quiet ones in
+	// the means.
+	Every   time.Duration
+	samples []Sample // oldest first, none older than the longer window
+	first   time.Time
+}
+
+// Add records s unless it comes within Every of the previous one; samples
+// must come in time order.
+func (w *Windows) Add(s Sample) {
+	if w.first.IsZero() {
+		w.first = s.At
+	}
+	if n := len(w.samples); n > 0 && s.At.Sub(w.samples[n-1].At) < w.Every {
+		return
+	}
+	w.samples = append(w.samples, s)
+	keep := s.At.Add(-max(w.Stable, w.Panic))
+	i := 0
+	for i < len(w.samples)-1 && w.samples[i].At.Before(keep) {
+		i++
+	}
+	if i > 0 {
+		w.samples = append(w.samples[:0], w.samples[i:]...)
+	}
+}
+
+// Reset forgets every sample: a new leader has no history of its own.
+func (w *Windows) Reset() { w.samples, w.first = w.samples[:0], time.Time{} }
+
+// Full reports whether the samples cover a whole stable window up to now;
+// until they do, a scale-down would act on a part of the window (a leader
+// that just took over, say, knows nothing of the minute before).
+func (w *Windows) Full(now time.Time) bool {
+	return !w.first.IsZero() && now.Sub(w.first) >= w.Stable
+}
+
+// PanicMean is the mean steady concurrency over the panic window up to now
+// (0 with no sample in it).
+func (w *Windows) PanicMean(now time.Time) float64 {
+	var sum float64
+	n := 0
+	for _, s := range w.samples {
+		if now.Sub(s.At) < w.Panic && !s.At.After(now) {
+			sum += s.Steady()
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}
+
+// StableMax is the highest steady concurrency over the stable window up to
+// now (0 with no sample in it).
+//
+// Why the maximum rather than a mean with headroom: a mean lets the pool
+// shrink inside a minute that held a burst, so the next burst of the same
+// shape starts containers again (a flap, and its cold starts sit in the
+// latency); the maximum shrinks only to what every moment of the last
+// window needed, so a pool shrunk by it fits every second of the window.
+// The cost is the window itself: after a step down the surplus runs for
+// STABLE_WINDOW more (the price Knative and the HPA's 300 s stabilisation
+// pay too), and under Poisson arrivals the maximum sits a little above the
+// mean (about two standard deviations of a one-second count).
+func (w *Windows) StableMax(now time.Time) float64 {
+	var m float64
+	for _, s := range w.samples {
+		if now.Sub(s.At) < w.Stable && !s.At.After(now) {
+			m = max(m, s.Steady())
+		}
+	}
+	return m
+}
+
+// Sizing turns concurrency into containers.
+type Sizing struct {
+	// Target is the concurrency one container should carry (TARGET_INFLIGHT).
+	Target int
+	// Min and Max are MIN_REPLICAS and MAX_REPLICAS.
+	Min, Max int
+	// BacklogDrain is the time a queue should take to drain (BACKLOG_DRAIN).
+	BacklogDrain time.Duration
+}
+
+// containers is ceil(conc / target) within [Min, Max]. A need a hair above
+// a whole number (float error in rate × time) does not round up.
+func (z Sizing) containers(conc float64) int {
+	t := float64(max(z.Target, 1))
+	n := math.Ceil(conc/t - 1e-9)
+	if math.IsNaN(n) || n < 0 {
+		n = 0
+	}
+	return int(min(max(n, float64(z.Min)), float64(z.Max)))
+}
+
+// Up is how many containers the demand needs now: the steady concurrency
+// plus what drains the backlog within BacklogDrain, over the target.
+//
+// The steady part is the panic window's mean, so a one-second blip of
+// Poisson arrivals on a pool that keeps up starts nothing; but while
+// requests queue the pool is short for certain, and the latest reading
+// (the balancers' last second) counts at once if it is higher, so a step up
+// is met within a poll rather than over the panic window.
+//
+// E.g. target 2, 200 ms, drain 2 s. Steady 30 req/s, pool just started on 1
+// container and 20 queued: 30×0.2 = 6 in flight + 20×0.2/2 = 2 for the
+// backlog, ceil(8/2) = 4, not the ceil((2+20)/2) = 11 the queue would read
+// as standing concurrency. Once the queue is gone: ceil(6/2) = 3.
+func (z Sizing) Up(w *Windows, cur Sample) int {
+	steady := w.PanicMean(cur.At)
+	if cur.Queued > 0 {
+		steady = max(steady, cur.Steady())
+	}
+	return z.containers(steady + Backlog(cur.Queued, cur.Service, z.BacklogDrain))
+}
+
+// Down is the fewest containers the stable window allows: its highest
+// steady concurrency, and at least the current reading's (recorded or not)
+// and what is in flight now, over the target.
+//
+// E.g. target 2: 40 req/s at 200 ms until 70 s ago, 4 req/s since, stable
+// 60 s: max 0.8 → 1 container. The same 20 s after the step: max 8 → 4.
+func (z Sizing) Down(w *Windows, cur Sample) int {
+	return z.containers(max(w.StableMax(cur.At), cur.Steady(), float64(max(cur.Inflight, 0))))
+}
+
+// ShrinkInput is the snapshot a demand scale-down reads.
+type ShrinkInput struct {
+	// Ready are the ready containers (draining ones are leaving already).
+	Ready []Candidate
+	// Keep is the fewest ready containers to leave: Sizing.Down, and never
+	// below MIN_REPLICAS or 1 (only the idle rule empties a pool).
+	Keep int
+	// Rate is MAX_SCALE_DOWN_RATE: one decision leaves at least
+	// floor(ready / Rate), as Knative's max scale-down rate does.
+	Rate float64
+	// Starting containers or queued requests mean the pool is growing or
+	// short right now: no shrinking while either lasts.
+	Starting int
+	Queued   int64
+}
+
+// Shrink picks the containers to drain so that the ready count comes down
+// toward Keep, at most by the rate bound per decision. Victims are the
+// least busy (fewest in flight, so the drain is short), newest first on
+// ties (the newest were started for a burst that passed; the oldest are
+// fully ramped up and hold clients' keep-alive connections).
+//
+// E.g. 6 ready, Keep 1, Rate 2: leave max(1, floor(6/2)) = 3, drain 3.
+// Then 3 → max(1, 1) = 1, drain 2. So 6 → 3 → 1 in two decisions.
+func Shrink(in ShrinkInput) []string {
+	leave := in.Keep
+	if in.Rate > 1 {
+		leave = max(leave, int(math.Floor(float64(len(in.Ready))/in.Rate)))
+	}
+	leave = max(leave, 1)
+	n := len(in.Ready) - leave
+	if n <= 0 || in.Starting > 0 || in.Queued > 0 {
+		return nil
+	}
+	c := slices.Clone(in.Ready)
+	slices.SortFunc(c, func(a, b Candidate) int {
+		if d := cmp.Compare(a.Inflight, b.Inflight); d != 0 {
+			return d
+		}
+		if d := b.ReadySince.Compare(a.ReadySince); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	victims := make([]string, 0, n)
+	for _, k := range c[:n] {
+		victims = append(victims, k.ID)
+	}
+	return victims
+}
+
+// Flap reports whether a scale-up at now undoes a scale-down at lastDown:
+// one that came within the stable window, which the scale-down should have
+// foreseen. Zero lastDown: no scale-down yet, no flap.
+func Flap(lastDown, now time.Time, window time.Duration) bool {
+	return !lastDown.IsZero() && now.Sub(lastDown) < window
+}

@@ -1,0 +1,201 @@
+package decide
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+const ms = time.Millisecond
+
+func TestSteadyAndBacklog(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		s    Sample
+		want float64
+	}{
+		{"Little's law: 30/s at 200ms", Sample{Arrivals: 30, Service: 200 * ms, Inflight: 2, Queued: 20}, 6},
+		{"not capped by the pool: 40/s at 200ms on one container", Sample{Arrivals: 40, Service: 200 * ms, Inflight: 2}, 8},
+		{"no service time yet: in flight", Sample{Arrivals: 5, Inflight: 3, Queued: 7}, 3},
+		{"nothing", Sample{}, 0},
+	} {
+		if got := tt.s.Steady(); got < tt.want-1e-9 || got > tt.want+1e-9 {
+			t.Errorf("%s: Steady = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		name           string
+		q              int64
+		service, drain time.Duration
+		want           float64
+	}{
+		{"20 queued, 200ms, 2s: 2 slots", 20, 200 * ms, 2 * time.Second, 2},
+		{"service longer than drain: one slot each", 20, 5 * time.Second, 2 * time.Second, 20},
+		{"unknown service: one slot each (scale from zero)", 3, 0, 2 * time.Second, 3},
+		{"no queue", 0, 200 * ms, 2 * time.Second, 0},
+		{"negative (skewed counts) is none", -4, 200 * ms, 2 * time.Second, 0},
+	} {
+		if got := Backlog(tt.q, tt.service, tt.drain); got < tt.want-1e-9 || got > tt.want+1e-9 {
+			t.Errorf("%s: Backlog = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// trace feeds w one sample per 250 ms: rate(t) req/s at service, from
+// start for d.
+func trace(w *Windows, start time.Time, d time.Duration, service time.Duration, rate func(time.Duration) float64) time.Time {
+	var at time.Time
+	for x := time.Duration(0); x < d; x += 250 * ms {
+		at = start.Add(x)
+		w.Add(Sample{At: at, Arrivals: rate(x), Service: service})
+	}
+	return at
+}
+
+func TestWindows(t *testing.T) {
+	w := &Windows{Stable: 60 * time.Second, Panic: 6 * time.Second, Every: 100 * ms}
+	if w.Full(t0) || w.PanicMean(t0) != 0 || w.StableMax(t0) != 0 {
+		t.Fatal("an empty window is neither full nor loaded")
+	}
+	// 40/s for 10 s, then 4/s for 70 s, at 200 ms: steady 8 then 0.8.
+	end := trace(w, t0, 80*time.Second, 200*ms, func(x time.Duration) float64 {
+		if x < 10*time.Second {
+			return 40
+		}
+		return 4
+	})
+	for _, tt := range []struct {
+		at               time.Duration
+		full             bool
+		panicMean, stMax float64
+	}{
+		{5 * time.Second, false, 8, 8},
+		{30 * time.Second, false, 0.8, 8},
+		{60 * time.Second, true, 0.8, 8},
+		{69500 * ms, true, 0.8, 8},   // the last 40/s sample (9.75 s) is still inside
+		{69750 * ms, true, 0.8, 0.8}, // and now (60 s later) it is out
+	} {
+		now := t0.Add(tt.at)
+		// Reading at an earlier time sees only what the window held then,
+		// so replay up to it.
+		ww := &Windows{Stable: w.Stable, Panic: w.Panic, Every: w.Every}
+		trace(ww, t0, tt.at+ms, 200*ms, func(x time.Duration) float64 {
+			if x < 10*time.Second {
+				return 40
+			}
+			return 4
+		})
+		if ww.Full(now) != tt.full || !near(ww.PanicMean(now), tt.panicMean) || !near(ww.StableMax(now), tt.stMax) {
+			t.Errorf("at %v: full %v panic %.3f max %.3f; want %v %.3f %.3f", tt.at, ww.Full(now), ww.PanicMean(now), ww.StableMax(now), tt.full, tt.panicMean, tt.stMax)
+		}
+	}
+	if n := len(w.samples); n > 60*4+2 {
+		t.Errorf("window keeps %d samples; older than the stable window should go", n)
+	}
+	_ = end
+	// Samples closer than Every are not recorded.
+	v := &Windows{Stable: time.Minute, Panic: 6 * time.Second, Every: 100 * ms}
+	v.Add(Sample{At: t0, Inflight: 1})
+	v.Add(Sample{At: t0.Add(10 * ms), Inflight: 100})
+	if len(v.samples) != 1 || v.StableMax(t0.Add(20*ms)) != 1 {
+		t.Errorf("a burst of readings within Every should not all count: %+v", v.samples)
+	}
+	v.Reset()
+	if v.Full(t0.Add(2*time.Minute)) || len(v.samples) != 0 {
+		t.Error("Reset should forget the history")
+	}
+}
+
+func near(a, b float64) bool { return a-b < 1e-6 && b-a < 1e-6 }
+
+func TestSizing(t *testing.T) {
+	z := Sizing{Target: 2, Min: 1, Max: 6, BacklogDrain: 2 * time.Second}
+	steadyAt := func(rate float64, d time.Duration) *Windows {
+		w := &Windows{Stable: 60 * time.Second, Panic: 6 * time.Second}
+		trace(w, t0.Add(-d), d, 200*ms, func(time.Duration) float64 { return rate })
+		return w
+	}
+	for _, tt := range []struct {
+		name     string
+		w        *Windows
+		cur      Sample
+		up, down int
+	}{
+		{"steady 30/s needs 3, the first second's backlog adds one, not 3",
+			steadyAt(30, 3*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms, Inflight: 2, Queued: 20}, 4, 3},
+		{"steady 30/s, queue gone: 3",
+			steadyAt(30, 10*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms, Inflight: 6}, 3, 3},
+		{"40/s burst needs 4, however long the queue (bounded by max)",
+			steadyAt(40, 10*time.Second), Sample{At: t0, Arrivals: 40, Service: 200 * ms, Inflight: 8}, 4, 4},
+		{"a step up while queueing counts at once, not over the panic window",
+			steadyAt(4, 30*time.Second), Sample{At: t0, Arrivals: 40, Service: 200 * ms, Inflight: 2, Queued: 4}, 5, 4},
+		{"a blip that queues nothing waits for the panic mean (but down keeps it)",
+			steadyAt(4, 30*time.Second), Sample{At: t0, Arrivals: 12, Service: 200 * ms, Inflight: 2}, 1, 2},
+		{"a big backlog is bounded by max",
+			steadyAt(30, 3*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms, Queued: 1000}, 6, 3},
+		{"from zero: one queued request, nothing measured",
+			&Windows{Stable: time.Minute, Panic: 6 * time.Second}, Sample{At: t0, Queued: 1}, 1, 1},
+		{"down never below what is in flight now",
+			steadyAt(4, 70*time.Second), Sample{At: t0, Arrivals: 4, Service: 200 * ms, Inflight: 5}, 1, 3},
+		{"float error in rate × time does not round up: 30 × 0.2 / 2",
+			steadyAt(30, 70*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms}, 3, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if up := z.Up(tt.w, tt.cur); up != tt.up {
+				t.Errorf("Up = %d, want %d", up, tt.up)
+			}
+			if down := z.Down(tt.w, tt.cur); down != tt.down {
+				t.Errorf("Down = %d, want %d", down, tt.down)
+			}
+		})
+	}
+	zero := Sizing{Target: 4, Min: 0, Max: 10, BacklogDrain: time.Second}
+	if n := zero.Up(&Windows{Stable: time.Minute, Panic: time.Second}, Sample{At: t0}); n != 0 {
+		t.Errorf("min 0, no demand: Up = %d, want 0", n)
+	}
+}
+
+func TestShrink(t *testing.T) {
+	c := func(id string, readyAgo time.Duration, inflight int64) Candidate {
+		return Candidate{ID: id, ReadySince: ago(readyAgo), Inflight: inflight}
+	}
+	six := []Candidate{c("a", 60*time.Minute, 2), c("b", 50*time.Minute, 0), c("c", 40*time.Minute, 1),
+		c("d", 30*time.Minute, 0), c("e", 20*time.Minute, 0), c("f", 10*time.Minute, 3)}
+	for _, tt := range []struct {
+		name string
+		in   ShrinkInput
+		want []string
+	}{
+		{"halving bound: 6 ready, keep 1, rate 2 leaves 3; idle newest first", ShrinkInput{Ready: six, Keep: 1, Rate: 2}, []string{"e", "d", "b"}},
+		{"then 3 → 1 in one more step", ShrinkInput{Ready: six[:3], Keep: 1, Rate: 2}, []string{"b", "c"}},
+		{"keep binds before the rate", ShrinkInput{Ready: six, Keep: 5, Rate: 2}, []string{"e"}},
+		{"rate 1 means no bound", ShrinkInput{Ready: six, Keep: 1, Rate: 1}, []string{"e", "d", "b", "c", "a"}},
+		{"never below one (idleness alone empties a pool)", ShrinkInput{Ready: six[:2], Keep: 0, Rate: 1}, []string{"b"}},
+		{"nothing to spare", ShrinkInput{Ready: six[:2], Keep: 2, Rate: 2}, nil},
+		{"starting containers: the pool is growing, no shrink", ShrinkInput{Ready: six, Keep: 1, Rate: 2, Starting: 1}, nil},
+		{"queued requests: the pool is short, no shrink", ShrinkInput{Ready: six, Keep: 1, Rate: 2, Queued: 1}, nil},
+		{"ties on in-flight and age: by id", ShrinkInput{Ready: []Candidate{c("y", time.Minute, 0), c("x", time.Minute, 0)}, Keep: 1, Rate: 2}, []string{"x"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Shrink(tt.in); !slices.Equal(got, tt.want) {
+				t.Fatalf("Shrink = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFlap(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		lastDown time.Time
+		want     bool
+	}{
+		{"no scale-down yet", time.Time{}, false},
+		{"up 10s after a down, window 60s", ago(10 * time.Second), true},
+		{"up exactly a window later is no flap", ago(60 * time.Second), false},
+	} {
+		if got := Flap(tt.lastDown, t0, 60*time.Second); got != tt.want {
+			t.Errorf("%s: Flap = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
