@@ -83,9 +83,9 @@ type Controller struct {
 	// wg counts the current term's workers.
 	wg sync.WaitGroup
 
-	// win holds the demand samples of this term; only the lead goroutine
-	// touches it.
-	win decide.Windows
+	// auto is the scaling policy with this term's demand samples; only the
+	// lead goroutine touches it.
+	auto decide.Autoscaler
 
 	mu        sync.Mutex
 	leader    bool
@@ -152,7 +152,14 @@ func New(o Options) *Controller {
 		downCh:      make(chan struct{}, 1),
 		members:     map[string]*member{},
 		problems:    map[string]*problem{},
-		win:         decide.Windows{Stable: o.Config.StableWindow, Panic: o.Config.PanicWindow, Every: o.Config.PollInterval / 2},
+	}
+	c.auto = decide.Autoscaler{
+		Sizing:      decide.Sizing{Target: c.cfg.TargetInflight, Min: c.cfg.MinReplicas, Max: c.cfg.MaxReplicas, BacklogDrain: c.cfg.BacklogDrain},
+		Rule:        decide.Rule(c.cfg.ScaleDown),
+		Rate:        c.cfg.MaxScaleDownRate,
+		IdleTimeout: c.cfg.IdleTimeout,
+		Cooldown:    c.cfg.ScaleUpCooldown,
+		Win:         decide.Windows{Stable: c.cfg.StableWindow, Panic: c.cfg.PanicWindow, Every: c.cfg.PollInterval / 2},
 	}
 	if c.health == nil {
 		c.health = HTTPHealth(&http.Client{Timeout: probeTimeout})
@@ -298,7 +305,7 @@ func (c *Controller) startTerm(parent context.Context) func() {
 	c.mu.Lock()
 	c.leader = true
 	c.mu.Unlock()
-	c.win.Reset() // lead has not started: no other goroutine holds it
+	c.auto.Win.Reset() // lead has not started: no other goroutine holds it
 	c.m.leader.Set(1)
 	c.log.Info("leading: lease acquired")
 	go func() {
@@ -544,13 +551,8 @@ func (c *Controller) gauges() {
 	c.m.desired.Set(float64(desired))
 }
 
-// sizing is the scaler's decide.Sizing.
-func (c *Controller) sizing() decide.Sizing {
-	return decide.Sizing{Target: c.cfg.TargetInflight, Min: c.cfg.MinReplicas, Max: c.cfg.MaxReplicas, BacklogDrain: c.cfg.BacklogDrain}
-}
-
-// observe reads the cluster load, records it as a sample of the demand
-// windows and returns it with the load (for per-backend counts).
+// observe reads the cluster load and returns it as a demand sample, with
+// the load (for per-backend counts).
 func (c *Controller) observe(ctx context.Context) (decide.Sample, state.ClusterLoad, bool) {
 	load, err := c.store.ClusterLoad(ctx)
 	if err != nil {
@@ -564,7 +566,6 @@ func (c *Controller) observe(ctx context.Context) (decide.Sample, state.ClusterL
 		cur.Inflight += max(load.Inflight[id], 0)
 	}
 	c.mu.Unlock()
-	c.win.Add(cur)
 	return cur, load, true
 }
 
@@ -575,31 +576,26 @@ func (c *Controller) scaleUp(ctx context.Context) {
 		return
 	}
 	now := cur.At
-	sz := c.sizing()
-	d := Demand{Arrivals: cur.Arrivals, ServiceMs: float64(cur.Service) / 1e6, Steady: cur.Steady(),
-		PanicMean: c.win.PanicMean(now), StableMax: c.win.StableMax(now), Down: sz.Down(&c.win, cur)}
+	var p decide.Pool
 	c.mu.Lock()
-	in := decide.UpInput{
-		Desired:   sz.Up(&c.win, cur),
-		Min:       c.cfg.MinReplicas,
-		Max:       c.cfg.MaxReplicas,
-		LastUp:    c.lastUp,
-		Cooldown:  c.cfg.ScaleUpCooldown,
-		NotBefore: c.notBefore,
-	}
 	for _, m := range c.members {
 		switch m.phase {
 		case phaseReady:
-			in.Ready++
+			p.Ready++
 		case phaseStarting:
-			in.Starting++
+			p.Starting++
 		case phaseDraining:
-			in.Draining++
+			p.Draining++
 		case phaseStopping:
-			in.Stopping++
+			p.Stopping++
 		}
 	}
-	res := decide.Up(in, now)
+	lastUp, notBefore := c.lastUp, c.notBefore
+	c.mu.Unlock()
+	res := c.auto.Poll(cur, p, lastUp, notBefore)
+	d := Demand{Arrivals: cur.Arrivals, ServiceMs: float64(cur.Service) / 1e6, Steady: cur.Steady(),
+		PanicMean: c.auto.Win.PanicMean(now), StableMax: c.auto.Win.StableMax(now), Down: c.auto.Sizing.Down(&c.auto.Win, cur)}
+	c.mu.Lock()
 	c.desired, c.inflight, c.queued, c.demand = res.Desired, cur.Inflight, cur.Queued, d
 	c.mu.Unlock()
 	c.m.desired.Set(float64(res.Desired))
@@ -615,7 +611,7 @@ func (c *Controller) scaleUp(ctx context.Context) {
 	if res.Start > 0 {
 		c.start(ctx, res.Start, res.Reason, ev)
 	} else if res.Held != "" {
-		c.log.Debug("scale-up held", "why", res.Held, "desired", res.Desired, "ready", in.Ready, "starting", in.Starting)
+		c.log.Debug("scale-up held", "why", res.Held, "desired", res.Desired, "ready", p.Ready, "starting", p.Starting)
 	}
 	c.gauges()
 }
@@ -797,17 +793,15 @@ func (c *Controller) adopt(ctx context.Context, in driver.Instance) {
 	}()
 }
 
-// scaleDown drains the surplus: under SCALE_DOWN=demand the containers
-// decide.Shrink picks once a whole stable window needed fewer than are
-// ready; under both rules the ones decide.Idle finds idle (which alone may
-// take the pool to zero).
+// scaleDown drains what decide.Autoscaler.ScaleDown picks: under
+// SCALE_DOWN=demand the surplus once a whole stable window needed fewer
+// containers than are ready, under both rules the idle ones (which alone
+// may take the pool to zero).
 func (c *Controller) scaleDown(ctx context.Context) {
 	cur, load, ok := c.observe(ctx)
 	if !ok {
 		return
 	}
-	now := cur.At
-	sz := c.sizing()
 	c.mu.Lock()
 	var cands []decide.Candidate
 	starting := 0
@@ -820,28 +814,16 @@ func (c *Controller) scaleDown(ctx context.Context) {
 		}
 	}
 	c.mu.Unlock()
-	if c.cfg.ScaleDown == config.ScaleDownDemand && c.win.Full(now) {
-		keep := max(sz.Down(&c.win, cur), c.cfg.MinReplicas)
-		victims := decide.Shrink(decide.ShrinkInput{
-			Ready: cands, Keep: keep, Rate: c.cfg.MaxScaleDownRate, Starting: starting, Queued: cur.Queued,
-		})
-		if len(victims) > 0 {
-			c.log.Info("scaling down to demand", "drain", victims, "ready", len(cands), "keep", keep,
-				"stable_max", fmt.Sprintf("%.2f", c.win.StableMax(now)), "window", c.cfg.StableWindow.String())
-			c.drain(ctx, victims, decide.ReasonSurplus)
-			cands = slices.DeleteFunc(cands, func(k decide.Candidate) bool { return slices.Contains(victims, k.ID) })
-		}
+	surplus, idle := c.auto.ScaleDown(cur, cands, starting)
+	if len(surplus) > 0 {
+		c.log.Info("scaling down to demand", "drain", surplus, "ready", len(cands),
+			"stable_max", fmt.Sprintf("%.2f", c.auto.Win.StableMax(cur.At)), "window", c.cfg.StableWindow.String())
+		c.drain(ctx, surplus, decide.ReasonSurplus)
 	}
-	victims := decide.Idle(decide.IdleInput{
-		Ready:       cands,
-		Keep:        sz.Up(&c.win, cur),
-		IdleTimeout: c.cfg.IdleTimeout,
-		Queued:      cur.Queued,
-	}, now)
-	if len(victims) > 0 {
-		c.log.Info("scaling down idle containers", "drain", victims, "ready", len(cands))
+	if len(idle) > 0 {
+		c.log.Info("scaling down idle containers", "drain", idle, "ready", len(cands))
+		c.drain(ctx, idle, decide.ReasonIdle)
 	}
-	c.drain(ctx, victims, decide.ReasonIdle)
 	c.gauges()
 }
 

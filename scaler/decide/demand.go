@@ -244,3 +244,68 @@ func Shrink(in ShrinkInput) []string {
 func Flap(lastDown, now time.Time, window time.Duration) bool {
 	return !lastDown.IsZero() && now.Sub(lastDown) < window
 }
+
+// Rule names a scale-down rule (SCALE_DOWN).
+type Rule string
+
+// Scale-down rules.
+const (
+	// RuleDemand shrinks to what the stable window needed; idleness
+	// still applies (and alone empties a pool).
+	RuleDemand Rule = "demand"
+	// RuleIdle stops only containers idle past the idle timeout.
+	RuleIdle Rule = "idle"
+)
+
+// Autoscaler is the leader's scaling policy across polls: the demand
+// windows and the settings that turn them into decisions. The controller
+// and the simulator (scaler/sim) drive the same one, so what the simulator
+// measures is what the scaler does. Not safe for concurrent use.
+type Autoscaler struct {
+	Sizing Sizing
+	// Rule is the scale-down rule.
+	Rule Rule
+	// Rate is MAX_SCALE_DOWN_RATE; IdleTimeout is IDLE_TIMEOUT.
+	Rate        float64
+	IdleTimeout time.Duration
+	// Cooldown is SCALE_UP_COOLDOWN.
+	Cooldown time.Duration
+	// Win holds the samples; set its Stable, Panic and Every.
+	Win Windows
+}
+
+// Pool is the leader's count of its containers by phase.
+type Pool struct {
+	Ready, Starting, Draining, Stopping int
+}
+
+// Poll records cur and decides a scale-up: the result of Up for the demand
+// Sizing.Up reads. lastUp and notBefore are the last demand start and the
+// failure back-off (see UpInput).
+func (a *Autoscaler) Poll(cur Sample, p Pool, lastUp, notBefore time.Time) UpResult {
+	a.Win.Add(cur)
+	return Up(UpInput{
+		Desired: a.Sizing.Up(&a.Win, cur),
+		Ready:   p.Ready, Starting: p.Starting, Draining: p.Draining, Stopping: p.Stopping,
+		Min: a.Sizing.Min, Max: a.Sizing.Max,
+		LastUp: lastUp, Cooldown: a.Cooldown, NotBefore: notBefore,
+	}, cur.At)
+}
+
+// ScaleDown records cur and picks the containers to drain: surplus ones
+// (RuleDemand, once the window is full) and then idle ones among the rest,
+// never leaving fewer than the current demand needs.
+func (a *Autoscaler) ScaleDown(cur Sample, ready []Candidate, starting int) (surplus, idle []string) {
+	a.Win.Add(cur)
+	if a.Rule == RuleDemand && a.Win.Full(cur.At) {
+		surplus = Shrink(ShrinkInput{
+			Ready: ready, Keep: max(a.Sizing.Down(&a.Win, cur), a.Sizing.Min),
+			Rate: a.Rate, Starting: starting, Queued: cur.Queued,
+		})
+		if len(surplus) > 0 {
+			ready = slices.DeleteFunc(slices.Clone(ready), func(k Candidate) bool { return slices.Contains(surplus, k.ID) })
+		}
+	}
+	idle = Idle(IdleInput{Ready: ready, Keep: a.Sizing.Up(&a.Win, cur), IdleTimeout: a.IdleTimeout, Queued: cur.Queued}, cur.At)
+	return surplus, idle
+}

@@ -199,3 +199,55 @@ func TestFlap(t *testing.T) {
 		}
 	}
 }
+
+// TestAutoscalerStepDown drives the policy as the controller does (a poll
+// every 250 ms, a scale-down tick every 2 s) through 40 req/s for 10 s and
+// then 4 req/s, at 200 ms and target 2: the pool sized for the burst
+// shrinks to one container only once the burst has left the 20 s stable
+// window, by halving steps.
+func TestAutoscalerStepDown(t *testing.T) {
+	a := &Autoscaler{
+		Sizing: Sizing{Target: 2, Min: 1, Max: 6, BacklogDrain: 2 * time.Second},
+		Rule:   RuleDemand, Rate: 2, IdleTimeout: 10 * time.Second, Cooldown: time.Second,
+		Win: Windows{Stable: 20 * time.Second, Panic: 6 * time.Second, Every: 100 * ms},
+	}
+	ready := []Candidate{}
+	for i := range 5 { // what the burst left: 5 containers (8.1 in flight)
+		ready = append(ready, Candidate{ID: string(rune('a' + i)), ReadySince: t0})
+	}
+	type down struct {
+		at time.Duration
+		n  int
+	}
+	var downs []down
+	for x := time.Duration(0); x <= 60*time.Second; x += 250 * ms {
+		rate := 40.0
+		if x >= 10*time.Second {
+			rate = 4
+		}
+		cur := Sample{At: t0.Add(x), Arrivals: rate, Service: 202 * ms, Inflight: int64(rate * 0.202)}
+		res := a.Poll(cur, Pool{Ready: len(ready)}, time.Time{}, time.Time{})
+		if res.Start > 0 || res.Reclaim > 0 {
+			t.Fatalf("at %v: scale-up %+v on a falling load", x, res)
+		}
+		for i := range ready { // least-connections reaches every container
+			ready[i].LastSeen = cur.At
+		}
+		if x%(2*time.Second) == 0 {
+			surplus, idle := a.ScaleDown(cur, ready, 0)
+			if len(idle) > 0 {
+				t.Fatalf("at %v: idle victims %v under steady traffic", x, idle)
+			}
+			if len(surplus) > 0 {
+				downs = append(downs, down{x, len(surplus)})
+				ready = slices.DeleteFunc(ready, func(k Candidate) bool { return slices.Contains(surplus, k.ID) })
+			}
+		}
+	}
+	// The last 40/s sample (9.75 s) leaves the window at 29.75 s: the tick
+	// at 30 s halves 5 → 2, the one at 32 s goes 2 → 1.
+	want := []down{{30 * time.Second, 3}, {32 * time.Second, 1}}
+	if !slices.Equal(downs, want) || len(ready) != 1 {
+		t.Fatalf("scale-downs %v (left %d), want %v", downs, len(ready), want)
+	}
+}
