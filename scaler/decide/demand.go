@@ -44,8 +44,8 @@ func (s Sample) Steady() float64 {
 //
 // E.g. 20 queued, 200 ms, drain 2 s: 2 slots, one container of target 2;
 // 20 queued at 5 s each: 20 slots (5 s > 2 s, every request needs its own).
-func Backlog(queued int64, service, drain time.Duration) float64 {
-	q := float64(max(queued, 0))
+func Backlog(queued float64, service, drain time.Duration) float64 {
+	q := max(queued, 0)
 	if service <= 0 || drain <= 0 || service >= drain {
 		return q
 	}
@@ -99,11 +99,20 @@ func (w *Windows) Full(now time.Time) bool {
 // PanicMean is the mean steady concurrency over the panic window up to now
 // (0 with no sample in it).
 func (w *Windows) PanicMean(now time.Time) float64 {
+	return w.panicMean(now, Sample.Steady)
+}
+
+// PanicQueued is the mean queue length over the panic window up to now.
+func (w *Windows) PanicQueued(now time.Time) float64 {
+	return w.panicMean(now, func(s Sample) float64 { return float64(max(s.Queued, 0)) })
+}
+
+func (w *Windows) panicMean(now time.Time, f func(Sample) float64) float64 {
 	var sum float64
 	n := 0
 	for _, s := range w.samples {
 		if now.Sub(s.At) < w.Panic && !s.At.After(now) {
-			sum += s.Steady()
+			sum += f(s)
 			n++
 		}
 	}
@@ -111,6 +120,22 @@ func (w *Windows) PanicMean(now time.Time) float64 {
 		return 0
 	}
 	return sum / float64(n)
+}
+
+// recorded reports whether s is the latest sample recorded.
+func (w *Windows) recorded(s Sample) bool {
+	return len(w.samples) > 0 && w.samples[len(w.samples)-1] == s
+}
+
+// panicSamples counts the samples in the panic window up to now.
+func (w *Windows) panicSamples(now time.Time) int {
+	n := 0
+	for _, s := range w.samples {
+		if now.Sub(s.At) < w.Panic && !s.At.After(now) {
+			n++
+		}
+	}
+	return n
 }
 
 // StableMax is the highest steady concurrency over the stable window up to
@@ -165,16 +190,29 @@ func (z Sizing) containers(conc float64) int {
 // (the balancers' last second) counts at once if it is higher, so a step up
 // is met within a poll rather than over the panic window.
 //
+// The backlog is the panic window's mean queue, not the latest: a queue
+// that comes and goes within a second (several balancers sharing a
+// backend's slots by demand leave a few idle at times, so a pool near its
+// target queues now and then) is not a shortage worth a container, and
+// the first second of a step, which the new containers will have drained
+// by the time they are ready, is not sized as if it lasted. A queue that
+// lasts fills the mean within the window.
+//
 // E.g. target 2, 200 ms, drain 2 s. Steady 30 req/s, pool just started on 1
-// container and 20 queued: 30×0.2 = 6 in flight + 20×0.2/2 = 2 for the
-// backlog, ceil(8/2) = 4, not the ceil((2+20)/2) = 11 the queue would read
-// as standing concurrency. Once the queue is gone: ceil(6/2) = 3.
+// container and a mean of 20 queued: 30×0.2 = 6 in flight + 20×0.2/2 = 2 for
+// the backlog, ceil(8/2) = 4, not the ceil((2+20)/2) = 11 the queue would
+// read as standing concurrency. Once the queue is gone: ceil(6/2) = 3.
 func (z Sizing) Up(w *Windows, cur Sample) int {
 	steady := w.PanicMean(cur.At)
+	queued := w.PanicQueued(cur.At)
+	if n := w.panicSamples(cur.At); !w.recorded(cur) {
+		// A reading not recorded (within Every of the last) still counts.
+		queued = (queued*float64(n) + float64(max(cur.Queued, 0))) / float64(n+1)
+	}
 	if cur.Queued > 0 {
 		steady = max(steady, cur.Steady())
 	}
-	return z.containers(steady + Backlog(cur.Queued, cur.Service, z.BacklogDrain))
+	return z.containers(steady + Backlog(queued, cur.Service, z.BacklogDrain))
 }
 
 // Down is the fewest containers the stable window allows: its highest

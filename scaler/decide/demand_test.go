@@ -25,7 +25,7 @@ func TestSteadyAndBacklog(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name           string
-		q              int64
+		q              float64
 		service, drain time.Duration
 		want           float64
 	}{
@@ -148,6 +148,29 @@ func TestSizing(t *testing.T) {
 				t.Errorf("Down = %d, want %d", down, tt.down)
 			}
 		})
+	}
+	// A queue that flickers (one reading in the panic window) is no
+	// shortage; one that lasts the window is.
+	for _, tt := range []struct {
+		name   string
+		every  int // a queue of 10 at every n-th reading
+		wantUp int
+	}{
+		{"flickering queue at 35/s: stays 4", 100, 4},
+		{"lasting queue at 35/s: one more", 1, 5},
+	} {
+		w := &Windows{Stable: 60 * time.Second, Panic: 3 * time.Second}
+		var cur Sample
+		for i := range 40 {
+			cur = Sample{At: t0.Add(time.Duration(i-39) * 250 * ms), Arrivals: 35, Service: 203 * ms, Inflight: 7}
+			if i%tt.every == 0 || i == 39 {
+				cur.Queued = 10
+			}
+			w.Add(cur)
+		}
+		if up := z.Up(w, cur); up != tt.wantUp {
+			t.Errorf("%s: Up = %d, want %d", tt.name, up, tt.wantUp)
+		}
 	}
 	zero := Sizing{Target: 4, Min: 0, Max: 10, BacklogDrain: time.Second}
 	if n := zero.Up(&Windows{Stable: time.Minute, Panic: time.Second}, Sample{At: t0}); n != 0 {
