@@ -229,8 +229,10 @@ func (z Sizing) Down(w *Windows, cur Sample) int {
 type ShrinkInput struct {
 	// Ready are the ready containers (draining ones are leaving already).
 	Ready []Candidate
-	// Keep is the fewest ready containers to leave: Sizing.Down, and never
-	// below MIN_REPLICAS or 1 (only the idle rule empties a pool).
+	// Keep is the fewest ready containers to leave: Sizing.Down, never
+	// below what Sizing.Up asks at the same reading (or the next poll would
+	// start again what this drains: a flap), MIN_REPLICAS or 1 (only the
+	// idle rule empties a pool).
 	Keep int
 	// Rate is MAX_SCALE_DOWN_RATE: one decision leaves at least
 	// floor(ready / Rate), as Knative's max scale-down rate does.
@@ -337,7 +339,7 @@ func (a *Autoscaler) ScaleDown(cur Sample, ready []Candidate, starting int) (sur
 	a.Win.Add(cur)
 	if a.Rule == RuleDemand && a.Win.Full(cur.At) {
 		surplus = Shrink(ShrinkInput{
-			Ready: ready, Keep: max(a.Sizing.Down(&a.Win, cur), a.Sizing.Min),
+			Ready: ready, Keep: max(a.Sizing.Down(&a.Win, cur), a.Sizing.Up(&a.Win, cur), a.Sizing.Min),
 			Rate: a.Rate, Starting: starting, Queued: cur.Queued,
 		})
 		if len(surplus) > 0 {

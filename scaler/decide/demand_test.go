@@ -274,3 +274,32 @@ func TestAutoscalerStepDown(t *testing.T) {
 		t.Fatalf("scale-downs %v (left %d), want %v", downs, len(ready), want)
 	}
 }
+
+// TestScaleDownKeepsWhatUpWants: a scale-down never leaves fewer
+// containers than a scale-up at the same reading would ask for, or the
+// next poll would start them again (a flap). Here the queue just emptied
+// but the panic window's mean backlog still wants 5 containers.
+func TestScaleDownKeepsWhatUpWants(t *testing.T) {
+	a := &Autoscaler{
+		Sizing: Sizing{Target: 2, Min: 1, Max: 8, BacklogDrain: 2 * time.Second},
+		Rule:   RuleDemand, Rate: 2, IdleTimeout: time.Minute,
+		Win: Windows{Stable: 10 * time.Second, Panic: 3 * time.Second},
+	}
+	var cur Sample
+	for i := range 60 { // 15 s at 35 req/s; a queue of 30 in the last 2 s
+		cur = Sample{At: t0.Add(time.Duration(i-59) * 250 * ms), Arrivals: 35, Service: 200 * ms, Inflight: 7}
+		if i >= 52 && i < 59 {
+			cur.Queued = 30
+		}
+		a.Win.Add(cur)
+	}
+	var ready []Candidate
+	for i := range 6 {
+		ready = append(ready, Candidate{ID: string(rune('a' + i)), ReadySince: ago(time.Minute), LastSeen: t0})
+	}
+	up := a.Sizing.Up(&a.Win, cur)
+	surplus, _ := a.ScaleDown(cur, ready, 0)
+	if left := len(ready) - len(surplus); left < up || up != 5 {
+		t.Fatalf("Up wants %d (want 5); scale-down left %d", up, left)
+	}
+}

@@ -1,0 +1,104 @@
+// Package sim is a trace-driven simulator of the scaler: it runs the same
+// decide.Autoscaler the controller runs (scaler/control), with a fake clock,
+// against a modelled pool of containers, so a policy can be judged on pools
+// of 100–1,000 containers and hours of traffic in seconds of CPU, where the
+// Docker experiments (docs/results.md) reach a dozen containers and minutes.
+// A Knative KPA baseline (KPA), written from its published formula, runs
+// behind the same Policy interface and in the same loop, so the two differ
+// only in how they decide.
+//
+// # The model, and why
+//
+// Time advances in fixed steps (Model.Step, 50 ms by default): shorter
+// than the service time (200 ms) and the poll (250 ms), so the order of
+// events inside a step does not matter at the scale of what is measured,
+// and long enough that an hour is 72,000 steps. Everything is a count per
+// step, never a per-request object, so 20,000 req/s for hours stays cheap:
+//
+//   - Arrivals: the trace's rate r(t) req/s gives r(t)·dt requests in a
+//     step, either spaced deterministically (the running sum of r·dt, as
+//     the project's loadtest walks the integral of its rate) or Poisson
+//     (Model.Poisson; a seeded math/rand/v2 source, so a run is
+//     reproducible). Offered arrivals are measured over the last second,
+//     as each balancer does (balancer/flow), failed ones included.
+//   - Queue: the balancers' FIFO queue, held as a count per arrival step.
+//     A request still queued after Model.QueueTimeout fails (QUEUE_TIMEOUT,
+//     503); with Model.QueueMax > 0 the arrivals beyond it fail too. Its
+//     wait is the number of steps between its arrival and its start.
+//   - Containers: a start takes Model.ColdStart before the container is
+//     ready (and costs container-seconds from the start decision on). A
+//     ready container serves up to Model.Capacity requests at once
+//     (MAX_INFLIGHT; by default the target, as the scaler's config does),
+//     optionally ramped up over Model.SlowStart after it turned ready, with
+//     the balancer's own ramp (cluster.SlowStartLimit). A request holds its
+//     slot for the service time S (Model.Service, optionally ±Model.Jitter
+//     uniformly); completions are kept per container in a ring indexed by
+//     completion step, so a step's completions cost one read per container.
+//   - Routing: least connections, as the balancers' default policy. The
+//     requests a step starts are handed out by water-filling: the ready,
+//     non-draining containers with the fewest in flight are raised level by
+//     level; what does not fill a level goes to a rotating subset, which
+//     stands for the balancer's random tie-break. So whenever traffic is
+//     not zero every ready container is handed requests in turn, and a
+//     container's LastSeen (what the idle rule reads) is the last step in
+//     which it was handed one, as the balancers report it.
+//   - Draining: a drained container takes no new request, finishes what it
+//     holds, and is gone at the first poll at which both its in-flight is 0
+//     and Model.DrainSettle has passed since the drain (the controller's
+//     drainOne; DRAIN_SETTLE), plus Model.StopDelay for the engine to stop
+//     it. Until then it can be reclaimed (made ready again).
+//   - Cost: container-seconds count every container that exists, starting,
+//     ready, draining or stopping, as a cloud bill would.
+//
+// Latency is wait + service, counted in a histogram of steps (so its
+// resolution is Model.Step); failed requests are not in it. The mean service
+// time the scaler reads is that of the completions of the last second, the
+// last known one when there were none.
+//
+// Not modelled: balancer sync delays (25 ms), request failures other than
+// queue time-outs and refusals, failed starts (so the back-off never
+// applies), DRAIN_TIMEOUT (a drain always ends, since a draining container
+// gets nothing new), several balancers' separate queues (one cluster-wide
+// FIFO stands for them), and the leader's reconcile loop (the policies
+// keep MIN_REPLICAS themselves, as decide.Up does).
+//
+// # Driving a policy
+//
+// Every Scaler.Poll the loop builds a decide.Sample {At, Arrivals, Service,
+// Inflight, Queued} and calls Policy.Poll with it, the pool's counts by
+// phase and the time of the last start for demand; it applies the reclaims
+// (draining → ready, newest first, as the controller's reclaim) and starts
+// it returns. Every Scaler.ScaleDownEvery it calls Policy.ScaleDown with the
+// ready containers as decide.Candidates and drains the ids returned. A flap
+// is counted as the controller counts it: at a start or reclaim, if
+// decide.Flap(lastDown, now, StableWindow), one flap, and lastDown is
+// forgotten. Ours, with decide.RuleDemand or decide.RuleIdle
+// (SCALE_DOWN), wraps decide.Autoscaler and calls nothing else, so what is
+// measured is what the controller would decide. Fixed never scales (the
+// model's own tests).
+//
+// # Metrics
+//
+// See Result. The ideal container-seconds are, for every second of the
+// trace, ceil(r̄·S/target) containers (r̄ the offered rate's mean over that
+// second, at least MIN_REPLICAS): what a clairvoyant scaler with no cold
+// start and no headroom would pay. "p99 at steady load" leaves out the
+// requests that arrived within Model.Transient (10 s by default) of a
+// change of load, a second whose mean rate differs from the previous
+// second's by more than 10% (the run's first second counts as one): a step
+// or a burst needs a cold start and a backlog drain, which no policy can
+// hide; what is left measures how well the pool fits the load it has.
+//
+// A run is deterministic: the same Config (its Seed included), a fresh
+// policy and the same trace give the same Result, on any machine, since
+// the clock is the step count and the only randomness is the seeded
+// source.
+//
+// # Running it
+//
+//	go test ./scaler/sim    # the model's tests, and the targets at 100 containers (TestTargets)
+//	SIM_REPORT=1 go test -count=1 -v -run '^TestReport$' -timeout 30m ./scaler/sim
+//
+// The second prints the markdown table docs quote: every trace and policy
+// at 10, 100 and 1,000 containers.
+package sim

@@ -1,0 +1,99 @@
+package sim
+
+import (
+	"time"
+
+	"lbscale/scaler/decide"
+)
+
+// Policy is a scaling policy as the simulation loop drives it: the
+// project's (Ours) and Knative's (KPA) behind one interface, so that one
+// loop runs both and they differ only in their decisions. A Policy holds
+// state across calls (windows, panic mode): use a fresh one per run.
+type Policy interface {
+	// Name labels the policy in results.
+	Name() string
+	// Poll is called every POLL_INTERVAL.
+	Poll(v View) Action
+	// ScaleDown is called every SCALE_DOWN_INTERVAL, after that step's
+	// Poll.
+	ScaleDown(v View) Action
+}
+
+// View is what a policy sees of the cluster at a call: what the leader
+// gathers before calling decide.
+type View struct {
+	Sample decide.Sample
+	Pool   decide.Pool
+	// LastUp is the last start for demand or from zero (zero: never).
+	LastUp time.Time
+	// ready lists the ready containers as candidates (built on demand:
+	// most polls need only the counts).
+	ready func() []decide.Candidate
+}
+
+// Ready lists the ready containers as scale-down candidates.
+func (v View) Ready() []decide.Candidate {
+	if v.ready == nil {
+		return nil
+	}
+	return v.ready()
+}
+
+// Action is what a policy asks for: start containers, reclaim draining
+// ones (newest first), drain ready ones by id.
+type Action struct {
+	Start, Reclaim int
+	// Reason for Start; starts for demand or from zero set LastUp (the
+	// cooldown's reference), as the controller's start does.
+	Reason decide.Reason
+	Drain  []string
+}
+
+// Ours drives decide.Autoscaler exactly as scaler/control does: Poll with
+// the pool's counts, the last demand start and no back-off; ScaleDown with
+// the ready candidates and the starting count.
+type Ours struct {
+	A decide.Autoscaler
+}
+
+// NewOurs is the project's policy with rule (SCALE_DOWN), set up as the
+// controller's New sets it up from s.
+func NewOurs(s Scaler, rule decide.Rule) *Ours {
+	return &Ours{A: decide.Autoscaler{
+		Sizing:      decide.Sizing{Target: s.Target, Min: s.Min, Max: s.Max, BacklogDrain: s.BacklogDrain},
+		Rule:        rule,
+		Rate:        s.Rate,
+		IdleTimeout: s.IdleTimeout,
+		Cooldown:    s.Cooldown,
+		Win:         decide.Windows{Stable: s.Stable, Panic: s.Panic, Every: s.Poll / 2},
+	}}
+}
+
+// Name is "ours/" and the rule.
+func (o *Ours) Name() string { return "ours/" + string(o.A.Rule) }
+
+// Poll is Autoscaler.Poll.
+func (o *Ours) Poll(v View) Action {
+	res := o.A.Poll(v.Sample, v.Pool, v.LastUp, time.Time{})
+	return Action{Start: res.Start, Reclaim: res.Reclaim, Reason: res.Reason}
+}
+
+// ScaleDown is Autoscaler.ScaleDown; the surplus and idle victims are
+// drained alike.
+func (o *Ours) ScaleDown(v View) Action {
+	surplus, idle := o.A.ScaleDown(v.Sample, v.Ready(), v.Pool.Starting)
+	return Action{Drain: append(surplus, idle...)}
+}
+
+// Fixed never scales: the model's own tests run on a pool of a set size.
+type Fixed struct{}
+
+// Name is "fixed".
+func (Fixed) Name() string { return "fixed" }
+
+// Poll does nothing.
+func (Fixed) Poll(View) Action { return Action{} }
+
+// ScaleDown does nothing.
+func (Fixed) ScaleDown(View) Action { return Action{} }

@@ -1,0 +1,96 @@
+package sim
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"lbscale/scaler/decide"
+)
+
+// policies are the three compared, by name, each made fresh per run.
+var policies = []struct {
+	name string
+	make func(Scaler) Policy
+}{
+	{"ours/demand", func(s Scaler) Policy { return NewOurs(s, decide.RuleDemand) }},
+	{"ours/idle", func(s Scaler) Policy { return NewOurs(s, decide.RuleIdle) }},
+	{"kpa", func(s Scaler) Policy { return NewKPA(s) }},
+}
+
+// traces are the three shapes at a peak rate for a duration.
+var traces = []func(peak float64, d time.Duration) Trace{Steps, Daily, Bursts}
+
+// job is one run to make.
+type job struct {
+	cfg    Config
+	policy func(Scaler) Policy
+	trace  Trace
+}
+
+// runAll runs the jobs on every CPU and returns their results in order.
+// Each run is deterministic on its own, so the order of execution does
+// not change them.
+func runAll(jobs []job) []Result {
+	out := make([]Result, len(jobs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range max(runtime.GOMAXPROCS(0), 1) {
+		wg.Go(func() {
+			for i := range next {
+				j := jobs[i]
+				out[i] = Run(j.cfg, j.policy(j.cfg.Scaler), j.trace)
+			}
+		})
+	}
+	for i := range jobs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
+}
+
+// scaled is Default for a pool whose traces peak at n containers.
+func scaled(n int, poisson bool) Config {
+	c := Default()
+	c.Max = MaxFor(n)
+	c.Poisson = poisson
+	return c
+}
+
+// arrivalName labels the arrival process.
+func arrivalName(poisson bool) string {
+	if poisson {
+		return "poisson"
+	}
+	return "spaced"
+}
+
+// row is a result's figures for a log line.
+func row(r Result) string {
+	return fmt.Sprintf("%-11s ratio %.3f (%.0f/%.0f container-s) p50 %v p99 %v steady p99 %v failed %d started %d reclaimed %d drained %d flaps %d peak %d",
+		r.Policy, r.Ratio, r.ContainerSeconds, r.IdealSeconds, r.P50, r.P99, r.SteadyP99, r.Failed(), r.Started, r.Reclaimed, r.Drained, r.Flaps, r.PeakReplicas)
+}
+
+// runAll's runs are independent: run side by side they give what they
+// give one by one.
+func TestRunAll(t *testing.T) {
+	var jobs []job
+	for _, poisson := range []bool{false, true} {
+		cfg := scaled(10, poisson)
+		for _, tr := range traces {
+			for _, p := range policies {
+				jobs = append(jobs, job{cfg, p.make, tr(PeakRate(10, cfg.Target, cfg.Service), 5*time.Minute)})
+			}
+		}
+	}
+	for i, r := range runAll(jobs) {
+		j := jobs[i]
+		if want := Run(j.cfg, j.policy(j.cfg.Scaler), j.trace); r != want {
+			t.Errorf("job %d: %+v\nalone: %+v", i, r, want)
+		}
+	}
+}
