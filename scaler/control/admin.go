@@ -75,17 +75,13 @@ type StatusConfig struct {
 }
 
 // Leader reports whether this scaler leads now.
-func (c *Controller) Leader() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.leader
-}
+func (c *Controller) Leader() bool { return c.leader.Load() }
 
 // Healthy reports an error when the lease loop has not run for three lease
 // periods (it is stuck); Docker or Redis trouble is not ill health — the
 // scaler waits it out — and shows in /status problems instead.
 func (c *Controller) Healthy() error {
-	last := time.Unix(0, c.alive.Load())
+	last := c.lease.lastRound()
 	if d := c.now().Sub(last); d > 3*c.cfg.LeaseTTL+time.Second {
 		return fmt.Errorf("lease loop silent for %s", d.Round(time.Millisecond))
 	}
@@ -120,25 +116,23 @@ func (c *Controller) Status(ctx context.Context) Status {
 		Members:  []MemberStatus{},
 		Registry: []state.Backend{},
 	}
-	c.mu.Lock()
-	s.Leader = c.leader
-	s.Flaps = c.flaps
-	if s.Leader {
-		s.Desired, s.Inflight, s.Queued, s.Demand = c.desired, c.inflight, c.queued, c.demand
-		s.Replicas, s.Starting, s.Draining = c.countsLocked()
-	}
-	for _, m := range c.members {
-		s.Members = append(s.Members, MemberStatus{ID: m.id, Addr: m.addr, State: m.phase.String(), Since: m.since})
-	}
-	for op, p := range c.problems {
-		if s.Problems == nil {
-			s.Problems = map[string]string{}
+	s.Flaps = c.flaps.count()
+	if c.leader.Load() {
+		r := c.up.latest()
+		ready, starting, draining := c.members.counts()
+		// A term ends by clearing the flag, then forgetting its pool: if
+		// the flag is still set, the figures were read before that, so
+		// they are the leader's view and not a half-forgotten one.
+		if c.leader.Load() {
+			s.Leader = true
+			s.Desired, s.Inflight, s.Queued, s.Demand = r.desired, r.inflight, r.queued, r.demand
+			s.Replicas, s.Starting, s.Draining = ready, starting, draining
 		}
-		s.Problems[op] = p.err
 	}
-	c.mu.Unlock()
+	s.Members = c.members.status()
+	s.Problems = c.rep.failing()
 	sort.Slice(s.Members, func(i, j int) bool { return s.Members[i].ID < s.Members[j].ID })
-	s.Events = c.events.list()
+	s.Events = c.rep.events.list()
 	if s.Events == nil {
 		s.Events = []Event{}
 	}

@@ -1,0 +1,91 @@
+package control
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// reporter is where every concern of the controller reports what went
+// wrong and what it did: failing operations (in /status until they work
+// again, logged at a bounded rate) and scale events (counted in /metrics,
+// kept for /status). It is shared by the lease loop, scale-up, drain and
+// reconcile, so that one outage shows as one problem whichever of them
+// hit it.
+type reporter struct {
+	now    func() time.Time
+	log    *slog.Logger
+	m      *metrics
+	events eventLog
+
+	mu       sync.Mutex // protects problems
+	problems map[string]*problem
+}
+
+type problem struct {
+	first, logged time.Time
+	err           string
+}
+
+func newReporter(now func() time.Time, log *slog.Logger, m *metrics) *reporter {
+	return &reporter{now: now, log: log, m: m, events: eventLog{cap: eventsKept}, problems: map[string]*problem{}}
+}
+
+// record counts ev and keeps it for /status (stamped now unless it has a
+// time).
+func (r *reporter) record(ev Event) {
+	if ev.Time.IsZero() {
+		ev.Time = r.now()
+	}
+	r.m.events.WithLabelValues(ev.Direction, string(ev.Reason)).Add(float64(ev.Count))
+	r.events.add(ev)
+}
+
+// fail counts and logs a failed operation, at most every problemEvery per
+// operation, so that a Redis outage is one line per 10 s, not four a second.
+func (r *reporter) fail(op string, err error) {
+	r.m.errors.WithLabelValues(op).Inc()
+	now := r.now()
+	r.mu.Lock()
+	p := r.problems[op]
+	if p == nil {
+		p = &problem{first: now}
+		r.problems[op] = p
+	}
+	p.err = err.Error()
+	log := p.logged.IsZero() || now.Sub(p.logged) >= problemEvery
+	if log {
+		p.logged = now
+	}
+	since := now.Sub(p.first)
+	r.mu.Unlock()
+	if log {
+		r.log.Warn("operation failing; retrying", "op", op, "err", err, "for", since.Round(time.Millisecond).String())
+	}
+}
+
+// recover logs once that a failing operation works again.
+func (r *reporter) recover(op string) {
+	r.mu.Lock()
+	p := r.problems[op]
+	delete(r.problems, op)
+	r.mu.Unlock()
+	if p != nil {
+		r.log.Info("operation recovered", "op", op, "after", r.now().Sub(p.first).Round(time.Millisecond).String())
+	}
+}
+
+// failing returns the operations failing now with their latest error, or
+// nil when none is.
+func (r *reporter) failing() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out map[string]string
+	for op, p := range r.problems {
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[op] = p.err
+	}
+	return out
+}
