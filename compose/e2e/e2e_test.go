@@ -27,12 +27,21 @@ import (
 )
 
 // The test cluster's identity: apart from the user's (project lbscale,
-// pool web, network lbscale, ports 8081/8082/9091/9092).
-const (
-	project = "lbscale-e2e"
-	pool    = "e2e"
-	network = "lbscale-e2e"
+// pool web, network lbscale, ports 8081/8082/9091/9092). LBSCALE_E2E_NAME
+// (a pool name) sets all three apart again, so that a long benchmark
+// (scripts/exp-efficiency) runs beside the test suite.
+var (
+	pool    = envOr("LBSCALE_E2E_NAME", "e2e")
+	project = "lbscale-" + pool
+	network = "lbscale-" + pool
 )
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
 
 // Set by TestMain from free loopback ports.
 var (
@@ -42,7 +51,7 @@ var (
 )
 
 // poolFilter selects the scaler's containers of the test cluster.
-const poolFilter = "label=lbscale.pool=" + pool
+var poolFilter = "label=lbscale.pool=" + pool
 
 func needDocker(t *testing.T) {
 	t.Helper()

@@ -122,23 +122,25 @@ func TestSizing(t *testing.T) {
 		up, down int
 	}{
 		{"steady 30/s needs 3, the first second's backlog adds one, not 3",
-			steadyAt(30, 3*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms, Inflight: 2, Queued: 20}, 4, 3},
-		{"steady 30/s, queue gone: 3",
-			steadyAt(30, 10*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms, Inflight: 6}, 3, 3},
+			steadyAt(30, 3*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms, Inflight: 2, Queued: 20}, 4, 4},
+		{"steady 30/s, queue gone: up 3; down keeps 4 if it has them (6 of 6 slots is past the tolerance)",
+			steadyAt(30, 10*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms, Inflight: 6}, 3, 4},
+		{"steady 25/s: 5 of 6 slots is within the tolerance, 3 both ways",
+			steadyAt(25, 10*time.Second), Sample{At: t0, Arrivals: 25, Service: 200 * ms, Inflight: 5}, 3, 3},
 		{"40/s burst needs 4, however long the queue (bounded by max)",
-			steadyAt(40, 10*time.Second), Sample{At: t0, Arrivals: 40, Service: 200 * ms, Inflight: 8}, 4, 4},
+			steadyAt(40, 10*time.Second), Sample{At: t0, Arrivals: 40, Service: 200 * ms, Inflight: 8}, 4, 5},
 		{"a step up while queueing counts at once, not over the panic window",
-			steadyAt(4, 30*time.Second), Sample{At: t0, Arrivals: 40, Service: 200 * ms, Inflight: 2, Queued: 4}, 5, 4},
+			steadyAt(4, 30*time.Second), Sample{At: t0, Arrivals: 40, Service: 200 * ms, Inflight: 2, Queued: 4}, 5, 5},
 		{"a blip that queues nothing waits for the panic mean (but down keeps it)",
 			steadyAt(4, 30*time.Second), Sample{At: t0, Arrivals: 12, Service: 200 * ms, Inflight: 2}, 1, 2},
 		{"a big backlog is bounded by max",
-			steadyAt(30, 3*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms, Queued: 1000}, 6, 3},
+			steadyAt(30, 3*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms, Queued: 1000}, 6, 4},
 		{"from zero: one queued request, nothing measured",
 			&Windows{Stable: time.Minute, Panic: 6 * time.Second}, Sample{At: t0, Queued: 1}, 1, 1},
 		{"down never below what is in flight now",
 			steadyAt(4, 70*time.Second), Sample{At: t0, Arrivals: 4, Service: 200 * ms, Inflight: 5}, 1, 3},
 		{"float error in rate × time does not round up: 30 × 0.2 / 2",
-			steadyAt(30, 70*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms}, 3, 3},
+			steadyAt(30, 70*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms}, 3, 4},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if up := z.Up(tt.w, tt.cur); up != tt.up {
