@@ -15,13 +15,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"lbscale/balancer/admin"
 	"lbscale/balancer/cluster"
 	"lbscale/balancer/config"
+	"lbscale/balancer/edge"
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/flow"
 	"lbscale/balancer/health"
@@ -86,9 +86,16 @@ func run(cfg config.Config, log *slog.Logger) error {
 	handler := proxy.New(proxy.Options{
 		Sets: syncer, Policy: pol, Queue: queue, UpstreamTimeout: cfg.UpstreamTimeout,
 		MaxIdlePerHost: int(cfg.MaxInflight), Flow: counter, Metrics: proxy.NewMetrics(reg), Log: log,
+		Prospects: syncer, BodyBuffer: cfg.BodyBufferBytes, BodyTimeout: cfg.ClientBodyTimeout,
+		TunnelIdle: cfg.TunnelIdleTimeout, BackendHeader: cfg.DebugBackendHeader,
 	})
-	router := chi.NewRouter()
-	router.Handle("/*", handler)
+	// The proxy port takes every path and every method token (PROPFIND,
+	// PURGE, ...) straight to the handler: a router would only add a method
+	// table that answers 405 to extension methods.
+	limits := edge.Limits{
+		RequestLineBytes: cfg.MaxRequestLineBytes, HeaderLineBytes: cfg.MaxHeaderLineBytes, HeaderBytes: cfg.MaxHeaderBytes,
+		HeaderTimeout: cfg.ClientHeaderTimeout, IdleTimeout: cfg.ClientIdleTimeout,
+	}
 	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth, Gather: reg}
 
 	bg, cancelBG := context.WithCancel(context.Background())
@@ -100,14 +107,26 @@ func run(cfg config.Config, log *slog.Logger) error {
 		goRun((&health.LoadPoller{Sets: syncer, Interval: cfg.LoadInterval}).Run)
 	}
 
+	front, err := edge.Listen(cfg.ListenAddr, limits)
+	if err != nil {
+		cancelBG()
+		wg.Wait()
+		return err
+	}
 	servers := []*http.Server{
-		{Addr: cfg.ListenAddr, Handler: router, ReadHeaderTimeout: 10 * time.Second},
+		edge.NewServer(cfg.ListenAddr, handler, limits, log),
 		{Addr: cfg.AdminAddr, Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second},
 	}
 	errc := make(chan error, len(servers))
-	for _, s := range servers {
+	for i, s := range servers {
 		go func() {
-			if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if i == 0 {
+				err = s.Serve(front)
+			} else {
+				err = s.ListenAndServe()
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
 		}()

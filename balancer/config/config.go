@@ -48,6 +48,17 @@ type Config struct {
 	LoadInterval    time.Duration // LOAD_INTERVAL: /load polling for least-loaded
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
 	LogLevel        string        // LOG_LEVEL
+
+	// The client edge (README "Edge"): what one client may hold or send.
+	ClientHeaderTimeout time.Duration // CLIENT_HEADER_TIMEOUT: wait for a request's headers
+	ClientIdleTimeout   time.Duration // CLIENT_IDLE_TIMEOUT: keep-alive connection with no request
+	ClientBodyTimeout   time.Duration // CLIENT_BODY_TIMEOUT: buffered body whole, streamed body per read (408)
+	BodyBufferBytes     int64         // BODY_BUFFER_BYTES: bodies up to this are read before a slot is taken
+	TunnelIdleTimeout   time.Duration // TUNNEL_IDLE_TIMEOUT: upgraded connection with no byte either way
+	MaxRequestLineBytes int           // MAX_REQUEST_LINE_BYTES: 414 past it
+	MaxHeaderLineBytes  int           // MAX_HEADER_LINE_BYTES: 431 past it
+	MaxHeaderBytes      int           // MAX_HEADER_BYTES: request line + headers, 431 past it
+	DebugBackendHeader  bool          // DEBUG_BACKEND_HEADER: X-Lbscale-Backend on responses
 }
 
 // Load reads the configuration; the error names every invalid variable.
@@ -78,6 +89,22 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		LoadInterval:    r.Duration("LOAD_INTERVAL", time.Second, 10*time.Millisecond, time.Hour),
 		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 30*time.Second, 0, time.Hour),
 		LogLevel:        r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+
+		ClientHeaderTimeout: r.Duration("CLIENT_HEADER_TIMEOUT", 10*time.Second, time.Millisecond, time.Hour),
+		ClientIdleTimeout:   r.Duration("CLIENT_IDLE_TIMEOUT", 60*time.Second, time.Millisecond, 24*time.Hour),
+		ClientBodyTimeout:   r.Duration("CLIENT_BODY_TIMEOUT", 30*time.Second, time.Millisecond, time.Hour),
+		BodyBufferBytes:     int64(r.Int("BODY_BUFFER_BYTES", 64<<10, 0, 64<<20)),
+		TunnelIdleTimeout:   r.Duration("TUNNEL_IDLE_TIMEOUT", 60*time.Second, time.Millisecond, 24*time.Hour),
+		MaxRequestLineBytes: r.Int("MAX_REQUEST_LINE_BYTES", 8<<10, 256, 1<<20),
+		MaxHeaderLineBytes:  r.Int("MAX_HEADER_LINE_BYTES", 16<<10, 256, 1<<20),
+		MaxHeaderBytes:      r.Int("MAX_HEADER_BYTES", 64<<10, 1<<10, 16<<20),
+		DebugBackendHeader:  r.Bool("DEBUG_BACKEND_HEADER", false),
+	}
+	if c.MaxRequestLineBytes > c.MaxHeaderBytes {
+		r.Fail("MAX_REQUEST_LINE_BYTES", "%d is more than MAX_HEADER_BYTES (%d), which bounds the request line too", c.MaxRequestLineBytes, c.MaxHeaderBytes)
+	}
+	if c.MaxHeaderLineBytes > c.MaxHeaderBytes {
+		r.Fail("MAX_HEADER_LINE_BYTES", "%d is more than MAX_HEADER_BYTES (%d)", c.MaxHeaderLineBytes, c.MaxHeaderBytes)
 	}
 	seen := map[string]bool{}
 	for _, item := range r.List("BACKENDS") {

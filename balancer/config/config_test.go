@@ -44,6 +44,31 @@ func TestLoad(t *testing.T) {
 				t.Errorf("%+v", c.Backends)
 			}
 		}},
+		{name: "edge defaults", env: map[string]string{"BACKENDS": "a:1"}, check: func(t *testing.T, c Config) {
+			if c.ClientHeaderTimeout != 10*time.Second || c.ClientIdleTimeout != time.Minute || c.ClientBodyTimeout != 30*time.Second ||
+				c.BodyBufferBytes != 64<<10 || c.TunnelIdleTimeout != time.Minute || c.MaxRequestLineBytes != 8<<10 ||
+				c.MaxHeaderLineBytes != 16<<10 || c.MaxHeaderBytes != 64<<10 || c.DebugBackendHeader {
+				t.Errorf("edge defaults: %+v", c)
+			}
+		}},
+		{name: "edge set", env: map[string]string{"BACKENDS": "a:1", "CLIENT_HEADER_TIMEOUT": "2s", "CLIENT_IDLE_TIMEOUT": "5m",
+			"CLIENT_BODY_TIMEOUT": "1m", "BODY_BUFFER_BYTES": "0", "TUNNEL_IDLE_TIMEOUT": "1h", "MAX_REQUEST_LINE_BYTES": "4096",
+			"MAX_HEADER_LINE_BYTES": "8192", "MAX_HEADER_BYTES": "32768", "DEBUG_BACKEND_HEADER": "true"}, check: func(t *testing.T, c Config) {
+			if c.ClientHeaderTimeout != 2*time.Second || c.ClientIdleTimeout != 5*time.Minute || c.ClientBodyTimeout != time.Minute ||
+				c.BodyBufferBytes != 0 || c.TunnelIdleTimeout != time.Hour || c.MaxRequestLineBytes != 4096 ||
+				c.MaxHeaderLineBytes != 8192 || c.MaxHeaderBytes != 32768 || !c.DebugBackendHeader {
+				t.Errorf("edge settings: %+v", c)
+			}
+		}},
+		{name: "header timeout zero", env: map[string]string{"BACKENDS": "a:1", "CLIENT_HEADER_TIMEOUT": "0s"}, wantErr: "CLIENT_HEADER_TIMEOUT"},
+		{name: "idle timeout words", env: map[string]string{"BACKENDS": "a:1", "CLIENT_IDLE_TIMEOUT": "a while"}, wantErr: "CLIENT_IDLE_TIMEOUT"},
+		{name: "body timeout negative", env: map[string]string{"BACKENDS": "a:1", "CLIENT_BODY_TIMEOUT": "-1s"}, wantErr: "CLIENT_BODY_TIMEOUT"},
+		{name: "body buffer too big", env: map[string]string{"BACKENDS": "a:1", "BODY_BUFFER_BYTES": "1000000000"}, wantErr: "BODY_BUFFER_BYTES"},
+		{name: "tunnel idle zero", env: map[string]string{"BACKENDS": "a:1", "TUNNEL_IDLE_TIMEOUT": "0"}, wantErr: "TUNNEL_IDLE_TIMEOUT"},
+		{name: "request line tiny", env: map[string]string{"BACKENDS": "a:1", "MAX_REQUEST_LINE_BYTES": "10"}, wantErr: "MAX_REQUEST_LINE_BYTES"},
+		{name: "header line past the total", env: map[string]string{"BACKENDS": "a:1", "MAX_HEADER_LINE_BYTES": "65536", "MAX_HEADER_BYTES": "8192"}, wantErr: "MAX_HEADER_LINE_BYTES"},
+		{name: "header bytes words", env: map[string]string{"BACKENDS": "a:1", "MAX_HEADER_BYTES": "64k"}, wantErr: "MAX_HEADER_BYTES"},
+		{name: "debug header maybe", env: map[string]string{"BACKENDS": "a:1", "DEBUG_BACKEND_HEADER": "maybe"}, wantErr: "DEBUG_BACKEND_HEADER"},
 		{name: "two errors both named", env: map[string]string{"BACKENDS": "a:1", "QUEUE_MAX": "x", "SLOW_START": "-1s"}, wantErr: "QUEUE_MAX"},
 	}
 	for _, tc := range cases {
