@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -28,6 +29,7 @@ import (
 	"lbscale/balancer/policy"
 	"lbscale/balancer/proxy"
 	"lbscale/balancer/state"
+	"lbscale/balancer/tlsterm"
 	"lbscale/webserver/healthcheck"
 )
 
@@ -91,6 +93,13 @@ func run(cfg config.Config, log *slog.Logger) error {
 	router.Handle("/*", handler)
 	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth, Gather: reg}
 
+	var certs *tlsterm.Reloader
+	if cfg.TLS() {
+		if certs, err = tlsterm.NewReloader(cfg.TLSCertFile, cfg.TLSKeyFile, log); err != nil {
+			return err
+		}
+	}
+
 	bg, cancelBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	goRun := func(f func(context.Context)) { wg.Add(1); go func() { defer wg.Done(); f(bg) }() }
@@ -100,19 +109,34 @@ func run(cfg config.Config, log *slog.Logger) error {
 		goRun((&health.LoadPoller{Sets: syncer, Interval: cfg.LoadInterval}).Run)
 	}
 
-	servers := []*http.Server{
-		{Addr: cfg.ListenAddr, Handler: router, ReadHeaderTimeout: 10 * time.Second},
-		{Addr: cfg.AdminAddr, Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second},
+	// Each listener with the call that serves it (TLS or not).
+	type listener struct {
+		srv   *http.Server
+		serve func() error
 	}
-	errc := make(chan error, len(servers))
-	for _, s := range servers {
+	proxySrv := &http.Server{Addr: cfg.ListenAddr, Handler: router, ReadHeaderTimeout: 10 * time.Second}
+	admSrv := &http.Server{Addr: cfg.AdminAddr, Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	listeners := []listener{{proxySrv, proxySrv.ListenAndServe}, {admSrv, admSrv.ListenAndServe}}
+	if certs != nil {
+		// HTTPS with HTTP/2 through ALPN; the certificate comes from
+		// GetCertificate, so ListenAndServeTLS takes no file names.
+		proxySrv.TLSConfig = tlsterm.ServerConfig(certs.GetCertificate)
+		listeners[0].serve = func() error { return proxySrv.ListenAndServeTLS("", "") }
+		if cfg.TLSRedirectAddr != "" {
+			_, port, _ := net.SplitHostPort(cfg.ListenAddr) // validated by config.Load
+			redirect := &http.Server{Addr: cfg.TLSRedirectAddr, Handler: tlsterm.Redirect(port), ReadHeaderTimeout: 10 * time.Second}
+			listeners = append(listeners, listener{redirect, redirect.ListenAndServe})
+		}
+	}
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
 		go func() {
-			if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := l.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
 		}()
 	}
-	log.Info("balancer up", "proxy", cfg.ListenAddr, "admin", cfg.AdminAddr, "policy", cfg.Policy,
+	log.Info("balancer up", "proxy", cfg.ListenAddr, "tls", cfg.TLS(), "tls_redirect", cfg.TLSRedirectAddr, "admin", cfg.AdminAddr, "policy", cfg.Policy,
 		"redis", cfg.RedisURL != "", "share_state", cfg.ShareState, "max_inflight", cfg.MaxInflight, "id", cfg.BalancerID)
 
 	var runErr error
@@ -123,8 +147,8 @@ func run(cfg config.Config, log *slog.Logger) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	for _, s := range servers {
-		_ = s.Shutdown(sctx)
+	for _, l := range listeners {
+		_ = l.srv.Shutdown(sctx)
 	}
 	cancelBG()
 	wg.Wait()

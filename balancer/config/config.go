@@ -4,6 +4,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,15 @@ import (
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/state"
+	"lbscale/balancer/tlsterm"
+)
+
+// The TLS settings of the proxy listener (the design's contract names the
+// first two).
+const (
+	EnvTLSCertFile     = "TLS_CERT_FILE"
+	EnvTLSKeyFile      = "TLS_KEY_FILE"
+	EnvTLSRedirectAddr = "TLS_REDIRECT_ADDR"
 )
 
 // Static is one BACKENDS entry.
@@ -48,7 +58,17 @@ type Config struct {
 	LoadInterval    time.Duration // LOAD_INTERVAL: /load polling for least-loaded
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
 	LogLevel        string        // LOG_LEVEL
+	// TLSCertFile and TLSKeyFile (TLS_CERT_FILE, TLS_KEY_FILE): both set,
+	// the proxy listener serves HTTPS and HTTP/2; both empty, plain HTTP.
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSRedirectAddr (TLS_REDIRECT_ADDR): a plain-HTTP listener that
+	// redirects to HTTPS (308); empty for none. Needs TLS.
+	TLSRedirectAddr string
 }
+
+// TLS reports whether the proxy listener serves HTTPS.
+func (c Config) TLS() bool { return c.TLSCertFile != "" }
 
 // Load reads the configuration; the error names every invalid variable.
 func Load(lookup func(string) (string, bool)) (Config, error) {
@@ -78,7 +98,10 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		LoadInterval:    r.Duration("LOAD_INTERVAL", time.Second, 10*time.Millisecond, time.Hour),
 		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 30*time.Second, 0, time.Hour),
 		LogLevel:        r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		TLSCertFile:     r.String(EnvTLSCertFile, ""),
+		TLSKeyFile:      r.String(EnvTLSKeyFile, ""),
 	}
+	loadTLS(r, &c)
 	seen := map[string]bool{}
 	for _, item := range r.List("BACKENDS") {
 		s, err := parseStatic(item)
@@ -128,4 +151,39 @@ func parseStatic(item string) (Static, error) {
 		s.Weight = n
 	}
 	return s, nil
+}
+
+// loadTLS checks the TLS settings: both files or neither, and a pair that
+// loads now (a typo in a path should stop the balancer at start-up, not fail
+// every handshake).
+func loadTLS(r *envconf.Reader, c *Config) {
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		r.Fail(EnvTLSKeyFile, "unset while %s is set: HTTPS needs both the certificate and its key", EnvTLSCertFile)
+		c.TLSCertFile = ""
+	case c.TLSCertFile == "" && c.TLSKeyFile != "":
+		r.Fail(EnvTLSCertFile, "unset while %s is set: HTTPS needs both the certificate and its key", EnvTLSKeyFile)
+		c.TLSKeyFile = ""
+	case c.TLSCertFile != "":
+		if _, err := tlsterm.Load(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			name := EnvTLSKeyFile
+			var fe *tlsterm.FileError
+			if errors.As(err, &fe) && fe.Path == c.TLSCertFile {
+				name = EnvTLSCertFile
+			}
+			r.Fail(name, "%v", err)
+		}
+	}
+	if v := r.String(EnvTLSRedirectAddr, ""); v != "" {
+		switch {
+		case envconf.HostPort(v) != nil:
+			r.Fail(EnvTLSRedirectAddr, "%v", envconf.HostPort(v))
+		case !c.TLS():
+			r.Fail(EnvTLSRedirectAddr, "set without %s and %s: there is no HTTPS listener to redirect to", EnvTLSCertFile, EnvTLSKeyFile)
+		case v == c.ListenAddr || v == c.AdminAddr:
+			r.Fail(EnvTLSRedirectAddr, "%q is already LISTEN_ADDR or ADMIN_ADDR", v)
+		default:
+			c.TLSRedirectAddr = v
+		}
+	}
 }
