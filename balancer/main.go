@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -28,6 +29,7 @@ import (
 	"lbscale/balancer/policy"
 	"lbscale/balancer/proxy"
 	"lbscale/balancer/state"
+	"lbscale/balancer/tlsterm"
 	"lbscale/webserver/healthcheck"
 )
 
@@ -98,6 +100,13 @@ func run(cfg config.Config, log *slog.Logger) error {
 	}
 	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth, Gather: reg}
 
+	var certs *tlsterm.Reloader
+	if cfg.TLS() {
+		if certs, err = tlsterm.NewReloader(cfg.TLSCertFile, cfg.TLSKeyFile, log); err != nil {
+			return err
+		}
+	}
+
 	bg, cancelBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	goRun := func(f func(context.Context)) { wg.Add(1); go func() { defer wg.Done(); f(bg) }() }
@@ -107,31 +116,44 @@ func run(cfg config.Config, log *slog.Logger) error {
 		goRun((&health.LoadPoller{Sets: syncer, Interval: cfg.LoadInterval}).Run)
 	}
 
-	front, err := edge.Listen(cfg.ListenAddr, limits)
+	// Each listener with the call that serves it (TLS or not).
+	type listener struct {
+		srv   *http.Server
+		serve func() error
+	}
+	proxySrv := edge.NewServer(cfg.ListenAddr, handler, limits, log)
+	admSrv := &http.Server{Addr: cfg.AdminAddr, Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	var front net.Listener
+	if certs != nil {
+		// HTTPS with HTTP/2 through ALPN. The edge terminates TLS itself so
+		// that it scans the decrypted HTTP/1.1 stream; the server's
+		// TLSConfig offers h2, which is what makes net/http set up its
+		// HTTP/2 server for the connections that negotiated it.
+		proxySrv.TLSConfig = tlsterm.ServerConfig(certs.GetCertificate)
+		front, err = edge.ListenTLS(cfg.ListenAddr, limits, proxySrv.TLSConfig, log)
+	} else {
+		front, err = edge.Listen(cfg.ListenAddr, limits)
+	}
 	if err != nil {
 		cancelBG()
 		wg.Wait()
 		return err
 	}
-	servers := []*http.Server{
-		edge.NewServer(cfg.ListenAddr, handler, limits, log),
-		{Addr: cfg.AdminAddr, Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second},
+	listeners := []listener{{proxySrv, func() error { return proxySrv.Serve(front) }}, {admSrv, admSrv.ListenAndServe}}
+	if certs != nil && cfg.TLSRedirectAddr != "" {
+		_, port, _ := net.SplitHostPort(cfg.ListenAddr) // validated by config.Load
+		redirect := &http.Server{Addr: cfg.TLSRedirectAddr, Handler: tlsterm.Redirect(port), ReadHeaderTimeout: 10 * time.Second}
+		listeners = append(listeners, listener{redirect, redirect.ListenAndServe})
 	}
-	errc := make(chan error, len(servers))
-	for i, s := range servers {
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
 		go func() {
-			var err error
-			if i == 0 {
-				err = s.Serve(front)
-			} else {
-				err = s.ListenAndServe()
-			}
-			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := l.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
 		}()
 	}
-	log.Info("balancer up", "proxy", cfg.ListenAddr, "admin", cfg.AdminAddr, "policy", cfg.Policy,
+	log.Info("balancer up", "proxy", cfg.ListenAddr, "tls", cfg.TLS(), "tls_redirect", cfg.TLSRedirectAddr, "admin", cfg.AdminAddr, "policy", cfg.Policy,
 		"redis", cfg.RedisURL != "", "share_state", cfg.ShareState, "max_inflight", cfg.MaxInflight, "id", cfg.BalancerID)
 
 	var runErr error
@@ -142,8 +164,8 @@ func run(cfg config.Config, log *slog.Logger) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	for _, s := range servers {
-		_ = s.Shutdown(sctx)
+	for _, l := range listeners {
+		_ = l.srv.Shutdown(sctx)
 	}
 	cancelBG()
 	wg.Wait()

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,15 @@ import (
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/state"
+	"lbscale/balancer/tlsterm"
+)
+
+// The TLS settings of the proxy listener (the design's contract names the
+// first two).
+const (
+	EnvTLSCertFile     = "TLS_CERT_FILE"
+	EnvTLSKeyFile      = "TLS_KEY_FILE"
+	EnvTLSRedirectAddr = "TLS_REDIRECT_ADDR"
 )
 
 // Static is one BACKENDS entry.
@@ -59,7 +69,18 @@ type Config struct {
 	MaxHeaderLineBytes  int           // MAX_HEADER_LINE_BYTES: 431 past it
 	MaxHeaderBytes      int           // MAX_HEADER_BYTES: request line + headers, 431 past it
 	DebugBackendHeader  bool          // DEBUG_BACKEND_HEADER: X-Lbscale-Backend on responses
+
+	// TLSCertFile and TLSKeyFile (TLS_CERT_FILE, TLS_KEY_FILE): both set,
+	// the proxy listener serves HTTPS and HTTP/2; both empty, plain HTTP.
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSRedirectAddr (TLS_REDIRECT_ADDR): a plain-HTTP listener that
+	// redirects to HTTPS (308); empty for none. Needs TLS.
+	TLSRedirectAddr string
 }
+
+// TLS reports whether the proxy listener serves HTTPS.
+func (c Config) TLS() bool { return c.TLSCertFile != "" }
 
 // Load reads the configuration; the error names every invalid variable.
 func Load(lookup func(string) (string, bool)) (Config, error) {
@@ -89,6 +110,8 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		LoadInterval:    r.Duration("LOAD_INTERVAL", time.Second, 10*time.Millisecond, time.Hour),
 		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 30*time.Second, 0, time.Hour),
 		LogLevel:        r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		TLSCertFile:     r.String(EnvTLSCertFile, ""),
+		TLSKeyFile:      r.String(EnvTLSKeyFile, ""),
 
 		ClientHeaderTimeout: r.Duration("CLIENT_HEADER_TIMEOUT", 10*time.Second, time.Millisecond, time.Hour),
 		ClientIdleTimeout:   r.Duration("CLIENT_IDLE_TIMEOUT", 60*time.Second, time.Millisecond, 24*time.Hour),
@@ -106,6 +129,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if c.MaxHeaderLineBytes > c.MaxHeaderBytes {
 		r.Fail("MAX_HEADER_LINE_BYTES", "%d is more than MAX_HEADER_BYTES (%d)", c.MaxHeaderLineBytes, c.MaxHeaderBytes)
 	}
+	loadTLS(r, &c)
 	seen := map[string]bool{}
 	for _, item := range r.List("BACKENDS") {
 		s, err := parseStatic(item)
@@ -155,4 +179,39 @@ func parseStatic(item string) (Static, error) {
 		s.Weight = n
 	}
 	return s, nil
+}
+
+// loadTLS checks the TLS settings: both files or neither, and a pair that
+// loads now (a typo in a path should stop the balancer at start-up, not fail
+// every handshake).
+func loadTLS(r *envconf.Reader, c *Config) {
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		r.Fail(EnvTLSKeyFile, "unset while %s is set: HTTPS needs both the certificate and its key", EnvTLSCertFile)
+		c.TLSCertFile = ""
+	case c.TLSCertFile == "" && c.TLSKeyFile != "":
+		r.Fail(EnvTLSCertFile, "unset while %s is set: HTTPS needs both the certificate and its key", EnvTLSKeyFile)
+		c.TLSKeyFile = ""
+	case c.TLSCertFile != "":
+		if _, err := tlsterm.Load(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			name := EnvTLSKeyFile
+			var fe *tlsterm.FileError
+			if errors.As(err, &fe) && fe.Path == c.TLSCertFile {
+				name = EnvTLSCertFile
+			}
+			r.Fail(name, "%v", err)
+		}
+	}
+	if v := r.String(EnvTLSRedirectAddr, ""); v != "" {
+		switch {
+		case envconf.HostPort(v) != nil:
+			r.Fail(EnvTLSRedirectAddr, "%v", envconf.HostPort(v))
+		case !c.TLS():
+			r.Fail(EnvTLSRedirectAddr, "set without %s and %s: there is no HTTPS listener to redirect to", EnvTLSCertFile, EnvTLSKeyFile)
+		case v == c.ListenAddr || v == c.AdminAddr:
+			r.Fail(EnvTLSRedirectAddr, "%q is already LISTEN_ADDR or ADMIN_ADDR", v)
+		default:
+			c.TLSRedirectAddr = v
+		}
+	}
 }

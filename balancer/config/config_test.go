@@ -1,11 +1,14 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/tlsterm/tlstest"
 )
 
 func TestLoad(t *testing.T) {
@@ -86,6 +89,59 @@ func TestLoad(t *testing.T) {
 			}
 			if tc.name == "two errors both named" && !strings.Contains(err.Error(), "SLOW_START") {
 				t.Fatalf("every invalid variable should be reported: %v", err)
+			}
+		})
+	}
+}
+
+func TestLoadTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	tlstest.Write(t, certFile, keyFile, "balancer")
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "plain HTTP by default", env: map[string]string{}, check: func(t *testing.T, c Config) {
+			if c.TLS() || c.TLSRedirectAddr != "" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "both files", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: keyFile, EnvTLSRedirectAddr: ":8079"},
+			check: func(t *testing.T, c Config) {
+				if !c.TLS() || c.TLSCertFile != certFile || c.TLSKeyFile != keyFile || c.TLSRedirectAddr != ":8079" {
+					t.Errorf("%+v", c)
+				}
+			}},
+		{name: "cert without key", env: map[string]string{EnvTLSCertFile: certFile}, wantErr: EnvTLSKeyFile},
+		{name: "key without cert", env: map[string]string{EnvTLSKeyFile: keyFile}, wantErr: EnvTLSCertFile},
+		{name: "cert unreadable", env: map[string]string{EnvTLSCertFile: certFile + ".missing", EnvTLSKeyFile: keyFile}, wantErr: EnvTLSCertFile},
+		{name: "key unreadable", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: keyFile + ".missing"}, wantErr: EnvTLSKeyFile},
+		{name: "cert invalid", env: map[string]string{EnvTLSCertFile: garbage, EnvTLSKeyFile: keyFile}, wantErr: EnvTLSCertFile},
+		{name: "key invalid", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: garbage}, wantErr: EnvTLSKeyFile},
+		{name: "redirect without TLS", env: map[string]string{EnvTLSRedirectAddr: ":8079"}, wantErr: EnvTLSRedirectAddr},
+		{name: "redirect not an address", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: keyFile, EnvTLSRedirectAddr: "http://x"}, wantErr: EnvTLSRedirectAddr},
+		{name: "redirect on the proxy port", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: keyFile, EnvTLSRedirectAddr: ":8080"}, wantErr: EnvTLSRedirectAddr},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.env["BACKENDS"] = "a:1"
+			c, err := Load(envconf.FromMap(tc.env))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.check(t, c)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("want an error naming %s, got %v", tc.wantErr, err)
 			}
 		})
 	}

@@ -116,13 +116,13 @@ func NewServer(addr string, h http.Handler, lim Limits, log *slog.Logger) *http.
 		MaxHeaderBytes:               lim.HeaderBytes,
 		DisableGeneralOptionsHandler: true,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if ec, ok := c.(*conn); ok {
+			if ec := scanned(c); ec != nil {
 				return context.WithValue(ctx, connKey{}, ec)
 			}
 			return ctx
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
-			if ec, ok := c.(*conn); ok && st == http.StateHijacked {
+			if ec := scanned(c); ec != nil && st == http.StateHijacked {
 				ec.stop()
 			}
 		},
