@@ -48,6 +48,14 @@ type Config struct {
 	LoadInterval    time.Duration // LOAD_INTERVAL: /load polling for least-loaded
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
 	LogLevel        string        // LOG_LEVEL
+
+	OutlierConsecutive  int           // OUTLIER_CONSECUTIVE_5XX: failures in a row that eject (0: off)
+	OutlierBase         time.Duration // OUTLIER_BASE_EJECTION: first ejection's length
+	OutlierMax          time.Duration // OUTLIER_MAX_EJECTION: cap on an ejection's length
+	OutlierMaxPercent   int           // OUTLIER_MAX_EJECTION_PERCENT: most of the pool ejected at once
+	RetryBudgetPercent  float64       // RETRY_BUDGET_PERCENT: retries in progress per 100 requests in flight
+	RetryMinConcurrency int           // RETRY_MIN_CONCURRENCY: retries always allowed at once
+	LatencyDecay        time.Duration // LATENCY_DECAY: least-latency's EWMA time constant
 }
 
 // Load reads the configuration; the error names every invalid variable.
@@ -78,6 +86,14 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		LoadInterval:    r.Duration("LOAD_INTERVAL", time.Second, 10*time.Millisecond, time.Hour),
 		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 30*time.Second, 0, time.Hour),
 		LogLevel:        r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+
+		OutlierConsecutive:  r.Int("OUTLIER_CONSECUTIVE_5XX", 5, 0, 1000),
+		OutlierBase:         r.Duration("OUTLIER_BASE_EJECTION", 30*time.Second, time.Millisecond, time.Hour),
+		OutlierMax:          r.Duration("OUTLIER_MAX_EJECTION", 300*time.Second, time.Millisecond, 24*time.Hour),
+		OutlierMaxPercent:   r.Int("OUTLIER_MAX_EJECTION_PERCENT", 50, 0, 100),
+		RetryBudgetPercent:  r.Float("RETRY_BUDGET_PERCENT", 20, 0, 100),
+		RetryMinConcurrency: r.Int("RETRY_MIN_CONCURRENCY", 3, 0, 1<<20),
+		LatencyDecay:        r.Duration("LATENCY_DECAY", 10*time.Second, 10*time.Millisecond, time.Hour),
 	}
 	seen := map[string]bool{}
 	for _, item := range r.List("BACKENDS") {
@@ -98,6 +114,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		if _, err := state.ParseRedisURL(c.RedisURL); err != nil {
 			r.Fail("REDIS_URL", "%q is not a redis:// or rediss:// URL: %v", c.RedisURL, err)
 		}
+	}
+	if c.OutlierMax < c.OutlierBase {
+		r.Fail("OUTLIER_MAX_EJECTION", "%s is shorter than OUTLIER_BASE_EJECTION (%s)", c.OutlierMax, c.OutlierBase)
 	}
 	if !strings.HasPrefix(c.HealthPath, "/") {
 		r.Fail("HEALTH_PATH", "%q must start with /", c.HealthPath)

@@ -1,6 +1,7 @@
 // Package proxy is the balancer's request path: place the request on a
-// backend slot (or queue it), proxy it with httputil.ReverseProxy, retry an
-// idempotent request once elsewhere when the connection fails, and answer
+// backend slot (or queue it), proxy it with httputil.ReverseProxy, report
+// each outcome to the outlier detector, retry an idempotent request once
+// elsewhere when an attempt fails (within the retry budget), and answer
 // 503 + Retry-After when it cannot be placed.
 package proxy
 
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"lbscale/balancer/flow"
+	"lbscale/balancer/outlier"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/pool"
 )
@@ -38,15 +40,24 @@ type Options struct {
 	// limit is the most connections one backend ever needs).
 	MaxIdlePerHost int
 	// Flow counts arrivals and service times for the scaler (nil: not counted).
-	Flow    *flow.Counter
-	Metrics *Metrics
-	Log     *slog.Logger
+	Flow *flow.Counter
+	// Outlier ejects backends that keep failing (nil: none are ejected).
+	Outlier *outlier.Detector
+	// RetryBudget bounds retries (nil: NewRetryBudget(20, 3), Envoy's
+	// defaults).
+	RetryBudget *RetryBudget
+	// Transport carries requests to backends (nil: an http.Transport
+	// sized by MaxIdlePerHost and UpstreamTimeout); tests inject failures.
+	Transport http.RoundTripper
+	Metrics   *Metrics
+	Log       *slog.Logger
 }
 
 // Handler is the proxy's http.Handler.
 type Handler struct {
-	o     Options
-	proxy *httputil.ReverseProxy
+	o        Options
+	proxy    *httputil.ReverseProxy
+	observer policy.Observer // the policy, if it learns from responses
 }
 
 type ctxKey struct{}
@@ -55,6 +66,7 @@ type ctxKey struct{}
 // ReverseProxy hooks: which backend holds this request's slot.
 type attempt struct {
 	backend *pool.Backend
+	start   time.Time // when this attempt was placed, for Observer
 	retried bool
 }
 
@@ -72,20 +84,26 @@ func New(o Options) *Handler {
 	if o.Flow == nil {
 		o.Flow = &flow.Counter{}
 	}
-	h := &Handler{o: o}
-	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
-	transport := &http.Transport{
-		Proxy:                 nil, // never send backend traffic through an environment proxy
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   max(o.MaxIdlePerHost, 16),
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: o.UpstreamTimeout,
-		ExpectContinueTimeout: time.Second,
+	if o.RetryBudget == nil {
+		o.RetryBudget = NewRetryBudget(20, 3)
 	}
+	if o.Transport == nil {
+		dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+		o.Transport = &http.Transport{
+			Proxy:                 nil, // never send backend traffic through an environment proxy
+			DialContext:           dialer.DialContext,
+			MaxIdleConns:          0,
+			MaxIdleConnsPerHost:   max(o.MaxIdlePerHost, 16),
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: o.UpstreamTimeout,
+			ExpectContinueTimeout: time.Second,
+		}
+	}
+	h := &Handler{o: o}
+	h.observer, _ = o.Policy.(policy.Observer)
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      transport,
+		Transport:      o.Transport,
 		FlushInterval:  0, // ReverseProxy still streams at once text/event-stream and bodies of unknown length
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
@@ -125,9 +143,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.unavailable(w, err)
 		return
 	}
-	a := &attempt{backend: b}
-	sw := &statusWriter{ResponseWriter: w}
 	served := time.Now()
+	a := &attempt{backend: b, start: served}
+	sw := &statusWriter{ResponseWriter: w}
+	h.o.RetryBudget.begin()
 	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the copy
 	// of a response body fails (client gone mid-body, backend reset), and a
 	// slot not given back here would be lost to every balancer for good.
@@ -135,6 +154,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if a.backend != nil {
 			h.release(a.backend)
 		}
+		h.o.RetryBudget.end()
 		h.o.Flow.Done(time.Since(served))
 		h.o.Metrics.observe(sw.code(), time.Since(start))
 	}()
@@ -193,29 +213,51 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 }
 
+// modifyResponse sees the backend's answer: a 5xx is a failure for the
+// outlier detector, anything else a success (and a latency observation for
+// a policy that learns from them).
 func (h *Handler) modifyResponse(res *http.Response) error {
 	a := res.Request.Context().Value(ctxKey{}).(*attempt)
 	res.Header.Set("X-Lbscale-Backend", a.backend.ID)
+	if res.StatusCode >= 500 {
+		h.failure(a.backend, res.Status)
+		return nil
+	}
+	if h.o.Outlier != nil {
+		h.o.Outlier.Success(a.backend)
+	}
+	if h.observer != nil {
+		h.observer.Observe(a.backend, time.Since(a.start))
+	}
 	return nil
 }
 
+// failure reports a failed attempt on b to the outlier detector.
+func (h *Handler) failure(b *pool.Backend, why string) {
+	if h.o.Outlier == nil {
+		b.Failed()
+		return
+	}
+	v := h.o.Outlier.Failure(h.o.Sets.Set(), b)
+	if v.Eject {
+		h.o.Log.Warn("backend ejected: consecutive failures", "backend", b.ID, "last", why,
+			"until", v.Until, "ejections", b.Ejections(), "level", v.Level)
+	}
+}
+
 // errorHandler runs when the backend could not be reached or did not answer
-// before any byte of the response went to the client. A connection failure
-// ejects the backend until its health check passes again; an idempotent
-// request without a body is retried once on another backend.
+// before any byte of the response went to the client: a gateway failure for
+// the outlier detector. An idempotent request without a body is retried
+// once on another backend, if the retry budget allows.
 func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	a := r.Context().Value(ctxKey{}).(*attempt)
 	failed := a.backend
-	failed.Failed()
 	if r.Context().Err() != nil {
-		return // the client left
+		return // the client left; no fault of the backend
 	}
+	h.failure(failed, err.Error())
 	connErr := isConnectError(err)
-	if connErr {
-		failed.SetHealthy(false)
-		h.o.Log.Warn("backend unreachable; ejected until its health check passes", "backend", failed.ID, "err", err)
-	}
-	if !a.retried && retryable(r) {
+	if !a.retried && retryable(r) && h.o.RetryBudget.tryRetry() {
 		// The retry gives the failed slot back first and takes a free slot
 		// elsewhere without queueing: waiting in line while holding a slot
 		// would block that slot for the whole QUEUE_TIMEOUT, and a waiter
@@ -223,10 +265,14 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		a.retried = true
 		h.release(failed)
 		a.backend = nil
-		if next := h.picker(w, r, failed)(); next != nil {
-			a.backend = next
-			h.o.Metrics.Retries.Inc()
+		next := h.picker(w, r, failed)()
+		if next != nil {
+			a.backend, a.start = next, time.Now()
+			h.o.RetryBudget.sent()
 			h.proxy.ServeHTTP(w, r)
+		}
+		h.o.RetryBudget.retryDone()
+		if next != nil {
 			return
 		}
 	}
