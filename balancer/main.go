@@ -26,6 +26,7 @@ import (
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/flow"
 	"lbscale/balancer/health"
+	"lbscale/balancer/outlier"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/proxy"
 	"lbscale/balancer/state"
@@ -64,7 +65,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 
 	pol, err := policy.New(cfg.Policy, policy.Options{
 		HashKey: cfg.HashKey, HashLoadFactor: cfg.HashLoadFactor, TrustForwardedFor: cfg.TrustForwarded,
-		StickyCookie: cfg.StickyCookie, Seed: uint64(time.Now().UnixNano()),
+		StickyCookie: cfg.StickyCookie, Seed: uint64(time.Now().UnixNano()), LatencyDecay: cfg.LatencyDecay,
 	})
 	if err != nil {
 		return err
@@ -82,12 +83,18 @@ func run(cfg config.Config, log *slog.Logger) error {
 		Static: static, Queued: queue.Depth, Flow: counter, OnCapacity: queue.Dispatch, Log: log,
 	})
 
+	detector := &outlier.Detector{Config: outlier.Config{
+		Consecutive: cfg.OutlierConsecutive, BaseEjection: cfg.OutlierBase,
+		MaxEjection: cfg.OutlierMax, MaxPercent: cfg.OutlierMaxPercent,
+	}}
+	budget := proxy.NewRetryBudget(cfg.RetryBudgetPercent, cfg.RetryMinConcurrency)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(&admin.Collector{Src: syncer, Queue: queue.Depth})
+	reg.MustRegister(&admin.Collector{Src: syncer, Queue: queue.Depth, Retries: budget.Stats, Overflows: detector.Overflows})
 	handler := proxy.New(proxy.Options{
 		Sets: syncer, Policy: pol, Queue: queue, UpstreamTimeout: cfg.UpstreamTimeout,
-		MaxIdlePerHost: int(cfg.MaxInflight), Flow: counter, Metrics: proxy.NewMetrics(reg), Log: log,
+		MaxIdlePerHost: int(cfg.MaxInflight), Flow: counter, Outlier: detector, RetryBudget: budget,
+		Metrics: proxy.NewMetrics(reg), Log: log,
 		Prospects: syncer, BodyBuffer: cfg.BodyBufferBytes, BodyTimeout: cfg.ClientBodyTimeout,
 		TunnelIdle: cfg.TunnelIdleTimeout, BackendHeader: cfg.DebugBackendHeader,
 	})
@@ -98,7 +105,8 @@ func run(cfg config.Config, log *slog.Logger) error {
 		RequestLineBytes: cfg.MaxRequestLineBytes, HeaderLineBytes: cfg.MaxHeaderLineBytes, HeaderBytes: cfg.MaxHeaderBytes,
 		HeaderTimeout: cfg.ClientHeaderTimeout, IdleTimeout: cfg.ClientIdleTimeout,
 	}
-	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth, Gather: reg}
+	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth,
+		Retries: budget.Stats, Overflows: detector.Overflows, Gather: reg}
 
 	var certs *tlsterm.Reloader
 	if cfg.TLS() {

@@ -77,6 +77,15 @@ type Config struct {
 	// TLSRedirectAddr (TLS_REDIRECT_ADDR): a plain-HTTP listener that
 	// redirects to HTTPS (308); empty for none. Needs TLS.
 	TLSRedirectAddr string
+
+	// Outlier ejection, retries and least-latency (README "Outliers").
+	OutlierConsecutive  int           // OUTLIER_CONSECUTIVE_5XX: failures in a row that eject (0: off)
+	OutlierBase         time.Duration // OUTLIER_BASE_EJECTION: first ejection's length
+	OutlierMax          time.Duration // OUTLIER_MAX_EJECTION: cap on an ejection's length
+	OutlierMaxPercent   int           // OUTLIER_MAX_EJECTION_PERCENT: most of the pool ejected at once
+	RetryBudgetPercent  float64       // RETRY_BUDGET_PERCENT: retries in progress per 100 requests in flight
+	RetryMinConcurrency int           // RETRY_MIN_CONCURRENCY: retries always allowed at once
+	LatencyDecay        time.Duration // LATENCY_DECAY: least-latency's EWMA time constant
 }
 
 // TLS reports whether the proxy listener serves HTTPS.
@@ -122,6 +131,14 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		MaxHeaderLineBytes:  r.Int("MAX_HEADER_LINE_BYTES", 16<<10, 256, 1<<20),
 		MaxHeaderBytes:      r.Int("MAX_HEADER_BYTES", 64<<10, 1<<10, 16<<20),
 		DebugBackendHeader:  r.Bool("DEBUG_BACKEND_HEADER", false),
+
+		OutlierConsecutive:  r.Int("OUTLIER_CONSECUTIVE_5XX", 5, 0, 1000),
+		OutlierBase:         r.Duration("OUTLIER_BASE_EJECTION", 30*time.Second, time.Millisecond, time.Hour),
+		OutlierMax:          r.Duration("OUTLIER_MAX_EJECTION", 300*time.Second, time.Millisecond, 24*time.Hour),
+		OutlierMaxPercent:   r.Int("OUTLIER_MAX_EJECTION_PERCENT", 50, 0, 100),
+		RetryBudgetPercent:  r.Float("RETRY_BUDGET_PERCENT", 20, 0, 100),
+		RetryMinConcurrency: r.Int("RETRY_MIN_CONCURRENCY", 3, 0, 1<<20),
+		LatencyDecay:        r.Duration("LATENCY_DECAY", 10*time.Second, 10*time.Millisecond, time.Hour),
 	}
 	if c.MaxRequestLineBytes > c.MaxHeaderBytes {
 		r.Fail("MAX_REQUEST_LINE_BYTES", "%d is more than MAX_HEADER_BYTES (%d), which bounds the request line too", c.MaxRequestLineBytes, c.MaxHeaderBytes)
@@ -149,6 +166,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		if _, err := state.ParseRedisURL(c.RedisURL); err != nil {
 			r.Fail("REDIS_URL", "%q is not a redis:// or rediss:// URL: %v", c.RedisURL, err)
 		}
+	}
+	if c.OutlierMax < c.OutlierBase {
+		r.Fail("OUTLIER_MAX_EJECTION", "%s is shorter than OUTLIER_BASE_EJECTION (%s)", c.OutlierMax, c.OutlierBase)
 	}
 	if !strings.HasPrefix(c.HealthPath, "/") {
 		r.Fail("HEALTH_PATH", "%q must start with /", c.HealthPath)

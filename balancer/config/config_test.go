@@ -72,6 +72,27 @@ func TestLoad(t *testing.T) {
 		{name: "header line past the total", env: map[string]string{"BACKENDS": "a:1", "MAX_HEADER_LINE_BYTES": "65536", "MAX_HEADER_BYTES": "8192"}, wantErr: "MAX_HEADER_LINE_BYTES"},
 		{name: "header bytes words", env: map[string]string{"BACKENDS": "a:1", "MAX_HEADER_BYTES": "64k"}, wantErr: "MAX_HEADER_BYTES"},
 		{name: "debug header maybe", env: map[string]string{"BACKENDS": "a:1", "DEBUG_BACKEND_HEADER": "maybe"}, wantErr: "DEBUG_BACKEND_HEADER"},
+		{name: "outlier and retry defaults", env: map[string]string{"BACKENDS": "a:1"}, check: func(t *testing.T, c Config) {
+			if c.OutlierConsecutive != 5 || c.OutlierBase != 30*time.Second || c.OutlierMax != 300*time.Second || c.OutlierMaxPercent != 50 ||
+				c.RetryBudgetPercent != 20 || c.RetryMinConcurrency != 3 || c.LatencyDecay != 10*time.Second {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "outlier and retry set", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_CONSECUTIVE_5XX": "0", "OUTLIER_BASE_EJECTION": "1s",
+			"OUTLIER_MAX_EJECTION": "1s", "OUTLIER_MAX_EJECTION_PERCENT": "100", "RETRY_BUDGET_PERCENT": "12.5", "RETRY_MIN_CONCURRENCY": "0",
+			"LATENCY_DECAY": "2s", "LB_POLICY": "least-latency"}, check: func(t *testing.T, c Config) {
+			if c.OutlierConsecutive != 0 || c.OutlierBase != time.Second || c.OutlierMax != time.Second || c.OutlierMaxPercent != 100 ||
+				c.RetryBudgetPercent != 12.5 || c.RetryMinConcurrency != 0 || c.LatencyDecay != 2*time.Second || c.Policy != "least-latency" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "consecutive negative", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_CONSECUTIVE_5XX": "-1"}, wantErr: "OUTLIER_CONSECUTIVE_5XX"},
+		{name: "base ejection words", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_BASE_EJECTION": "30"}, wantErr: "OUTLIER_BASE_EJECTION"},
+		{name: "max ejection below base", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_BASE_EJECTION": "1m", "OUTLIER_MAX_EJECTION": "30s"}, wantErr: "OUTLIER_MAX_EJECTION"},
+		{name: "ejection percent over 100", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_MAX_EJECTION_PERCENT": "101"}, wantErr: "OUTLIER_MAX_EJECTION_PERCENT"},
+		{name: "retry budget percent", env: map[string]string{"BACKENDS": "a:1", "RETRY_BUDGET_PERCENT": "150"}, wantErr: "RETRY_BUDGET_PERCENT"},
+		{name: "retry min concurrency", env: map[string]string{"BACKENDS": "a:1", "RETRY_MIN_CONCURRENCY": "three"}, wantErr: "RETRY_MIN_CONCURRENCY"},
+		{name: "latency decay", env: map[string]string{"BACKENDS": "a:1", "LATENCY_DECAY": "0s"}, wantErr: "LATENCY_DECAY"},
 		{name: "two errors both named", env: map[string]string{"BACKENDS": "a:1", "QUEUE_MAX": "x", "SLOW_START": "-1s"}, wantErr: "QUEUE_MAX"},
 	}
 	for _, tc := range cases {

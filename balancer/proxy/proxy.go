@@ -1,6 +1,7 @@
 // Package proxy is the balancer's request path: place the request on a
-// backend slot (or queue it), proxy it with httputil.ReverseProxy, retry an
-// idempotent request once elsewhere when the connection fails, and answer
+// backend slot (or queue it), proxy it with httputil.ReverseProxy, report
+// each outcome to the outlier detector, retry an idempotent request once
+// elsewhere when an attempt fails (within the retry budget), and answer
 // 503 + Retry-After when it cannot be placed.
 package proxy
 
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"lbscale/balancer/flow"
+	"lbscale/balancer/outlier"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/pool"
 )
@@ -63,14 +65,23 @@ type Options struct {
 	// BackendHeader adds X-Lbscale-Backend (the backend's id) to responses:
 	// for debugging only, as it tells clients about the pool.
 	BackendHeader bool
-	Metrics       *Metrics
-	Log           *slog.Logger
+	// Outlier ejects backends that keep failing (nil: none are ejected).
+	Outlier *outlier.Detector
+	// RetryBudget bounds retries (nil: NewRetryBudget(20, 3), Envoy's
+	// defaults).
+	RetryBudget *RetryBudget
+	// Transport carries requests to backends (nil: an http.Transport
+	// sized by MaxIdlePerHost and UpstreamTimeout); tests inject failures.
+	Transport http.RoundTripper
+	Metrics   *Metrics
+	Log       *slog.Logger
 }
 
 // Handler is the proxy's http.Handler.
 type Handler struct {
-	o     Options
-	proxy *httputil.ReverseProxy
+	o        Options
+	proxy    *httputil.ReverseProxy
+	observer policy.Observer // the policy, if it learns from responses
 	// wait is mayWait as a func value, made once (nil without Prospects):
 	// a method value taken per request would allocate.
 	wait func() bool
@@ -82,6 +93,7 @@ type ctxKey struct{}
 // ReverseProxy hooks: which backend holds this request's slot.
 type attempt struct {
 	backend *pool.Backend
+	start   time.Time // when this attempt was placed, for Observer
 	retried bool
 	id      string      // X-Request-Id, for the logs
 	body    *clientBody // the streamed rest of the body (nil: none)
@@ -101,26 +113,32 @@ func New(o Options) *Handler {
 	if o.Flow == nil {
 		o.Flow = &flow.Counter{}
 	}
+	if o.RetryBudget == nil {
+		o.RetryBudget = NewRetryBudget(20, 3)
+	}
+	if o.Transport == nil {
+		dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+		o.Transport = &http.Transport{
+			Proxy:                 nil, // never send backend traffic through an environment proxy
+			DialContext:           dialer.DialContext,
+			MaxIdleConns:          0,
+			MaxIdleConnsPerHost:   max(o.MaxIdlePerHost, 16),
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: o.UpstreamTimeout,
+			ExpectContinueTimeout: time.Second,
+			// Never add Accept-Encoding: gzip to a request that did not ask
+			// for it (the transport would then unzip the answer itself).
+			DisableCompression: true,
+		}
+	}
 	h := &Handler{o: o}
+	h.observer, _ = o.Policy.(policy.Observer)
 	if o.Prospects != nil {
 		h.wait = h.mayWait
 	}
-	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
-	transport := &http.Transport{
-		Proxy:                 nil, // never send backend traffic through an environment proxy
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   max(o.MaxIdlePerHost, 16),
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: o.UpstreamTimeout,
-		ExpectContinueTimeout: time.Second,
-		// Never add Accept-Encoding: gzip to a request that did not ask for
-		// it (the transport would then unzip the answer itself).
-		DisableCompression: true,
-	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      transport,
+		Transport:      o.Transport,
 		FlushInterval:  0, // ReverseProxy still streams at once text/event-stream and bodies of unknown length
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
@@ -170,9 +188,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.unavailable(w, id, err)
 		return
 	}
-	a := &attempt{backend: b, id: id, body: body}
-	sw := &statusWriter{ResponseWriter: w, tunnelIdle: h.o.TunnelIdle}
 	served := time.Now()
+	a := &attempt{backend: b, start: served, id: id, body: body}
+	sw := &statusWriter{ResponseWriter: w, tunnelIdle: h.o.TunnelIdle}
+	h.o.RetryBudget.begin()
 	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the copy
 	// of a response body fails (client gone mid-body, backend reset), and a
 	// slot not given back here would be lost to every balancer for good.
@@ -180,6 +199,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if a.backend != nil {
 			h.release(a.backend)
 		}
+		h.o.RetryBudget.end()
 		h.o.Flow.Done(time.Since(served))
 		h.o.Metrics.observe(sw.code(), time.Since(start))
 	}()
@@ -266,18 +286,44 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 }
 
+// modifyResponse sees the backend's answer: a 5xx is a failure for the
+// outlier detector, anything else a success (and a latency observation for
+// a policy that learns from them).
 func (h *Handler) modifyResponse(res *http.Response) error {
+	a := res.Request.Context().Value(ctxKey{}).(*attempt)
 	if h.o.BackendHeader {
-		a := res.Request.Context().Value(ctxKey{}).(*attempt)
 		res.Header.Set("X-Lbscale-Backend", a.backend.ID)
+	}
+	if res.StatusCode >= 500 {
+		h.failure(a.backend, res.Status)
+		return nil
+	}
+	if h.o.Outlier != nil {
+		h.o.Outlier.Success(a.backend)
+	}
+	if h.observer != nil {
+		h.observer.Observe(a.backend, time.Since(a.start))
 	}
 	return nil
 }
 
+// failure reports a failed attempt on b to the outlier detector.
+func (h *Handler) failure(b *pool.Backend, why string) {
+	if h.o.Outlier == nil {
+		b.Failed()
+		return
+	}
+	v := h.o.Outlier.Failure(h.o.Sets.Set(), b)
+	if v.Eject {
+		h.o.Log.Warn("backend ejected: consecutive failures", "backend", b.ID, "last", why,
+			"until", v.Until, "ejections", b.Ejections(), "level", v.Level)
+	}
+}
+
 // errorHandler runs when the backend could not be reached or did not answer
-// before any byte of the response went to the client. A connection failure
-// ejects the backend until its health check passes again; an idempotent
-// request without a body is retried once on another backend.
+// before any byte of the response went to the client: a gateway failure for
+// the outlier detector. An idempotent request without a body is retried
+// once on another backend, if the retry budget allows.
 //
 // A failure of the client's own body (malformed chunks, a stall) is the
 // client's: 400 or 408, and the backend is not counted as failed. Client-
@@ -291,17 +337,12 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	}
 	failed := a.backend
 	if r.Context().Err() != nil {
-		return // the client left
+		return // the client left; no fault of the backend
 	}
-	failed.Failed()
+	h.o.Log.Warn("backend failed", "request_id", a.id, "backend", failed.ID, "err", err)
+	h.failure(failed, err.Error())
 	connErr := isConnectError(err)
-	if connErr {
-		failed.SetHealthy(false)
-		h.o.Log.Warn("backend unreachable; ejected until its health check passes", "request_id", a.id, "backend", failed.ID, "err", err)
-	} else {
-		h.o.Log.Warn("backend failed", "request_id", a.id, "backend", failed.ID, "err", err)
-	}
-	if !a.retried && retryable(r) {
+	if !a.retried && retryable(r) && h.o.RetryBudget.tryRetry() {
 		// The retry gives the failed slot back first and takes a free slot
 		// elsewhere without queueing: waiting in line while holding a slot
 		// would block that slot for the whole QUEUE_TIMEOUT, and a waiter
@@ -309,10 +350,14 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		a.retried = true
 		h.release(failed)
 		a.backend = nil
-		if next := h.picker(w, r, failed)(); next != nil {
-			a.backend = next
-			h.o.Metrics.Retries.Inc()
+		next := h.picker(w, r, failed)()
+		if next != nil {
+			a.backend, a.start = next, time.Now()
+			h.o.RetryBudget.sent()
 			h.proxy.ServeHTTP(w, r)
+		}
+		h.o.RetryBudget.retryDone()
+		if next != nil {
 			return
 		}
 	}
