@@ -66,6 +66,7 @@ func TestPoliciesThroughRealBalancer(t *testing.T) {
 		{policy: "least-connections", check: allUsed},
 		{policy: "least-loaded", extra: []string{"LOAD_INTERVAL=50ms"}, check: allUsed},
 		{policy: "p2c", check: allUsed},
+		{policy: "least-latency", check: allUsed},
 		{policy: "consistent-hash", check: func(t *testing.T, got map[string]int) {
 			if len(got) != 1 {
 				t.Errorf("one client IP should map to one backend, got %v", got)
@@ -137,6 +138,13 @@ func TestBadConfigExits2(t *testing.T) {
 		{"SHARE_STATE=maybe", "SHARE_STATE"},
 		{"LISTEN_ADDR=nonsense", "LISTEN_ADDR"},
 		{"HASH_KEY=header:", "HASH_KEY"},
+		{"OUTLIER_CONSECUTIVE_5XX=-2", "OUTLIER_CONSECUTIVE_5XX"},
+		{"OUTLIER_BASE_EJECTION=30", "OUTLIER_BASE_EJECTION"},
+		{"OUTLIER_MAX_EJECTION=1ms", "OUTLIER_MAX_EJECTION"},
+		{"OUTLIER_MAX_EJECTION_PERCENT=101", "OUTLIER_MAX_EJECTION_PERCENT"},
+		{"RETRY_BUDGET_PERCENT=-1", "RETRY_BUDGET_PERCENT"},
+		{"RETRY_MIN_CONCURRENCY=x", "RETRY_MIN_CONCURRENCY"},
+		{"LATENCY_DECAY=never", "LATENCY_DECAY"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -328,22 +336,25 @@ func grantOf(t *testing.T, admin string) int64 {
 }
 
 // TestRetryOnConnectFailure: a dead backend in BACKENDS costs no failed GET:
-// the request is retried on another backend and the dead one ejected.
+// each request sent to it is retried on another backend, and after
+// OUTLIER_CONSECUTIVE_5XX (default 5) connection failures it is ejected.
+// Active checks are off (HEALTH_INTERVAL=1h), so the ejection is passive.
 func TestRetryOnConnectFailure(t *testing.T) {
 	dead := proctest.Addr(proctest.FreePort(t))
 	live := web(t, "alive")
 	b := balancer(t, "BACKENDS="+dead+","+live, "LB_POLICY=round-robin", "HEALTH_INTERVAL=1h")
 	c := &http.Client{Timeout: 5 * time.Second}
-	for i := range 10 {
+	for i := 0; backendStatus(t, b.admin, dead).EjectedUntil == nil; i++ {
+		if i == 30 {
+			t.Fatalf("dead backend not ejected after 30 GETs: %+v", backendStatus(t, b.admin, dead))
+		}
 		if res := get(t, c, b.proxy+"/"); res.StatusCode != http.StatusOK {
 			t.Fatalf("GET %d: status %d", i, res.StatusCode)
 		}
 	}
 	st := status(t, b.admin)
-	for _, be := range st.Backends {
-		if be.Addr == dead && (be.Healthy || be.Failures != 1) {
-			t.Errorf("dead backend should be ejected after one failure: %+v", be)
-		}
+	if be := backendStatus(t, b.admin, dead); be.Failures != 5 || be.Ejections != 1 || st.Retries != 5 || st.RetriesRefused != 0 {
+		t.Errorf("want the dead backend ejected after 5 failures, each retried: %+v, retries %d refused %d", be, st.Retries, st.RetriesRefused)
 	}
 	// A POST with a body is not idempotent: it is not replayed. With the dead
 	// backend ejected it goes to the live one.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -15,19 +16,21 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"lbscale/balancer/admin"
 	"lbscale/balancer/cluster"
 	"lbscale/balancer/config"
+	"lbscale/balancer/edge"
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/flow"
 	"lbscale/balancer/health"
+	"lbscale/balancer/outlier"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/proxy"
 	"lbscale/balancer/state"
+	"lbscale/balancer/tlsterm"
 	"lbscale/webserver/healthcheck"
 )
 
@@ -62,7 +65,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 
 	pol, err := policy.New(cfg.Policy, policy.Options{
 		HashKey: cfg.HashKey, HashLoadFactor: cfg.HashLoadFactor, TrustForwardedFor: cfg.TrustForwarded,
-		StickyCookie: cfg.StickyCookie, Seed: uint64(time.Now().UnixNano()),
+		StickyCookie: cfg.StickyCookie, Seed: uint64(time.Now().UnixNano()), LatencyDecay: cfg.LatencyDecay,
 	})
 	if err != nil {
 		return err
@@ -80,16 +83,37 @@ func run(cfg config.Config, log *slog.Logger) error {
 		Static: static, Queued: queue.Depth, Flow: counter, OnCapacity: queue.Dispatch, Log: log,
 	})
 
+	detector := &outlier.Detector{Config: outlier.Config{
+		Consecutive: cfg.OutlierConsecutive, BaseEjection: cfg.OutlierBase,
+		MaxEjection: cfg.OutlierMax, MaxPercent: cfg.OutlierMaxPercent,
+	}}
+	budget := proxy.NewRetryBudget(cfg.RetryBudgetPercent, cfg.RetryMinConcurrency)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(&admin.Collector{Src: syncer, Queue: queue.Depth})
+	reg.MustRegister(&admin.Collector{Src: syncer, Queue: queue.Depth, Retries: budget.Stats, Overflows: detector.Overflows})
 	handler := proxy.New(proxy.Options{
 		Sets: syncer, Policy: pol, Queue: queue, UpstreamTimeout: cfg.UpstreamTimeout,
-		MaxIdlePerHost: int(cfg.MaxInflight), Flow: counter, Metrics: proxy.NewMetrics(reg), Log: log,
+		MaxIdlePerHost: int(cfg.MaxInflight), Flow: counter, Outlier: detector, RetryBudget: budget,
+		Metrics: proxy.NewMetrics(reg), Log: log,
+		Prospects: syncer, BodyBuffer: cfg.BodyBufferBytes, BodyTimeout: cfg.ClientBodyTimeout,
+		TunnelIdle: cfg.TunnelIdleTimeout, BackendHeader: cfg.DebugBackendHeader,
 	})
-	router := chi.NewRouter()
-	router.Handle("/*", handler)
-	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth, Gather: reg}
+	// The proxy port takes every path and every method token (PROPFIND,
+	// PURGE, ...) straight to the handler: a router would only add a method
+	// table that answers 405 to extension methods.
+	limits := edge.Limits{
+		RequestLineBytes: cfg.MaxRequestLineBytes, HeaderLineBytes: cfg.MaxHeaderLineBytes, HeaderBytes: cfg.MaxHeaderBytes,
+		HeaderTimeout: cfg.ClientHeaderTimeout, IdleTimeout: cfg.ClientIdleTimeout,
+	}
+	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth,
+		Retries: budget.Stats, Overflows: detector.Overflows, Gather: reg}
+
+	var certs *tlsterm.Reloader
+	if cfg.TLS() {
+		if certs, err = tlsterm.NewReloader(cfg.TLSCertFile, cfg.TLSKeyFile, log); err != nil {
+			return err
+		}
+	}
 
 	bg, cancelBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -100,19 +124,44 @@ func run(cfg config.Config, log *slog.Logger) error {
 		goRun((&health.LoadPoller{Sets: syncer, Interval: cfg.LoadInterval}).Run)
 	}
 
-	servers := []*http.Server{
-		{Addr: cfg.ListenAddr, Handler: router, ReadHeaderTimeout: 10 * time.Second},
-		{Addr: cfg.AdminAddr, Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second},
+	// Each listener with the call that serves it (TLS or not).
+	type listener struct {
+		srv   *http.Server
+		serve func() error
 	}
-	errc := make(chan error, len(servers))
-	for _, s := range servers {
+	proxySrv := edge.NewServer(cfg.ListenAddr, handler, limits, log)
+	admSrv := &http.Server{Addr: cfg.AdminAddr, Handler: adm.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	var front net.Listener
+	if certs != nil {
+		// HTTPS with HTTP/2 through ALPN. The edge terminates TLS itself so
+		// that it scans the decrypted HTTP/1.1 stream; the server's
+		// TLSConfig offers h2, which is what makes net/http set up its
+		// HTTP/2 server for the connections that negotiated it.
+		proxySrv.TLSConfig = tlsterm.ServerConfig(certs.GetCertificate)
+		front, err = edge.ListenTLS(cfg.ListenAddr, limits, proxySrv.TLSConfig, log)
+	} else {
+		front, err = edge.Listen(cfg.ListenAddr, limits)
+	}
+	if err != nil {
+		cancelBG()
+		wg.Wait()
+		return err
+	}
+	listeners := []listener{{proxySrv, func() error { return proxySrv.Serve(front) }}, {admSrv, admSrv.ListenAndServe}}
+	if certs != nil && cfg.TLSRedirectAddr != "" {
+		_, port, _ := net.SplitHostPort(cfg.ListenAddr) // validated by config.Load
+		redirect := &http.Server{Addr: cfg.TLSRedirectAddr, Handler: tlsterm.Redirect(port), ReadHeaderTimeout: 10 * time.Second}
+		listeners = append(listeners, listener{redirect, redirect.ListenAndServe})
+	}
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
 		go func() {
-			if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := l.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
 		}()
 	}
-	log.Info("balancer up", "proxy", cfg.ListenAddr, "admin", cfg.AdminAddr, "policy", cfg.Policy,
+	log.Info("balancer up", "proxy", cfg.ListenAddr, "tls", cfg.TLS(), "tls_redirect", cfg.TLSRedirectAddr, "admin", cfg.AdminAddr, "policy", cfg.Policy,
 		"redis", cfg.RedisURL != "", "share_state", cfg.ShareState, "max_inflight", cfg.MaxInflight, "id", cfg.BalancerID)
 
 	var runErr error
@@ -123,8 +172,8 @@ func run(cfg config.Config, log *slog.Logger) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	for _, s := range servers {
-		_ = s.Shutdown(sctx)
+	for _, l := range listeners {
+		_ = l.srv.Shutdown(sctx)
 	}
 	cancelBG()
 	wg.Wait()

@@ -31,11 +31,18 @@ type Status struct {
 	Balancer string `json:"balancer"`
 	Policy   string `json:"policy"`
 	// Replicas is the number of ready backends (routable, not draining).
-	Replicas   int             `json:"replicas"`
-	QueueDepth int64           `json:"queue_depth"`
-	StoreUp    bool            `json:"store_up"`
-	Balancers  int             `json:"balancers"`
-	Backends   []BackendStatus `json:"backends"`
+	Replicas   int   `json:"replicas"`
+	QueueDepth int64 `json:"queue_depth"`
+	StoreUp    bool  `json:"store_up"`
+	Balancers  int   `json:"balancers"`
+	// Retries made, and retries not made because the retry budget was
+	// spent, since start.
+	Retries        uint64 `json:"retries"`
+	RetriesRefused uint64 `json:"retries_refused"`
+	// EjectionOverflows counts backends that reached the failure threshold
+	// but stayed in: OUTLIER_MAX_EJECTION_PERCENT, or the last pickable one.
+	EjectionOverflows uint64          `json:"ejection_overflows"`
+	Backends          []BackendStatus `json:"backends"`
 }
 
 // BackendStatus is one backend in /status.
@@ -52,6 +59,10 @@ type BackendStatus struct {
 	Served          uint64     `json:"served"`
 	Failures        uint64     `json:"failures"`
 	Load            float64    `json:"load"`
+	// EjectedUntil is when the backend's outlier ejection ends (null: not
+	// ejected); Ejections counts its ejections since start.
+	EjectedUntil *time.Time `json:"ejected_until"`
+	Ejections    uint64     `json:"ejections"`
 }
 
 // Server is the admin handler.
@@ -61,7 +72,11 @@ type Server struct {
 	Token  string
 	Src    Source
 	Queue  func() int64
-	Gather prometheus.Gatherer
+	// Retries reports retries made and refused (nil: none).
+	Retries func() (retried, refused uint64)
+	// Overflows reports ejections refused by the pool share (nil: none).
+	Overflows func() uint64
+	Gather    prometheus.Gatherer
 }
 
 // Handler returns the admin router.
@@ -93,6 +108,9 @@ func (s *Server) auth(next http.Handler) http.Handler {
 // Snapshot builds the /status document.
 func (s *Server) Snapshot() Status {
 	st := Status{Balancer: s.ID, Policy: s.Policy, QueueDepth: s.Queue(), StoreUp: s.Src.StoreUp(), Balancers: s.Src.Peers(), Backends: []BackendStatus{}}
+	st.Retries, st.RetriesRefused = call2(s.Retries)
+	st.EjectionOverflows = call1(s.Overflows)
+	now := time.Now()
 	for _, b := range s.Src.Set().Backends {
 		state := string(s.Src.State(b.ID))
 		if state == "" {
@@ -104,10 +122,14 @@ func (s *Server) Snapshot() Status {
 		bs := BackendStatus{
 			ID: b.ID, Addr: b.Addr, State: state, Healthy: b.Healthy(),
 			InflightLocal: b.Local(), InflightCluster: b.Inflight(), Grant: b.Grant(), Limit: b.Limit(),
-			Served: b.Served(), Failures: b.Failures(), Load: b.Load(),
+			Served: b.Served(), Failures: b.Failures(), Load: b.Load(), Ejections: b.Ejections(),
 		}
 		if t := b.LastSeen(); !t.IsZero() {
 			bs.LastSeen = &t
+		}
+		if b.Ejected(now) {
+			t := b.EjectedUntil()
+			bs.EjectedUntil = &t
 		}
 		if b.Routable() {
 			st.Replicas++
@@ -124,10 +146,13 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	_ = enc.Encode(s.Snapshot())
 }
 
-// Collector exports per-backend gauges read from the pool at scrape time.
+// Collector exports per-backend gauges read from the pool, and the retry
+// and ejection counts, at scrape time.
 type Collector struct {
-	Src   Source
-	Queue func() int64
+	Src       Source
+	Queue     func() int64
+	Retries   func() (retried, refused uint64)
+	Overflows func() uint64
 }
 
 var (
@@ -138,11 +163,18 @@ var (
 	descReplicas = prometheus.NewDesc("lbscale_balancer_replicas", "Ready backends.", nil, nil)
 	descQueue    = prometheus.NewDesc("lbscale_balancer_queue_depth", "Requests waiting for a backend slot.", nil, nil)
 	descStoreUp  = prometheus.NewDesc("lbscale_balancer_store_up", "1 when the last sync reached the shared store.", nil, nil)
+
+	descEjected        = prometheus.NewDesc("lbscale_balancer_backend_ejected", "1 while the backend is ejected by outlier detection.", []string{"backend"}, nil)
+	descEjections      = prometheus.NewDesc("lbscale_balancer_backend_ejections_total", "Outlier ejections of the backend.", []string{"backend"}, nil)
+	descOverflows      = prometheus.NewDesc("lbscale_balancer_ejection_overflows_total", "Backends that reached OUTLIER_CONSECUTIVE_5XX but stayed in (OUTLIER_MAX_EJECTION_PERCENT, or the last pickable backend).", nil, nil)
+	descRetries        = prometheus.NewDesc("lbscale_balancer_retries_total", "Idempotent requests retried on another backend after a failure.", nil, nil)
+	descRetriesRefused = prometheus.NewDesc("lbscale_balancer_retries_refused_total", "Retries not made because the retry budget (RETRY_BUDGET_PERCENT) was spent.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInflight, descGrant, descServed, descHealthy, descReplicas, descQueue, descStoreUp} {
+	for _, d := range []*prometheus.Desc{descInflight, descGrant, descServed, descHealthy, descReplicas, descQueue, descStoreUp,
+		descEjected, descEjections, descOverflows, descRetries, descRetriesRefused} {
 		ch <- d
 	}
 }
@@ -150,12 +182,15 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	replicas := 0
+	now := time.Now()
 	for _, b := range c.Src.Set().Backends {
 		ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(b.Local()), b.ID, "local")
 		ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(b.Inflight()), b.ID, "cluster")
 		ch <- prometheus.MustNewConstMetric(descGrant, prometheus.GaugeValue, float64(b.Grant()), b.ID)
 		ch <- prometheus.MustNewConstMetric(descServed, prometheus.CounterValue, float64(b.Served()), b.ID)
 		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(b.Healthy()), b.ID)
+		ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(b.Ejected(now)), b.ID)
+		ch <- prometheus.MustNewConstMetric(descEjections, prometheus.CounterValue, float64(b.Ejections()), b.ID)
 		if b.Routable() {
 			replicas++
 		}
@@ -163,6 +198,24 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReplicas, prometheus.GaugeValue, float64(replicas))
 	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(c.Queue()))
 	ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, b2f(c.Src.StoreUp()))
+	retried, refused := call2(c.Retries)
+	ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(retried))
+	ch <- prometheus.MustNewConstMetric(descRetriesRefused, prometheus.CounterValue, float64(refused))
+	ch <- prometheus.MustNewConstMetric(descOverflows, prometheus.CounterValue, float64(call1(c.Overflows)))
+}
+
+func call1(f func() uint64) uint64 {
+	if f == nil {
+		return 0
+	}
+	return f()
+}
+
+func call2(f func() (uint64, uint64)) (uint64, uint64) {
+	if f == nil {
+		return 0, 0
+	}
+	return f()
 }
 
 func b2f(b bool) float64 {

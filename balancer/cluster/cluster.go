@@ -64,6 +64,8 @@ type Syncer struct {
 	lastOK    time.Time
 	holdUntil time.Time // after an outage: take no new slots until then
 	up        atomic.Bool
+	owned     atomic.Bool // a scaler has written the registry
+	starting  atomic.Bool // the registry lists a container starting
 	peers     atomic.Int64
 	rank      int64
 	gen       int64 // the store's generation at the last sync (0: none yet)
@@ -125,6 +127,13 @@ func (s *Syncer) Kick() {
 	default:
 	}
 }
+
+// Coming reports whether capacity may come to a pool that has no backend
+// up: the registry lists a container starting, or a scaler owns the pool
+// (it has written the registry, even an empty one) and may start one on
+// demand, as it does to scale from zero. With static BACKENDS only, nothing
+// comes but the health checks bringing a backend back.
+func (s *Syncer) Coming() bool { return s.starting.Load() || s.owned.Load() }
 
 // StoreUp reports whether the last sync reached the store.
 func (s *Syncer) StoreUp() bool { return s.up.Load() }
@@ -244,6 +253,7 @@ func (s *Syncer) Sync(ctx context.Context) {
 		b.SetRemote(res.Remote[i])
 		b.SeenAt(res.LastSeen[i])
 	}
+	s.owned.Store(res.HasRegistry)
 	if res.HasRegistry && s.apply(res.Registry) {
 		// New backends hold no slots yet: ask for them now rather than a
 		// whole interval later, since queued requests may be waiting for them.
@@ -377,9 +387,10 @@ func (s *Syncer) apply(entries []state.Backend) bool {
 	}
 	states := make(map[string]state.Status, len(entries))
 	var next []*pool.Backend
-	changed := false
+	changed, starting := false, false
 	for _, e := range entries {
 		states[e.ID] = e.State
+		starting = starting || e.State == state.Starting
 		if e.State != state.Ready && e.State != state.Draining {
 			continue
 		}
@@ -413,6 +424,7 @@ func (s *Syncer) apply(entries []state.Backend) bool {
 	s.statMu.Lock()
 	s.states = states
 	s.statMu.Unlock()
+	s.starting.Store(starting)
 	if !changed {
 		return false
 	}

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,15 @@ import (
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/state"
+	"lbscale/balancer/tlsterm"
+)
+
+// The TLS settings of the proxy listener (the design's contract names the
+// first two).
+const (
+	EnvTLSCertFile     = "TLS_CERT_FILE"
+	EnvTLSKeyFile      = "TLS_KEY_FILE"
+	EnvTLSRedirectAddr = "TLS_REDIRECT_ADDR"
 )
 
 // Static is one BACKENDS entry.
@@ -48,7 +58,38 @@ type Config struct {
 	LoadInterval    time.Duration // LOAD_INTERVAL: /load polling for least-loaded
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
 	LogLevel        string        // LOG_LEVEL
+
+	// The client edge (README "Edge"): what one client may hold or send.
+	ClientHeaderTimeout time.Duration // CLIENT_HEADER_TIMEOUT: wait for a request's headers
+	ClientIdleTimeout   time.Duration // CLIENT_IDLE_TIMEOUT: keep-alive connection with no request
+	ClientBodyTimeout   time.Duration // CLIENT_BODY_TIMEOUT: buffered body whole, streamed body per read (408)
+	BodyBufferBytes     int64         // BODY_BUFFER_BYTES: bodies up to this are read before a slot is taken
+	TunnelIdleTimeout   time.Duration // TUNNEL_IDLE_TIMEOUT: upgraded connection with no byte either way
+	MaxRequestLineBytes int           // MAX_REQUEST_LINE_BYTES: 414 past it
+	MaxHeaderLineBytes  int           // MAX_HEADER_LINE_BYTES: 431 past it
+	MaxHeaderBytes      int           // MAX_HEADER_BYTES: request line + headers, 431 past it
+	DebugBackendHeader  bool          // DEBUG_BACKEND_HEADER: X-Lbscale-Backend on responses
+
+	// TLSCertFile and TLSKeyFile (TLS_CERT_FILE, TLS_KEY_FILE): both set,
+	// the proxy listener serves HTTPS and HTTP/2; both empty, plain HTTP.
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSRedirectAddr (TLS_REDIRECT_ADDR): a plain-HTTP listener that
+	// redirects to HTTPS (308); empty for none. Needs TLS.
+	TLSRedirectAddr string
+
+	// Outlier ejection, retries and least-latency (README "Outliers").
+	OutlierConsecutive  int           // OUTLIER_CONSECUTIVE_5XX: failures in a row that eject (0: off)
+	OutlierBase         time.Duration // OUTLIER_BASE_EJECTION: first ejection's length
+	OutlierMax          time.Duration // OUTLIER_MAX_EJECTION: cap on an ejection's length
+	OutlierMaxPercent   int           // OUTLIER_MAX_EJECTION_PERCENT: most of the pool ejected at once
+	RetryBudgetPercent  float64       // RETRY_BUDGET_PERCENT: retries in progress per 100 requests in flight
+	RetryMinConcurrency int           // RETRY_MIN_CONCURRENCY: retries always allowed at once
+	LatencyDecay        time.Duration // LATENCY_DECAY: least-latency's EWMA time constant
 }
+
+// TLS reports whether the proxy listener serves HTTPS.
+func (c Config) TLS() bool { return c.TLSCertFile != "" }
 
 // Load reads the configuration; the error names every invalid variable.
 func Load(lookup func(string) (string, bool)) (Config, error) {
@@ -78,7 +119,34 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		LoadInterval:    r.Duration("LOAD_INTERVAL", time.Second, 10*time.Millisecond, time.Hour),
 		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 30*time.Second, 0, time.Hour),
 		LogLevel:        r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
+		TLSCertFile:     r.String(EnvTLSCertFile, ""),
+		TLSKeyFile:      r.String(EnvTLSKeyFile, ""),
+
+		ClientHeaderTimeout: r.Duration("CLIENT_HEADER_TIMEOUT", 10*time.Second, time.Millisecond, time.Hour),
+		ClientIdleTimeout:   r.Duration("CLIENT_IDLE_TIMEOUT", 60*time.Second, time.Millisecond, 24*time.Hour),
+		ClientBodyTimeout:   r.Duration("CLIENT_BODY_TIMEOUT", 30*time.Second, time.Millisecond, time.Hour),
+		BodyBufferBytes:     int64(r.Int("BODY_BUFFER_BYTES", 64<<10, 0, 64<<20)),
+		TunnelIdleTimeout:   r.Duration("TUNNEL_IDLE_TIMEOUT", 60*time.Second, time.Millisecond, 24*time.Hour),
+		MaxRequestLineBytes: r.Int("MAX_REQUEST_LINE_BYTES", 8<<10, 256, 1<<20),
+		MaxHeaderLineBytes:  r.Int("MAX_HEADER_LINE_BYTES", 16<<10, 256, 1<<20),
+		MaxHeaderBytes:      r.Int("MAX_HEADER_BYTES", 64<<10, 1<<10, 16<<20),
+		DebugBackendHeader:  r.Bool("DEBUG_BACKEND_HEADER", false),
+
+		OutlierConsecutive:  r.Int("OUTLIER_CONSECUTIVE_5XX", 5, 0, 1000),
+		OutlierBase:         r.Duration("OUTLIER_BASE_EJECTION", 30*time.Second, time.Millisecond, time.Hour),
+		OutlierMax:          r.Duration("OUTLIER_MAX_EJECTION", 300*time.Second, time.Millisecond, 24*time.Hour),
+		OutlierMaxPercent:   r.Int("OUTLIER_MAX_EJECTION_PERCENT", 50, 0, 100),
+		RetryBudgetPercent:  r.Float("RETRY_BUDGET_PERCENT", 20, 0, 100),
+		RetryMinConcurrency: r.Int("RETRY_MIN_CONCURRENCY", 3, 0, 1<<20),
+		LatencyDecay:        r.Duration("LATENCY_DECAY", 10*time.Second, 10*time.Millisecond, time.Hour),
 	}
+	if c.MaxRequestLineBytes > c.MaxHeaderBytes {
+		r.Fail("MAX_REQUEST_LINE_BYTES", "%d is more than MAX_HEADER_BYTES (%d), which bounds the request line too", c.MaxRequestLineBytes, c.MaxHeaderBytes)
+	}
+	if c.MaxHeaderLineBytes > c.MaxHeaderBytes {
+		r.Fail("MAX_HEADER_LINE_BYTES", "%d is more than MAX_HEADER_BYTES (%d)", c.MaxHeaderLineBytes, c.MaxHeaderBytes)
+	}
+	loadTLS(r, &c)
 	seen := map[string]bool{}
 	for _, item := range r.List("BACKENDS") {
 		s, err := parseStatic(item)
@@ -98,6 +166,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		if _, err := state.ParseRedisURL(c.RedisURL); err != nil {
 			r.Fail("REDIS_URL", "%q is not a redis:// or rediss:// URL: %v", c.RedisURL, err)
 		}
+	}
+	if c.OutlierMax < c.OutlierBase {
+		r.Fail("OUTLIER_MAX_EJECTION", "%s is shorter than OUTLIER_BASE_EJECTION (%s)", c.OutlierMax, c.OutlierBase)
 	}
 	if !strings.HasPrefix(c.HealthPath, "/") {
 		r.Fail("HEALTH_PATH", "%q must start with /", c.HealthPath)
@@ -128,4 +199,39 @@ func parseStatic(item string) (Static, error) {
 		s.Weight = n
 	}
 	return s, nil
+}
+
+// loadTLS checks the TLS settings: both files or neither, and a pair that
+// loads now (a typo in a path should stop the balancer at start-up, not fail
+// every handshake).
+func loadTLS(r *envconf.Reader, c *Config) {
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		r.Fail(EnvTLSKeyFile, "unset while %s is set: HTTPS needs both the certificate and its key", EnvTLSCertFile)
+		c.TLSCertFile = ""
+	case c.TLSCertFile == "" && c.TLSKeyFile != "":
+		r.Fail(EnvTLSCertFile, "unset while %s is set: HTTPS needs both the certificate and its key", EnvTLSKeyFile)
+		c.TLSKeyFile = ""
+	case c.TLSCertFile != "":
+		if _, err := tlsterm.Load(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			name := EnvTLSKeyFile
+			var fe *tlsterm.FileError
+			if errors.As(err, &fe) && fe.Path == c.TLSCertFile {
+				name = EnvTLSCertFile
+			}
+			r.Fail(name, "%v", err)
+		}
+	}
+	if v := r.String(EnvTLSRedirectAddr, ""); v != "" {
+		switch {
+		case envconf.HostPort(v) != nil:
+			r.Fail(EnvTLSRedirectAddr, "%v", envconf.HostPort(v))
+		case !c.TLS():
+			r.Fail(EnvTLSRedirectAddr, "set without %s and %s: there is no HTTPS listener to redirect to", EnvTLSCertFile, EnvTLSKeyFile)
+		case v == c.ListenAddr || v == c.AdminAddr:
+			r.Fail(EnvTLSRedirectAddr, "%q is already LISTEN_ADDR or ADMIN_ADDR", v)
+		default:
+			c.TLSRedirectAddr = v
+		}
+	}
 }

@@ -1,11 +1,14 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/tlsterm/tlstest"
 )
 
 func TestLoad(t *testing.T) {
@@ -44,6 +47,52 @@ func TestLoad(t *testing.T) {
 				t.Errorf("%+v", c.Backends)
 			}
 		}},
+		{name: "edge defaults", env: map[string]string{"BACKENDS": "a:1"}, check: func(t *testing.T, c Config) {
+			if c.ClientHeaderTimeout != 10*time.Second || c.ClientIdleTimeout != time.Minute || c.ClientBodyTimeout != 30*time.Second ||
+				c.BodyBufferBytes != 64<<10 || c.TunnelIdleTimeout != time.Minute || c.MaxRequestLineBytes != 8<<10 ||
+				c.MaxHeaderLineBytes != 16<<10 || c.MaxHeaderBytes != 64<<10 || c.DebugBackendHeader {
+				t.Errorf("edge defaults: %+v", c)
+			}
+		}},
+		{name: "edge set", env: map[string]string{"BACKENDS": "a:1", "CLIENT_HEADER_TIMEOUT": "2s", "CLIENT_IDLE_TIMEOUT": "5m",
+			"CLIENT_BODY_TIMEOUT": "1m", "BODY_BUFFER_BYTES": "0", "TUNNEL_IDLE_TIMEOUT": "1h", "MAX_REQUEST_LINE_BYTES": "4096",
+			"MAX_HEADER_LINE_BYTES": "8192", "MAX_HEADER_BYTES": "32768", "DEBUG_BACKEND_HEADER": "true"}, check: func(t *testing.T, c Config) {
+			if c.ClientHeaderTimeout != 2*time.Second || c.ClientIdleTimeout != 5*time.Minute || c.ClientBodyTimeout != time.Minute ||
+				c.BodyBufferBytes != 0 || c.TunnelIdleTimeout != time.Hour || c.MaxRequestLineBytes != 4096 ||
+				c.MaxHeaderLineBytes != 8192 || c.MaxHeaderBytes != 32768 || !c.DebugBackendHeader {
+				t.Errorf("edge settings: %+v", c)
+			}
+		}},
+		{name: "header timeout zero", env: map[string]string{"BACKENDS": "a:1", "CLIENT_HEADER_TIMEOUT": "0s"}, wantErr: "CLIENT_HEADER_TIMEOUT"},
+		{name: "idle timeout words", env: map[string]string{"BACKENDS": "a:1", "CLIENT_IDLE_TIMEOUT": "a while"}, wantErr: "CLIENT_IDLE_TIMEOUT"},
+		{name: "body timeout negative", env: map[string]string{"BACKENDS": "a:1", "CLIENT_BODY_TIMEOUT": "-1s"}, wantErr: "CLIENT_BODY_TIMEOUT"},
+		{name: "body buffer too big", env: map[string]string{"BACKENDS": "a:1", "BODY_BUFFER_BYTES": "1000000000"}, wantErr: "BODY_BUFFER_BYTES"},
+		{name: "tunnel idle zero", env: map[string]string{"BACKENDS": "a:1", "TUNNEL_IDLE_TIMEOUT": "0"}, wantErr: "TUNNEL_IDLE_TIMEOUT"},
+		{name: "request line tiny", env: map[string]string{"BACKENDS": "a:1", "MAX_REQUEST_LINE_BYTES": "10"}, wantErr: "MAX_REQUEST_LINE_BYTES"},
+		{name: "header line past the total", env: map[string]string{"BACKENDS": "a:1", "MAX_HEADER_LINE_BYTES": "65536", "MAX_HEADER_BYTES": "8192"}, wantErr: "MAX_HEADER_LINE_BYTES"},
+		{name: "header bytes words", env: map[string]string{"BACKENDS": "a:1", "MAX_HEADER_BYTES": "64k"}, wantErr: "MAX_HEADER_BYTES"},
+		{name: "debug header maybe", env: map[string]string{"BACKENDS": "a:1", "DEBUG_BACKEND_HEADER": "maybe"}, wantErr: "DEBUG_BACKEND_HEADER"},
+		{name: "outlier and retry defaults", env: map[string]string{"BACKENDS": "a:1"}, check: func(t *testing.T, c Config) {
+			if c.OutlierConsecutive != 5 || c.OutlierBase != 30*time.Second || c.OutlierMax != 300*time.Second || c.OutlierMaxPercent != 50 ||
+				c.RetryBudgetPercent != 20 || c.RetryMinConcurrency != 3 || c.LatencyDecay != 10*time.Second {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "outlier and retry set", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_CONSECUTIVE_5XX": "0", "OUTLIER_BASE_EJECTION": "1s",
+			"OUTLIER_MAX_EJECTION": "1s", "OUTLIER_MAX_EJECTION_PERCENT": "100", "RETRY_BUDGET_PERCENT": "12.5", "RETRY_MIN_CONCURRENCY": "0",
+			"LATENCY_DECAY": "2s", "LB_POLICY": "least-latency"}, check: func(t *testing.T, c Config) {
+			if c.OutlierConsecutive != 0 || c.OutlierBase != time.Second || c.OutlierMax != time.Second || c.OutlierMaxPercent != 100 ||
+				c.RetryBudgetPercent != 12.5 || c.RetryMinConcurrency != 0 || c.LatencyDecay != 2*time.Second || c.Policy != "least-latency" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "consecutive negative", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_CONSECUTIVE_5XX": "-1"}, wantErr: "OUTLIER_CONSECUTIVE_5XX"},
+		{name: "base ejection words", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_BASE_EJECTION": "30"}, wantErr: "OUTLIER_BASE_EJECTION"},
+		{name: "max ejection below base", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_BASE_EJECTION": "1m", "OUTLIER_MAX_EJECTION": "30s"}, wantErr: "OUTLIER_MAX_EJECTION"},
+		{name: "ejection percent over 100", env: map[string]string{"BACKENDS": "a:1", "OUTLIER_MAX_EJECTION_PERCENT": "101"}, wantErr: "OUTLIER_MAX_EJECTION_PERCENT"},
+		{name: "retry budget percent", env: map[string]string{"BACKENDS": "a:1", "RETRY_BUDGET_PERCENT": "150"}, wantErr: "RETRY_BUDGET_PERCENT"},
+		{name: "retry min concurrency", env: map[string]string{"BACKENDS": "a:1", "RETRY_MIN_CONCURRENCY": "three"}, wantErr: "RETRY_MIN_CONCURRENCY"},
+		{name: "latency decay", env: map[string]string{"BACKENDS": "a:1", "LATENCY_DECAY": "0s"}, wantErr: "LATENCY_DECAY"},
 		{name: "two errors both named", env: map[string]string{"BACKENDS": "a:1", "QUEUE_MAX": "x", "SLOW_START": "-1s"}, wantErr: "QUEUE_MAX"},
 	}
 	for _, tc := range cases {
@@ -61,6 +110,59 @@ func TestLoad(t *testing.T) {
 			}
 			if tc.name == "two errors both named" && !strings.Contains(err.Error(), "SLOW_START") {
 				t.Fatalf("every invalid variable should be reported: %v", err)
+			}
+		})
+	}
+}
+
+func TestLoadTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	tlstest.Write(t, certFile, keyFile, "balancer")
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "plain HTTP by default", env: map[string]string{}, check: func(t *testing.T, c Config) {
+			if c.TLS() || c.TLSRedirectAddr != "" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "both files", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: keyFile, EnvTLSRedirectAddr: ":8079"},
+			check: func(t *testing.T, c Config) {
+				if !c.TLS() || c.TLSCertFile != certFile || c.TLSKeyFile != keyFile || c.TLSRedirectAddr != ":8079" {
+					t.Errorf("%+v", c)
+				}
+			}},
+		{name: "cert without key", env: map[string]string{EnvTLSCertFile: certFile}, wantErr: EnvTLSKeyFile},
+		{name: "key without cert", env: map[string]string{EnvTLSKeyFile: keyFile}, wantErr: EnvTLSCertFile},
+		{name: "cert unreadable", env: map[string]string{EnvTLSCertFile: certFile + ".missing", EnvTLSKeyFile: keyFile}, wantErr: EnvTLSCertFile},
+		{name: "key unreadable", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: keyFile + ".missing"}, wantErr: EnvTLSKeyFile},
+		{name: "cert invalid", env: map[string]string{EnvTLSCertFile: garbage, EnvTLSKeyFile: keyFile}, wantErr: EnvTLSCertFile},
+		{name: "key invalid", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: garbage}, wantErr: EnvTLSKeyFile},
+		{name: "redirect without TLS", env: map[string]string{EnvTLSRedirectAddr: ":8079"}, wantErr: EnvTLSRedirectAddr},
+		{name: "redirect not an address", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: keyFile, EnvTLSRedirectAddr: "http://x"}, wantErr: EnvTLSRedirectAddr},
+		{name: "redirect on the proxy port", env: map[string]string{EnvTLSCertFile: certFile, EnvTLSKeyFile: keyFile, EnvTLSRedirectAddr: ":8080"}, wantErr: EnvTLSRedirectAddr},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.env["BACKENDS"] = "a:1"
+			c, err := Load(envconf.FromMap(tc.env))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.check(t, c)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("want an error naming %s, got %v", tc.wantErr, err)
 			}
 		})
 	}

@@ -1,8 +1,9 @@
 // Package health runs the balancer's active health checks and, for the
 // least-loaded policy, polls each backend's /load. Both run off the request
-// path on their own interval; the proxy's passive ejection (a connection
-// failure marks a backend down at once) complements them, and only a
-// passing active check brings a backend back.
+// path on their own interval. Passive checks are balancer/outlier's: an
+// ejection lasts its time whatever the probes say, and an active verdict of
+// down lasts until a probe passes; a backend is picked only when neither
+// holds it out.
 package health
 
 import (

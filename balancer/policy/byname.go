@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"time"
 )
 
 // The LB_POLICY names, in the order docs and error messages list them.
@@ -17,11 +18,12 @@ const (
 	NameP2C                = "p2c"
 	NameConsistentHash     = "consistent-hash"
 	NameSticky             = "sticky"
+	NameLeastLatency       = "least-latency"
 )
 
 var names = []string{
 	NameRoundRobin, NameWeightedRoundRobin, NameRandom, NameLeastConnections,
-	NameLeastLoaded, NameP2C, NameConsistentHash, NameSticky,
+	NameLeastLoaded, NameP2C, NameConsistentHash, NameSticky, NameLeastLatency,
 }
 
 // ErrUnknown is returned (wrapped) by New for a name not in Names.
@@ -34,7 +36,7 @@ func Names() []string { return append([]string(nil), names...) }
 // Each policy reads only its own fields.
 type Options struct {
 	// Rand is the randomness of random, p2c and the tie-breaks of
-	// least-connections, least-loaded and sticky. The policy serialises its
+	// least-connections, least-loaded, least-latency and sticky. The policy serialises its
 	// use, so it must not be used elsewhere. Nil: a PCG seeded with Seed.
 	Rand rand.Source
 	// Seed seeds the PCG used when Rand is nil; 0 means a random seed.
@@ -51,6 +53,11 @@ type Options struct {
 	// StickyCookie is the sticky policy's cookie name; empty means
 	// DefaultStickyCookie.
 	StickyCookie string
+	// LatencyDecay is least-latency's EWMA time constant; 0 means
+	// DefaultLatencyDecay.
+	LatencyDecay time.Duration
+	// Now is least-latency's clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // New builds the policy called name. An unknown name or an invalid option
@@ -87,6 +94,8 @@ func New(name string, opts Options) (Policy, error) {
 			return nil, fmt.Errorf("policy %s: %w", name, err)
 		}
 		return p, nil
+	case NameLeastLatency:
+		return NewLeastLatency(src, opts.LatencyDecay, opts.Now), nil
 	case NameSticky:
 		p, err := NewSticky(opts.StickyCookie, src)
 		if err != nil {

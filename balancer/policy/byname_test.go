@@ -12,7 +12,7 @@ import (
 func TestNew(t *testing.T) {
 	// The LB_POLICY names of the contract in DESIGN.md.
 	contract := []string{"round-robin", "weighted-round-robin", "random", "least-connections",
-		"least-loaded", "p2c", "consistent-hash", "sticky"}
+		"least-loaded", "p2c", "consistent-hash", "sticky", "least-latency"}
 	if got := policy.Names(); !slices.Equal(got, contract) {
 		t.Fatalf("Names() = %v, want %v", got, contract)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"lbscale/balancer/policy"
 	"lbscale/balancer/pool"
@@ -82,4 +83,16 @@ func sameRequest(r *http.Request) func(int) *http.Request {
 // clientN is a distinct client address per i.
 func clientN(i int) *http.Request {
 	return request(fmt.Sprintf("198.51.%d.%d:4%04d", i/250%250, i%250, i%10000))
+}
+
+// observeAll gives a policy that learns from responses (least-latency) a
+// varied response time for every backend but the last, which stays unknown.
+func observeAll(p policy.Policy, bs []*pool.Backend) {
+	o, ok := p.(policy.Observer)
+	if !ok {
+		return
+	}
+	for i, b := range bs[:len(bs)-1] {
+		o.Observe(b, time.Duration(i%5+1)*time.Millisecond)
+	}
 }

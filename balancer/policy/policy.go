@@ -13,6 +13,7 @@ package policy
 
 import (
 	"net/http"
+	"time"
 
 	"lbscale/balancer/pool"
 )
@@ -27,4 +28,12 @@ import (
 // a response header (the sticky cookie).
 type Policy interface {
 	Pick(set *pool.Set, w http.ResponseWriter, r *http.Request) *pool.Backend
+}
+
+// Observer is implemented by policies that learn from responses (the
+// least-latency policy). The proxy calls Observe once per answer below 500
+// with the time from sending the request to the response headers; it must
+// not allocate or block.
+type Observer interface {
+	Observe(b *pool.Backend, rtt time.Duration)
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"lbscale/balancer/policy"
 	"lbscale/balancer/pool"
@@ -25,6 +26,10 @@ func TestOnlyAvailable(t *testing.T) {
 		{"some draining", func(_ *testing.T, bs []*pool.Backend) { bs[1].SetDraining(true); bs[5].SetDraining(true) }, 4},
 		{"some full", func(t *testing.T, bs []*pool.Backend) { fill(t, bs[2], 2); fill(t, bs[4], 2) }, 4},
 		{"grant withdrawn", func(_ *testing.T, bs []*pool.Backend) { bs[0].SetGrant(0, 0); bs[1].SetGrant(0, 0) }, 4},
+		{"some ejected", func(_ *testing.T, bs []*pool.Backend) {
+			bs[2].Eject(time.Now().Add(time.Hour), 1)
+			bs[5].Eject(time.Now().Add(time.Hour), 1)
+		}, 4},
 		{"only the last left", func(t *testing.T, bs []*pool.Backend) {
 			bs[0].SetHealthy(false)
 			bs[1].SetDraining(true)
@@ -140,6 +145,7 @@ func TestPickAllocatesNothing(t *testing.T) {
 			bs[n/2].SetHealthy(false)
 			set := setOf(7, bs...)
 			p := newPolicy(t, name, policy.Options{})
+			observeAll(p, bs)
 			w := httptest.NewRecorder()
 			r := request("203.0.113.9:5555")
 			first := p.Pick(set, w, r)
@@ -183,6 +189,9 @@ func TestConcurrentPicks(t *testing.T) {
 							return
 						}
 						if b.TryAcquire() {
+							if o, ok := p.(policy.Observer); ok {
+								o.Observe(b, time.Duration(i%7+1)*time.Millisecond)
+							}
 							b.Release()
 						}
 					}

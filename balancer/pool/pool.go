@@ -46,7 +46,35 @@ type Backend struct {
 	load     atomic.Uint64 // math.Float64bits of the last /load utilisation
 	lastSeen atomic.Int64  // unix nanoseconds of the last request sent (cluster-wide max after sync)
 	served   atomic.Uint64 // requests completed through this balancer
-	failures atomic.Uint64 // proxy errors (connect, timeout) through this balancer
+	failures atomic.Uint64 // failed attempts (5xx answers, gateway failures) through this balancer
+
+	// Outlier ejection (balancer/outlier decides; the pool only stores).
+	// ejectedUntil is unix nanoseconds, 0 when not ejected: one word, so the
+	// lazy clear on expiry (a CAS to 0) can never erase a newer ejection.
+	consecutive  atomic.Int64  // failures since the last success or ejection
+	ejectedUntil atomic.Int64  // end of the current ejection; 0: none
+	lastEjection atomic.Int64  // end of the latest ejection, kept after it ends
+	ejectLevel   atomic.Int64  // multiplier of the latest ejection
+	ejections    atomic.Uint64 // ejections so far
+
+	// Latency is a latency estimate kept for the least-latency policy,
+	// which defines its arithmetic; the pool only stores it so it outlives
+	// set changes like the other counters.
+	Latency Latency
+}
+
+// Latency is a per-backend latency estimate: a value, when it was last
+// updated, and the owner's sort key derived from both, each one atomic word.
+// Updates race benignly: a writer that loses a CompareAndSwap on Value
+// recomputes from the winner's, and a reader may see a key one update old.
+type Latency struct {
+	// Value is math.Float64bits of the estimate in nanoseconds; 0 means
+	// no observation yet.
+	Value atomic.Uint64
+	// At is when Value was last updated, in nanoseconds on the owner's clock.
+	At atomic.Int64
+	// Key is math.Float64bits of what the owner ranks backends by.
+	Key atomic.Uint64
 }
 
 // New returns a healthy backend with the given per-backend limit, holding the
@@ -63,12 +91,12 @@ func New(id, addr string, weight int, limit int64) *Backend {
 	return b
 }
 
-// Available reports whether a request could start on b now: healthy, not
-// draining, and a free slot in this balancer's grant. Policies pick only
-// among available backends.
+// Available reports whether a request could start on b now: routable
+// (healthy, not draining, not ejected) and a free slot in this balancer's
+// grant. Policies pick only among available backends.
 func (b *Backend) Available() bool {
 	g, l := unpack(b.slots.Load())
-	return b.healthy.Load() && !b.draining.Load() && l < g
+	return l < g && b.Routable()
 }
 
 func pack(grant, local int64) uint64 { return uint64(grant)<<32 | uint64(uint32(local)) }
@@ -76,8 +104,60 @@ func pack(grant, local int64) uint64 { return uint64(grant)<<32 | uint64(uint32(
 func unpack(v uint64) (grant, local int64) { return int64(v >> 32), int64(uint32(v)) }
 
 // Routable reports whether b takes new requests at all (healthy, not
-// draining), whatever its slots.
-func (b *Backend) Routable() bool { return b.healthy.Load() && !b.draining.Load() }
+// draining, not ejected), whatever its slots. The clock is read only while
+// an ejection is set, so the common case costs three atomic loads.
+func (b *Backend) Routable() bool {
+	if !b.healthy.Load() || b.draining.Load() {
+		return false
+	}
+	return b.ejectedUntil.Load() == 0 || !b.Ejected(time.Now())
+}
+
+// Ejected reports whether b is ejected at now, and clears an ejection whose
+// time is up so later checks skip the clock.
+func (b *Backend) Ejected(now time.Time) bool {
+	u := b.ejectedUntil.Load()
+	if u == 0 {
+		return false
+	}
+	if now.UnixNano() < u {
+		return true
+	}
+	b.ejectedUntil.CompareAndSwap(u, 0)
+	return false
+}
+
+// EjectedUntil is the end of b's current ejection, or zero when b is not
+// ejected (as of the last check; an expired one may still show until then).
+func (b *Backend) EjectedUntil() time.Time {
+	if u := b.ejectedUntil.Load(); u != 0 {
+		return time.Unix(0, u)
+	}
+	return time.Time{}
+}
+
+// LastEjection is the end of b's latest ejection (zero: never ejected) and
+// its multiplier, which the next ejection's length grows from.
+func (b *Backend) LastEjection() (until time.Time, level int) {
+	if u := b.lastEjection.Load(); u != 0 {
+		until = time.Unix(0, u)
+	}
+	return until, int(b.ejectLevel.Load())
+}
+
+// Ejections is the number of times b was ejected.
+func (b *Backend) Ejections() uint64 { return b.ejections.Load() }
+
+// Eject takes b out of rotation until until (level: the ejection's
+// multiplier) and restarts its count of consecutive failures. Only one
+// goroutine may eject at a time (the outlier detector holds a lock).
+func (b *Backend) Eject(until time.Time, level int) {
+	b.consecutive.Store(0)
+	b.ejectLevel.Store(int64(level))
+	b.lastEjection.Store(until.UnixNano())
+	b.ejections.Add(1)
+	b.ejectedUntil.Store(until.UnixNano())
+}
 
 // TryAcquire takes one slot if b is available; the caller must Release it.
 func (b *Backend) TryAcquire() bool {
@@ -221,8 +301,21 @@ func (b *Backend) SeenAt(t time.Time) {
 	}
 }
 
-// Failed counts a proxy error on b.
+// Failed counts a failed attempt on b (a 5xx answer or a gateway failure).
 func (b *Backend) Failed() { b.failures.Add(1) }
+
+// ExtendFailureRun adds a failure to b's run of consecutive failures and
+// returns the run's length.
+func (b *Backend) ExtendFailureRun() int64 { return b.consecutive.Add(1) }
+
+// Succeeded ends b's run of consecutive failures. It writes only when there
+// is a run to end, so the common case does not bounce the cache line
+// between cores.
+func (b *Backend) Succeeded() {
+	if b.consecutive.Load() != 0 {
+		b.consecutive.Store(0)
+	}
+}
 
 // Set is an immutable snapshot of the backends, replaced as a whole when
 // the registry changes, so policies may cache per-set structures (a hash

@@ -81,7 +81,14 @@ type Proc struct {
 // (SIGTERM, then SIGKILL after 5 s) at cleanup.
 func Start(t testing.TB, name, bin string, env ...string) *Proc {
 	t.Helper()
-	c := exec.Command(bin)
+	return StartArgs(t, name, bin, nil, env...)
+}
+
+// StartArgs is Start with command-line arguments (for programs that are
+// not ours, such as haproxy and nginx in the edge comparison).
+func StartArgs(t testing.TB, name, bin string, args []string, env ...string) *Proc {
+	t.Helper()
+	c := exec.Command(bin, args...)
 	c.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, env...)
 	p := &Proc{Cmd: c, Stderr: &bytes.Buffer{}, name: name, done: make(chan struct{})}
 	c.Stderr = &lockedWriter{p: p}

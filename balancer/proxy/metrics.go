@@ -8,14 +8,14 @@ import (
 )
 
 // Metrics are the request path's Prometheus series. Per-backend gauges are
-// not here: the admin collector reads them from the pool at scrape time, so
-// the request path pays nothing for them.
+// not here, nor the retry counts: the admin collector reads them from the
+// pool and the RetryBudget at scrape time, so the request path pays nothing
+// for them.
 type Metrics struct {
 	Requests  *prometheus.CounterVec
 	Duration  prometheus.Histogram
 	QueueWait prometheus.Histogram
 	Rejected  *prometheus.CounterVec
-	Retries   prometheus.Counter
 }
 
 // NewMetrics registers the series with reg (nil: a private registry).
@@ -38,11 +38,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lbscale_balancer_rejected_total", Help: "Requests not placed on a backend, by reason (queue_full, queue_timeout, client_gone).",
 		}, []string{"reason"}),
-		Retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lbscale_balancer_retries_total", Help: "Idempotent requests retried on another backend after a failure.",
-		}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.QueueWait, m.Rejected, m.Retries)
+	reg.MustRegister(m.Requests, m.Duration, m.QueueWait, m.Rejected)
 	return m
 }
 

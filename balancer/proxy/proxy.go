@@ -1,10 +1,12 @@
 // Package proxy is the balancer's request path: place the request on a
-// backend slot (or queue it), proxy it with httputil.ReverseProxy, retry an
-// idempotent request once elsewhere when the connection fails, and answer
+// backend slot (or queue it), proxy it with httputil.ReverseProxy, report
+// each outcome to the outlier detector, retry an idempotent request once
+// elsewhere when an attempt fails (within the retry budget), and answer
 // 503 + Retry-After when it cannot be placed.
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -18,12 +20,18 @@ import (
 	"time"
 
 	"lbscale/balancer/flow"
+	"lbscale/balancer/outlier"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/pool"
 )
 
 // Sets gives the current pool; cluster.Syncer implements it.
 type Sets interface{ Set() *pool.Set }
+
+// Prospects tells whether capacity may still come to a pool in which no
+// backend can take a request: a container is starting, or a scaler owns the
+// pool and may start one (scale from zero). cluster.Syncer implements it.
+type Prospects interface{ Coming() bool }
 
 // Options configure a Handler.
 type Options struct {
@@ -38,15 +46,45 @@ type Options struct {
 	// limit is the most connections one backend ever needs).
 	MaxIdlePerHost int
 	// Flow counts arrivals and service times for the scaler (nil: not counted).
-	Flow    *flow.Counter
-	Metrics *Metrics
-	Log     *slog.Logger
+	Flow *flow.Counter
+	// Prospects, when set, lets a request wait in the queue only while a
+	// slot may come: some backend is up (full, or not yet granted slots)
+	// or Prospects.Coming. Otherwise it gets 503 at once. Nil: always wait.
+	Prospects Prospects
+	// BodyBuffer is the largest request body read whole before a backend
+	// slot is taken (0: none), so that a client that sends its body slowly,
+	// or not at all, holds no slot while it does. Longer bodies stream.
+	BodyBuffer int64
+	// BodyTimeout bounds the wait for the buffered body, and each read of
+	// a streamed one (0: no limit): a stalled body gets 408.
+	BodyTimeout time.Duration
+	// TunnelIdle closes an upgraded connection (WebSocket and the like) on
+	// which neither side sent a byte for this long (0: never), so an
+	// abandoned tunnel does not hold its backend slot for good.
+	TunnelIdle time.Duration
+	// BackendHeader adds X-Lbscale-Backend (the backend's id) to responses:
+	// for debugging only, as it tells clients about the pool.
+	BackendHeader bool
+	// Outlier ejects backends that keep failing (nil: none are ejected).
+	Outlier *outlier.Detector
+	// RetryBudget bounds retries (nil: NewRetryBudget(20, 3), Envoy's
+	// defaults).
+	RetryBudget *RetryBudget
+	// Transport carries requests to backends (nil: an http.Transport
+	// sized by MaxIdlePerHost and UpstreamTimeout); tests inject failures.
+	Transport http.RoundTripper
+	Metrics   *Metrics
+	Log       *slog.Logger
 }
 
 // Handler is the proxy's http.Handler.
 type Handler struct {
-	o     Options
-	proxy *httputil.ReverseProxy
+	o        Options
+	proxy    *httputil.ReverseProxy
+	observer policy.Observer // the policy, if it learns from responses
+	// wait is mayWait as a func value, made once (nil without Prospects):
+	// a method value taken per request would allocate.
+	wait func() bool
 }
 
 type ctxKey struct{}
@@ -55,7 +93,10 @@ type ctxKey struct{}
 // ReverseProxy hooks: which backend holds this request's slot.
 type attempt struct {
 	backend *pool.Backend
+	start   time.Time // when this attempt was placed, for Observer
 	retried bool
+	id      string      // X-Request-Id, for the logs
+	body    *clientBody // the streamed rest of the body (nil: none)
 }
 
 // New returns a Handler.
@@ -72,20 +113,32 @@ func New(o Options) *Handler {
 	if o.Flow == nil {
 		o.Flow = &flow.Counter{}
 	}
+	if o.RetryBudget == nil {
+		o.RetryBudget = NewRetryBudget(20, 3)
+	}
+	if o.Transport == nil {
+		dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+		o.Transport = &http.Transport{
+			Proxy:                 nil, // never send backend traffic through an environment proxy
+			DialContext:           dialer.DialContext,
+			MaxIdleConns:          0,
+			MaxIdleConnsPerHost:   max(o.MaxIdlePerHost, 16),
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: o.UpstreamTimeout,
+			ExpectContinueTimeout: time.Second,
+			// Never add Accept-Encoding: gzip to a request that did not ask
+			// for it (the transport would then unzip the answer itself).
+			DisableCompression: true,
+		}
+	}
 	h := &Handler{o: o}
-	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
-	transport := &http.Transport{
-		Proxy:                 nil, // never send backend traffic through an environment proxy
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   max(o.MaxIdlePerHost, 16),
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: o.UpstreamTimeout,
-		ExpectContinueTimeout: time.Second,
+	h.observer, _ = o.Policy.(policy.Observer)
+	if o.Prospects != nil {
+		h.wait = h.mayWait
 	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      transport,
+		Transport:      o.Transport,
 		FlushInterval:  0, // ReverseProxy still streams at once text/event-stream and bodies of unknown length
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
@@ -99,6 +152,8 @@ func New(o Options) *Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if r.Method == http.MethodConnect {
+		// Any other method token is proxied; Allow lists the common ones.
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE")
 		http.Error(w, "CONNECT is not proxied", http.StatusMethodNotAllowed)
 		return
 	}
@@ -112,8 +167,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-Request-Id", id)
 
+	body, err := h.readBody(w, r)
+	if err != nil {
+		h.clientError(w, id, err)
+		return
+	}
+	if body != nil {
+		defer body.finish()
+	}
 	h.o.Flow.Arrive()
-	b, queued, err := h.o.Queue.Acquire(r.Context(), h.picker(w, r, nil))
+	b, queued, err := h.o.Queue.AcquireIf(r.Context(), h.picker(w, r, nil), h.wait)
 	if queued {
 		h.o.Metrics.QueueWait.Observe(time.Since(start).Seconds())
 	}
@@ -122,12 +185,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.o.Metrics.Rejected.WithLabelValues("client_gone").Inc()
 			return // the client left; nobody to answer
 		}
-		h.unavailable(w, err)
+		h.unavailable(w, id, err)
 		return
 	}
-	a := &attempt{backend: b}
-	sw := &statusWriter{ResponseWriter: w}
 	served := time.Now()
+	a := &attempt{backend: b, start: served, id: id, body: body}
+	sw := &statusWriter{ResponseWriter: w, tunnelIdle: h.o.TunnelIdle}
+	h.o.RetryBudget.begin()
 	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the copy
 	// of a response body fails (client gone mid-body, backend reset), and a
 	// slot not given back here would be lost to every balancer for good.
@@ -135,6 +199,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if a.backend != nil {
 			h.release(a.backend)
 		}
+		h.o.RetryBudget.end()
 		h.o.Flow.Done(time.Since(served))
 		h.o.Metrics.observe(sw.code(), time.Since(start))
 	}()
@@ -167,19 +232,35 @@ func (h *Handler) picker(w http.ResponseWriter, r *http.Request, exclude *pool.B
 	}
 }
 
+// mayWait reports whether a request that found no slot should queue: some
+// backend is up (its slot may free, or a grant may come), or more capacity
+// is on its way. With none, a wait would end in 503 after QUEUE_TIMEOUT.
+func (h *Handler) mayWait() bool {
+	for _, b := range h.o.Sets.Set().Backends {
+		if b.Routable() {
+			return true
+		}
+	}
+	return h.o.Prospects.Coming()
+}
+
 func (h *Handler) release(b *pool.Backend) {
 	b.Release()
 	h.o.Queue.Dispatch()
 }
 
-func (h *Handler) unavailable(w http.ResponseWriter, err error) {
+func (h *Handler) unavailable(w http.ResponseWriter, id string, err error) {
 	reason := "queue_timeout"
-	if errors.Is(err, ErrQueueFull) {
+	switch {
+	case errors.Is(err, ErrQueueFull):
 		reason = "queue_full"
+	case errors.Is(err, ErrNoBackend):
+		reason = "no_backend"
 	}
 	h.o.Metrics.Rejected.WithLabelValues(reason).Inc()
+	h.o.Log.Info("request not placed", "request_id", id, "reason", reason, "err", err)
 	w.Header().Set("Retry-After", strconv.Itoa(int(max(1, h.o.RetryAfter.Round(time.Second)/time.Second))))
-	http.Error(w, "503 service unavailable: "+err.Error(), http.StatusServiceUnavailable)
+	http.Error(w, "503 Service Unavailable", http.StatusServiceUnavailable)
 	h.o.Metrics.observe(http.StatusServiceUnavailable, 0)
 }
 
@@ -189,33 +270,79 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	// X-Forwarded-For, SetXForwarded then appends the client address to it.
 	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	pr.SetURL(a.backend.URL)
-	pr.Out.Host = pr.In.Host // the backend sees the host the client asked for
+	// The backend sees the host the client asked for. An HTTP/1.0 request
+	// may name none; the transport would then send the backend's own
+	// address, so it gets the address the client connected to instead, as
+	// nginx's $host falls back to the server's name.
+	pr.Out.Host = pr.In.Host
+	if pr.Out.Host == "" {
+		if la, ok := pr.In.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			pr.Out.Host = la.String()
+		}
+	}
+	// ReverseProxy drops the headers that Connection names; the request id
+	// is ours and always travels.
+	pr.Out.Header.Set("X-Request-Id", a.id)
 	pr.SetXForwarded()
 }
 
+// modifyResponse sees the backend's answer: a 5xx is a failure for the
+// outlier detector, anything else a success (and a latency observation for
+// a policy that learns from them).
 func (h *Handler) modifyResponse(res *http.Response) error {
 	a := res.Request.Context().Value(ctxKey{}).(*attempt)
-	res.Header.Set("X-Lbscale-Backend", a.backend.ID)
+	if h.o.BackendHeader {
+		res.Header.Set("X-Lbscale-Backend", a.backend.ID)
+	}
+	if res.StatusCode >= 500 {
+		h.failure(a.backend, res.Status)
+		return nil
+	}
+	if h.o.Outlier != nil {
+		h.o.Outlier.Success(a.backend)
+	}
+	if h.observer != nil {
+		h.observer.Observe(a.backend, time.Since(a.start))
+	}
 	return nil
 }
 
+// failure reports a failed attempt on b to the outlier detector.
+func (h *Handler) failure(b *pool.Backend, why string) {
+	if h.o.Outlier == nil {
+		b.Failed()
+		return
+	}
+	v := h.o.Outlier.Failure(h.o.Sets.Set(), b)
+	if v.Eject {
+		h.o.Log.Warn("backend ejected: consecutive failures", "backend", b.ID, "last", why,
+			"until", v.Until, "ejections", b.Ejections(), "level", v.Level)
+	}
+}
+
 // errorHandler runs when the backend could not be reached or did not answer
-// before any byte of the response went to the client. A connection failure
-// ejects the backend until its health check passes again; an idempotent
-// request without a body is retried once on another backend.
+// before any byte of the response went to the client: a gateway failure for
+// the outlier detector. An idempotent request without a body is retried
+// once on another backend, if the retry budget allows.
+//
+// A failure of the client's own body (malformed chunks, a stall) is the
+// client's: 400 or 408, and the backend is not counted as failed. Client-
+// facing bodies are generic; the backend and the cause go to the log with
+// the request id.
 func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	a := r.Context().Value(ctxKey{}).(*attempt)
+	if cerr := a.body.Err(); cerr != nil {
+		h.clientError(w, a.id, cerr)
+		return
+	}
 	failed := a.backend
-	failed.Failed()
 	if r.Context().Err() != nil {
-		return // the client left
+		return // the client left; no fault of the backend
 	}
+	h.o.Log.Warn("backend failed", "request_id", a.id, "backend", failed.ID, "err", err)
+	h.failure(failed, err.Error())
 	connErr := isConnectError(err)
-	if connErr {
-		failed.SetHealthy(false)
-		h.o.Log.Warn("backend unreachable; ejected until its health check passes", "backend", failed.ID, "err", err)
-	}
-	if !a.retried && retryable(r) {
+	if !a.retried && retryable(r) && h.o.RetryBudget.tryRetry() {
 		// The retry gives the failed slot back first and takes a free slot
 		// elsewhere without queueing: waiting in line while holding a slot
 		// would block that slot for the whole QUEUE_TIMEOUT, and a waiter
@@ -223,19 +350,22 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		a.retried = true
 		h.release(failed)
 		a.backend = nil
-		if next := h.picker(w, r, failed)(); next != nil {
-			a.backend = next
-			h.o.Metrics.Retries.Inc()
+		next := h.picker(w, r, failed)()
+		if next != nil {
+			a.backend, a.start = next, time.Now()
+			h.o.RetryBudget.sent()
 			h.proxy.ServeHTTP(w, r)
+		}
+		h.o.RetryBudget.retryDone()
+		if next != nil {
 			return
 		}
 	}
 	if isTimeout(err) && !connErr {
-		http.Error(w, "504 gateway timeout: backend "+failed.ID+" did not answer in time", http.StatusGatewayTimeout)
+		http.Error(w, "504 Gateway Timeout", http.StatusGatewayTimeout)
 		return
 	}
-	w.Header().Set("Retry-After", strconv.Itoa(int(max(1, h.o.RetryAfter.Round(time.Second)/time.Second))))
-	http.Error(w, "503 service unavailable: backend "+failed.ID+" failed: "+err.Error(), http.StatusServiceUnavailable)
+	http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
 }
 
 // retryable: safe to send twice (RFC 9110 idempotent methods) and nothing to
@@ -279,7 +409,18 @@ func newRequestID() string {
 // WebSocket upgrades work through it.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status     int
+	tunnelIdle time.Duration
+}
+
+// Hijack hands ReverseProxy the client connection of an upgrade, closed
+// after TunnelIdle without traffic either way.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil || s.tunnelIdle <= 0 {
+		return c, brw, err
+	}
+	return newIdleConn(c, s.tunnelIdle), brw, nil
 }
 
 func (s *statusWriter) WriteHeader(code int) {

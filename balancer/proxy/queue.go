@@ -14,6 +14,9 @@ import (
 var (
 	ErrQueueFull    = errors.New("every backend is at MAX_INFLIGHT and the queue is full")
 	ErrQueueTimeout = errors.New("no backend slot freed within QUEUE_TIMEOUT")
+	// ErrNoBackend: no backend could take the request and none may come
+	// (see AcquireIf), so waiting would only delay the 503.
+	ErrNoBackend = errors.New("no backend is up and none is on its way")
 )
 
 // Queue holds requests while every backend is at its limit, first in first
@@ -50,6 +53,13 @@ func (q *Queue) Depth() int64 { return q.depth.Load() }
 // Acquire returns a backend whose slot try took, waiting in line when try
 // finds none. It reports whether the request waited.
 func (q *Queue) Acquire(ctx context.Context, try func() *pool.Backend) (*pool.Backend, bool, error) {
+	return q.AcquireIf(ctx, try, nil)
+}
+
+// AcquireIf is Acquire that waits only if mayWait (nil: always) reports
+// that a slot may still come; otherwise it fails with ErrNoBackend at once.
+// mayWait runs only when try found no slot, never on the fast path.
+func (q *Queue) AcquireIf(ctx context.Context, try func() *pool.Backend, mayWait func() bool) (*pool.Backend, bool, error) {
 	if q.depth.Load() == 0 {
 		if b := try(); b != nil {
 			return b, false, nil
@@ -75,6 +85,11 @@ func (q *Queue) Acquire(ctx context.Context, try func() *pool.Backend) (*pool.Ba
 		q.depth.Add(-1)
 		q.mu.Unlock()
 		return nil, false, ErrQueueFull
+	}
+	if mayWait != nil && !mayWait() {
+		q.depth.Add(-1)
+		q.mu.Unlock()
+		return nil, false, ErrNoBackend
 	}
 	w := &waiter{ch: make(chan *pool.Backend, 1), try: try}
 	q.waiters = append(q.waiters, w)

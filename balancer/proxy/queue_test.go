@@ -118,3 +118,20 @@ func TestQueueNoLostWakeup(t *testing.T) {
 		t.Fatalf("after %v: %v %v; the released slot was lost", time.Since(start), got, err)
 	}
 }
+
+// AcquireIf fails at once with ErrNoBackend when no slot may come, and
+// waits as Acquire does when one may.
+func TestAcquireIfNothingComing(t *testing.T) {
+	none := func() *pool.Backend { return nil }
+	q := NewQueue(10, time.Second, nil)
+	start := time.Now()
+	_, waited, err := q.AcquireIf(context.Background(), none, func() bool { return false })
+	if !errors.Is(err, ErrNoBackend) || waited || time.Since(start) > 100*time.Millisecond || q.Depth() != 0 {
+		t.Fatalf("nothing coming: %v waited %v after %v, depth %d", err, waited, time.Since(start), q.Depth())
+	}
+	q = NewQueue(10, 50*time.Millisecond, nil)
+	_, waited, err = q.AcquireIf(context.Background(), none, func() bool { return true })
+	if !errors.Is(err, ErrQueueTimeout) || !waited {
+		t.Fatalf("capacity may come: %v waited %v, want a wait until QUEUE_TIMEOUT", err, waited)
+	}
+}
