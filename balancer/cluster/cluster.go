@@ -131,9 +131,14 @@ func (s *Syncer) Kick() {
 // Coming reports whether capacity may come to a pool that has no backend
 // up: the registry lists a container starting, or a scaler owns the pool
 // (it has written the registry, even an empty one) and may start one on
-// demand, as it does to scale from zero. With static BACKENDS only, nothing
-// comes but the health checks bringing a backend back.
-func (s *Syncer) Coming() bool { return s.starting.Load() || s.owned.Load() }
+// demand, as it does to scale from zero, or there are no static BACKENDS,
+// so the pool can only ever come from a scaler (with MIN_REPLICAS=0 it has
+// written nothing before the first request's demand starts a container).
+// With static BACKENDS only, nothing comes but the health checks bringing a
+// backend back.
+func (s *Syncer) Coming() bool {
+	return s.starting.Load() || s.owned.Load() || len(s.o.Static) == 0
+}
 
 // StoreUp reports whether the last sync reached the store.
 func (s *Syncer) StoreUp() bool { return s.up.Load() }

@@ -298,3 +298,22 @@ func TestReturningBackendKeepsItsCount(t *testing.T) {
 		t.Fatalf("retired backends kept after their requests ended: %v", s.retired)
 	}
 }
+
+// TestComingWithoutStaticBackends: a pool with no static BACKENDS can only
+// come from a scaler, so a request waits for it even before the scaler has
+// written a registry (scale from zero with MIN_REPLICAS=0); a static pool
+// with nothing registered has nothing coming.
+func TestComingWithoutStaticBackends(t *testing.T) {
+	store := state.NewMemory(nil)
+	dynamic := New(Options{Store: store, ID: "a", Interval: 25 * time.Millisecond, Limit: 4})
+	dynamic.Sync(context.Background())
+	if !dynamic.Coming() {
+		t.Error("no static BACKENDS, no registry yet: a scaler may start one, so capacity may come")
+	}
+	static := New(Options{Store: state.NewMemory(nil), ID: "b", Interval: 25 * time.Millisecond, Limit: 4,
+		Static: []Static{{Addr: "127.0.0.1:1"}}})
+	static.Sync(context.Background())
+	if static.Coming() {
+		t.Error("static BACKENDS and no scaler: nothing comes")
+	}
+}
