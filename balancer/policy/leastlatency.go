@@ -138,25 +138,5 @@ func rank(b *pool.Backend) float64 {
 
 // Pick returns an available backend with the lowest cost.
 func (p *LeastLatency) Pick(set *pool.Set, _ http.ResponseWriter, _ *http.Request) *pool.Backend {
-	d := draw{src: p.src}
-	best, ties := -1, 0
-	var least float64
-	for i, b := range set.Backends {
-		if !b.Available() {
-			continue
-		}
-		switch c := rank(b); {
-		case best < 0 || c < least:
-			best, least, ties = i, c, 1
-		case c == least:
-			ties++
-			if d.intn(ties) == 0 {
-				best = i
-			}
-		}
-	}
-	if best < 0 {
-		return nil
-	}
-	return set.Backends[best]
+	return lowest(set, draw{src: p.src}, rank)
 }

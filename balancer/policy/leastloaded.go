@@ -26,14 +26,20 @@ func NewLeastLoaded(src rand.Source) *LeastLoaded { return &LeastLoaded{src: new
 
 // Pick returns an available backend with the lowest Load.
 func (p *LeastLoaded) Pick(set *pool.Set, _ http.ResponseWriter, _ *http.Request) *pool.Backend {
-	d := draw{src: p.src}
+	return lowest(set, draw{src: p.src}, (*pool.Backend).Load)
+}
+
+// lowest returns the available backend with the lowest score, ties broken
+// by reservoir sampling with d (nil when none is available). The score is a
+// method expression or a plain function, so a pick allocates nothing.
+func lowest(set *pool.Set, d draw, score func(*pool.Backend) float64) *pool.Backend {
 	best, ties := -1, 0
 	var least float64
 	for i, b := range set.Backends {
 		if !b.Available() {
 			continue
 		}
-		switch l := b.Load(); {
+		switch l := score(b); {
 		case best < 0 || l < least:
 			best, least, ties = i, l, 1
 		case l == least:
