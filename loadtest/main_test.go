@@ -317,8 +317,8 @@ func TestRunWritesOutputs(t *testing.T) {
 	}
 }
 
-// An unreachable target is a result, not bad input: exit 0, every request a
-// connection error.
+// An unreachable target is a result, not bad input: exit 0, every request
+// refused (nothing listens).
 func TestUnreachableTargetCountsConnectionErrors(t *testing.T) {
 	dir := t.TempDir()
 	code, stdout, stderr := runCmd(t, "run", "--target", closedURL(t), "--rate", "50", "--requests", "25", "--out", dir)
@@ -326,10 +326,10 @@ func TestUnreachableTargetCountsConnectionErrors(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	s := readSummary(t, dir)
-	if s.Totals.Offered != 25 || s.Errors["connection"] != 25 || s.Totals.OK != 0 || s.ErrorRatio != 1 {
+	if s.Totals.Offered != 25 || s.Errors["refused"] != 25 || s.Totals.OK != 0 || s.ErrorRatio != 1 {
 		t.Fatalf("summary %+v errors %v", s.Totals, s.Errors)
 	}
-	if !strings.Contains(stdout, "connection 25") {
+	if !strings.Contains(stdout, "refused 25") {
 		t.Errorf("summary text lacks the errors:\n%s", stdout)
 	}
 }

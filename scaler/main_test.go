@@ -240,8 +240,8 @@ func TestLeaderKilledOtherScalerTakesOverAndTermReleases(t *testing.T) {
 	if err := follower.cmd.Wait(); err != nil {
 		t.Fatalf("scaler exit after SIGTERM: %v", err)
 	}
-	ok, err := store.AcquireLease(context.Background(), "probe", time.Millisecond)
-	if err != nil || !ok {
-		t.Fatalf("lease still held after a clean stop: %v %v", ok, err)
+	l, err := store.AcquireLease(context.Background(), "probe", time.Millisecond)
+	if err != nil || !l.HeldBy("probe") {
+		t.Fatalf("lease still held after a clean stop: %+v %v", l, err)
 	}
 }

@@ -188,15 +188,14 @@ func (m *Memory) Demand(ctx context.Context) <-chan int64 {
 }
 
 // AcquireLease implements Store.
-func (m *Memory) AcquireLease(_ context.Context, holder string, ttl time.Duration) (bool, error) {
+func (m *Memory) AcquireLease(_ context.Context, holder string, ttl time.Duration) (Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	if m.lease == "" || m.lease == holder || !now.Before(m.leaseEnd) {
 		m.lease, m.leaseEnd = holder, now.Add(ttl)
-		return true, nil
 	}
-	return false, nil
+	return Lease{Holder: m.lease, Left: m.leaseEnd.Sub(now)}, nil
 }
 
 // ReleaseLease implements Store.

@@ -360,12 +360,17 @@ func (s *Redis) Demand(ctx context.Context) <-chan int64 {
 }
 
 // AcquireLease implements Store.
-func (s *Redis) AcquireLease(ctx context.Context, holder string, ttl time.Duration) (bool, error) {
-	n, err := leaseScript.Run(ctx, s.rdb, []string{s.keys.Leader()}, holder, ttl.Milliseconds()).Int()
+func (s *Redis) AcquireLease(ctx context.Context, holder string, ttl time.Duration) (Lease, error) {
+	v, err := leaseScript.Run(ctx, s.rdb, []string{s.keys.Leader()}, holder, ttl.Milliseconds()).Slice()
 	if err != nil {
-		return false, fmt.Errorf("acquire lease for %s: %w", holder, err)
+		return Lease{}, fmt.Errorf("acquire lease for %s: %w", holder, err)
 	}
-	return n == 1, nil
+	if len(v) != 2 {
+		return Lease{}, fmt.Errorf("acquire lease for %s: script answered %v", holder, v)
+	}
+	who, _ := v[0].(string)
+	ms, _ := v[1].(int64)
+	return Lease{Holder: who, Left: time.Duration(max(ms, 0)) * time.Millisecond}, nil
 }
 
 // ReleaseLease implements Store.

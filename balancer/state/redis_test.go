@@ -245,30 +245,32 @@ func TestRegistry(t *testing.T) {
 func TestLease(t *testing.T) {
 	s, _ := newRedis(t)
 	ctx := context.Background()
-	ok, err := s.AcquireLease(ctx, "s1", 300*time.Millisecond)
-	if err != nil || !ok {
-		t.Fatalf("first acquire: %v %v", ok, err)
+	l, err := s.AcquireLease(ctx, "s1", 300*time.Millisecond)
+	if err != nil || !l.HeldBy("s1") || l.Left != 300*time.Millisecond {
+		t.Fatalf("first acquire: %+v %v", l, err)
 	}
-	if ok, _ := s.AcquireLease(ctx, "s2", 300*time.Millisecond); ok {
-		t.Fatal("second holder got a held lease")
+	// A follower learns who leads and how long that lease has left.
+	l, _ = s.AcquireLease(ctx, "s2", 300*time.Millisecond)
+	if l.HeldBy("s2") || l.Holder != "s1" || l.Left <= 0 || l.Left > 300*time.Millisecond {
+		t.Fatalf("second holder: %+v, want s1's lease with up to 300ms left", l)
 	}
-	if ok, _ := s.AcquireLease(ctx, "s1", 300*time.Millisecond); !ok {
+	if l, _ := s.AcquireLease(ctx, "s1", 300*time.Millisecond); !l.HeldBy("s1") {
 		t.Fatal("holder could not renew")
 	}
 	time.Sleep(400 * time.Millisecond)
-	if ok, _ := s.AcquireLease(ctx, "s2", time.Second); !ok {
+	if l, _ := s.AcquireLease(ctx, "s2", time.Second); !l.HeldBy("s2") {
 		t.Fatal("expired lease not taken over")
 	}
 	if err := s.ReleaseLease(ctx, "s1"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := s.AcquireLease(ctx, "s1", time.Second); ok {
-		t.Fatal("a non-holder's release freed the lease")
+	if l, _ := s.AcquireLease(ctx, "s1", time.Second); l.HeldBy("s1") || l.Holder != "s2" {
+		t.Fatalf("a non-holder's release freed the lease: %+v", l)
 	}
 	if err := s.ReleaseLease(ctx, "s2"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := s.AcquireLease(ctx, "s1", time.Second); !ok {
+	if l, _ := s.AcquireLease(ctx, "s1", time.Second); !l.HeldBy("s1") {
 		t.Fatal("released lease not free")
 	}
 }
@@ -335,11 +337,11 @@ func TestMemoryStoreMatchesContract(t *testing.T) {
 	if cl.Balancers != 0 || cl.Queued != 0 {
 		t.Fatalf("expired balancer still counted: %+v", cl)
 	}
-	if ok, _ := m.AcquireLease(ctx, "x", time.Second); !ok {
+	if l, _ := m.AcquireLease(ctx, "x", time.Second); !l.HeldBy("x") {
 		t.Fatal("lease")
 	}
-	if ok, _ := m.AcquireLease(ctx, "y", time.Second); ok {
-		t.Fatal("lease taken twice")
+	if l, _ := m.AcquireLease(ctx, "y", time.Second); l.HeldBy("y") || l.Holder != "x" || l.Left != time.Second {
+		t.Fatalf("lease taken twice: %+v", l)
 	}
 	_ = fmt.Sprint()
 }

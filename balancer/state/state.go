@@ -201,9 +201,11 @@ type Store interface {
 	// Demand delivers demand signals until ctx ends. Signals may be lost;
 	// the scaler also polls ClusterLoad.
 	Demand(ctx context.Context) <-chan int64
-	// AcquireLease takes or renews the leader lease for holder; it reports
-	// whether holder leads for the next ttl.
-	AcquireLease(ctx context.Context, holder string, ttl time.Duration) (bool, error)
+	// AcquireLease takes or renews the leader lease for holder. The Lease
+	// it returns says who holds it now and for how long: holder itself for
+	// the next ttl, or another scaler, which a follower uses to name the
+	// leader and to campaign again the moment that lease runs out.
+	AcquireLease(ctx context.Context, holder string, ttl time.Duration) (Lease, error)
 	// Leave removes a balancer's counts and grants at once (clean shutdown),
 	// instead of letting them expire with its TTL.
 	Leave(ctx context.Context, balancer string) error
@@ -212,3 +214,14 @@ type Store interface {
 	// Close releases connections.
 	Close() error
 }
+
+// Lease is the leader lease as an AcquireLease left it.
+type Lease struct {
+	// Holder is the scaler that leads ("" when nobody does).
+	Holder string
+	// Left is how long Holder's lease runs without a renewal.
+	Left time.Duration
+}
+
+// HeldBy reports whether holder leads.
+func (l Lease) HeldBy(holder string) bool { return holder != "" && l.Holder == holder }

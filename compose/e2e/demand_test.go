@@ -97,31 +97,56 @@ type poolSample struct {
 	ready      int     // balancer A's ready backends
 }
 
-// scalerStatus is the part of the scaler's /status these tests read.
+// scalerStatus is the part of a scaler's /status these tests read.
 type scalerStatus struct {
-	Leader  bool `json:"leader"`
-	Desired int  `json:"desired"`
-	Flaps   int  `json:"flaps"`
-	Events  []struct {
+	ID       string `json:"id"`
+	Leader   bool   `json:"leader"`
+	LeaderID string `json:"leader_id"`
+	Desired  int    `json:"desired"`
+	Flaps    int    `json:"flaps"`
+	Events   []struct {
 		Direction string `json:"direction"`
 		Reason    string `json:"reason"`
 		Count     int    `json:"count"`
 		Flap      bool   `json:"flap"`
 	} `json:"events"`
+	Problems map[string]string `json:"problems"`
 }
 
-func getScaler(t *testing.T) scalerStatus {
-	t.Helper()
-	res, err := http.Get(adminScaler + "/status")
+// readScaler reads one scaler's /status.
+func readScaler(admin string) (scalerStatus, error) {
+	var s scalerStatus
+	c := &http.Client{Timeout: 5 * time.Second}
+	res, err := c.Get(admin + "/status")
 	if err != nil {
-		t.Fatalf("GET scaler /status: %v", err)
+		return s, err
 	}
 	defer res.Body.Close()
-	var s scalerStatus
 	if err := json.NewDecoder(res.Body).Decode(&s); err != nil {
-		t.Fatalf("decode scaler /status: %v", err)
+		return s, fmt.Errorf("decode %s/status: %w", admin, err)
 	}
-	return s
+	return s, nil
+}
+
+// getScaler returns the leading scaler's /status (the leader's view of
+// the pool and its events), waiting up to 15 s for one to lead.
+func getScaler(t *testing.T) scalerStatus {
+	t.Helper()
+	var last error
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for _, admin := range []string{adminScaler, adminScalerB} {
+			s, err := readScaler(admin)
+			if err != nil {
+				last = err
+				continue
+			}
+			if s.Leader {
+				return s
+			}
+		}
+	}
+	t.Fatalf("no scaler leads (last error %v)", last)
+	return scalerStatus{}
 }
 
 // sampler reads the pool every interval until stop is called.

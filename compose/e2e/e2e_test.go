@@ -46,7 +46,7 @@ func envOr(name, def string) string {
 // Set by TestMain from free loopback ports.
 var (
 	proxyA, proxyB, adminA, adminB string
-	adminScaler                    string
+	adminScaler, adminScalerB      string
 	clusterEnv                     []string
 )
 
@@ -260,9 +260,9 @@ func TestScaleFromZero(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
-	// Five listeners open at once keep the five ports distinct; all are
+	// Six listeners open at once keep the six ports distinct; all are
 	// closed before the tests run, for compose to bind.
-	var ports [5]int
+	var ports [6]int
 	var ls []net.Listener
 	for i := range ports {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -279,11 +279,12 @@ func TestMain(m *testing.M) {
 	proxyA, proxyB = fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	adminA, adminB = fmt.Sprintf("http://127.0.0.1:%d", ports[2]), fmt.Sprintf("http://127.0.0.1:%d", ports[3])
 	adminScaler = fmt.Sprintf("http://127.0.0.1:%d", ports[4])
+	adminScalerB = fmt.Sprintf("http://127.0.0.1:%d", ports[5])
 	clusterEnv = []string{
 		"COMPOSE_PROJECT_NAME=" + project, "POOL=" + pool, "NETWORK=" + network,
 		fmt.Sprintf("LB_A_PORT=%d", ports[0]), fmt.Sprintf("LB_B_PORT=%d", ports[1]),
 		fmt.Sprintf("ADMIN_A_PORT=%d", ports[2]), fmt.Sprintf("ADMIN_B_PORT=%d", ports[3]),
-		fmt.Sprintf("SCALER_ADMIN_PORT=%d", ports[4]),
+		fmt.Sprintf("SCALER_ADMIN_PORT=%d", ports[4]), fmt.Sprintf("SCALER_B_ADMIN_PORT=%d", ports[5]),
 	}
 	fmt.Fprintf(os.Stderr, "compose e2e: project %s, pool %s, balancers on 127.0.0.1:%d/%d, one test at a time\n", project, pool, ports[0], ports[1])
 	os.Exit(m.Run())

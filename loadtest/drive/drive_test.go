@@ -323,8 +323,8 @@ func TestErrorsAreCountedByKind(t *testing.T) {
 	pick := func() int { return int(n.Add(1)-1) % 3 }
 	(&Closed{Users: 3, Pick: pick, New: h.Requester, Rec: rec, Limit: 9}).Run(context.Background())
 	rep := rec.Report()
-	if rep.Errors["timeout"] != 3 || rep.Errors["status_503"] != 3 || rep.Errors["connection"] != 3 {
-		t.Fatalf("errors %v, want 3 timeouts, 3 status_503, 3 connection", rep.Errors)
+	if rep.Errors["timeout"] != 3 || rep.Errors["status_503"] != 3 || rep.Errors["refused"] != 3 {
+		t.Fatalf("errors %v, want 3 timeouts, 3 status_503, 3 refused", rep.Errors)
 	}
 	if rep.Totals.OK != 0 || rep.Totals.Failed != 9 || rep.Latency.Count != 0 {
 		t.Fatalf("totals %+v latency %+v", rep.Totals, rep.Latency)

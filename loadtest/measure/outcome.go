@@ -18,9 +18,13 @@ const (
 	OK         Kind = iota // 2xx or 3xx
 	Status                 // an HTTP response with status >= 400
 	Timeout                // no complete answer within --timeout
-	Connection             // refused, reset, closed early, DNS: no HTTP answer
+	Connection             // reset, closed early, DNS: no HTTP answer
 	Canceled               // the run was stopped while it was in flight
 	Other                  // anything else (a bug in the tool, most likely)
+	// Refused: nothing listened (ECONNREFUSED). Kept apart from Connection
+	// because such a request never reached a server: a balancer that is
+	// down refuses, one that drops requests it accepted resets.
+	Refused
 )
 
 // Outcome is the result of one request as the driver saw it.
@@ -47,7 +51,9 @@ func Classify(status int, err error) Kind {
 		return Timeout
 	case errors.Is(err, context.Canceled):
 		return Canceled
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return Refused
+	case errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return Connection
 	}
@@ -66,7 +72,7 @@ type ErrKey struct {
 }
 
 // String is the key used in summaries and CSV: "status_503", "timeout",
-// "connection", "canceled", "other".
+// "connection", "refused", "canceled", "other".
 func (k ErrKey) String() string {
 	switch k.Kind {
 	case Status:
@@ -75,6 +81,8 @@ func (k ErrKey) String() string {
 		return "timeout"
 	case Connection:
 		return "connection"
+	case Refused:
+		return "refused"
 	case Canceled:
 		return "canceled"
 	case OK:

@@ -47,6 +47,7 @@ type Second struct {
 	OK, Failed                   int64
 	ErrStatus, ErrTimeout        int64
 	ErrConnection, ErrOther      int64
+	ErrRefused                   int64
 	P50, P90, P99, P999, Max     time.Duration
 	// ByStatus splits ErrStatus by HTTP status (nil when there was none),
 	// so a second of 503s is told apart from one of 502s.
@@ -221,6 +222,8 @@ func (r *Recorder) Done(target int, intended, done time.Time, o Outcome) {
 			row.ErrTimeout++
 		case Connection:
 			row.ErrConnection++
+		case Refused:
+			row.ErrRefused++
 		default:
 			row.ErrOther++
 		}

@@ -187,7 +187,7 @@ func TestClassify(t *testing.T) {
 		{301, nil, OK},
 		{404, nil, Status},
 		{503, nil, Status},
-		{0, refused, Connection},
+		{0, refused, Refused},
 		{0, &url.Error{Op: "Get", URL: "x", Err: io.EOF}, Connection},
 		{0, fmt.Errorf("read: %w", syscall.ECONNRESET), Connection},
 		{0, context.DeadlineExceeded, Timeout},

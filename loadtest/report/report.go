@@ -214,12 +214,15 @@ func WriteJSON(w io.Writer, v any) error {
 // responses completed in the second, errors = failures completed in it.
 // Latencies are of successful responses completed in the second; replicas
 // and inflight are empty when no /status sample succeeded in the second.
+// err_connection counts requests lost on a connection (reset, closed
+// early), err_refused those no server accepted (ECONNREFUSED).
 // After these fixed columns come one status_NNN column per error status seen
 // in the run (err_status split by code), in code order.
 var TimeseriesHeader = []string{
 	"second", "offered", "sent", "achieved", "errors", "dropped", "late",
 	"err_status", "err_timeout", "err_connection", "err_other",
 	"p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "replicas", "inflight",
+	"err_refused",
 }
 
 // WriteTimeseries writes timeseries.csv.
@@ -256,6 +259,7 @@ func (r *Run) WriteTimeseries(w io.Writer) error {
 			strconv.Itoa(i), i64(s.Offered), i64(s.Sent), i64(s.OK), i64(s.Failed), i64(s.Dropped), i64(s.Late),
 			i64(s.ErrStatus), i64(s.ErrTimeout), i64(s.ErrConnection), i64(s.ErrOther),
 			lat(s.P50), lat(s.P90), lat(s.P99), lat(s.P999), lat(s.Max), replicas, inflight,
+			i64(s.ErrRefused),
 		}
 		for _, code := range codes {
 			row = append(row, i64(s.ByStatus[code]))

@@ -20,6 +20,10 @@ type Status struct {
 	ID     string `json:"id"`
 	Pool   string `json:"pool"`
 	Leader bool   `json:"leader"`
+	// LeaderID names the scaler that leads, as this one last heard from
+	// Redis: itself when Leader, another on a follower, "" when nobody
+	// leads or Redis does not answer.
+	LeaderID string `json:"leader_id"`
 	// Desired is the replica count the latest load reading asked for;
 	// Replicas the ready containers; Starting and Draining the others.
 	// These are the leader's view (zero on a follower).
@@ -117,6 +121,7 @@ func (c *Controller) Status(ctx context.Context) Status {
 		Registry: []state.Backend{},
 	}
 	s.Flaps = c.flaps.count()
+	s.LeaderID = c.lease.leaderID()
 	if c.leader.Load() {
 		r := c.up.latest()
 		ready, starting, draining := c.members.counts()

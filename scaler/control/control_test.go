@@ -608,9 +608,9 @@ type cutStore struct {
 
 var errCut = errors.New("redis unreachable (test)")
 
-func (s *cutStore) AcquireLease(ctx context.Context, holder string, ttl time.Duration) (bool, error) {
+func (s *cutStore) AcquireLease(ctx context.Context, holder string, ttl time.Duration) (state.Lease, error) {
 	if s.cut.Load() || s.leaseFails.Add(-1) >= 0 {
-		return false, errCut
+		return state.Lease{}, errCut
 	}
 	return s.Store.AcquireLease(ctx, holder, ttl)
 }
@@ -682,6 +682,48 @@ func TestTwoScalersOneActsAndTheOtherTakesOver(t *testing.T) {
 	})
 }
 
+// A leader that dies without releasing (a crash, or cut off from Redis)
+// is replaced within the lease TTL: the follower campaigns as soon as the
+// dead leader's lease runs out, not at its next periodic campaign.
+func TestDeadLeaderReplacedWithinTheTTL(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		h := newHarness(t)
+		cfgA, cfgB := testConfig(), testConfig()
+		cfgA.LeaseTTL, cfgB.LeaseTTL = 6*time.Second, 6*time.Second // campaign every 1 s
+		cfgA.ID, cfgB.ID = "a", "b"
+		storeA := &cutStore{Store: h.store}
+		a, _ := h.start(cfgA, storeA)
+		eventually(t, "a leads", a.Leader)
+		b, _ := h.start(cfgB, nil)
+		h.settle(1)
+		if s := b.Status(context.Background()); s.Leader || s.LeaderID != "a" {
+			t.Fatalf("follower status: leader %v, leader_id %q; want false, a", s.Leader, s.LeaderID)
+		}
+		if s := a.Status(context.Background()); !s.Leader || s.LeaderID != "a" {
+			t.Fatalf("leader status: leader %v, leader_id %q; want true, a", s.Leader, s.LeaderID)
+		}
+		// Die just after a renewal, the worst case: the lease then has a
+		// whole TTL left.
+		time.Sleep(2*time.Second + time.Millisecond)
+		storeA.cut.Store(true)
+		died := time.Now()
+		for !b.Leader() {
+			time.Sleep(time.Millisecond)
+			if time.Since(died) > 2*cfgB.LeaseTTL {
+				t.Fatal("b never took over")
+			}
+		}
+		took := time.Since(died)
+		if took > cfgB.LeaseTTL+50*time.Millisecond {
+			t.Fatalf("b took over %v after a died, want within the TTL %v", took, cfgB.LeaseTTL)
+		}
+		t.Logf("b took over %v after a died (TTL %v)", took, cfgB.LeaseTTL)
+		if s := b.Status(context.Background()); s.LeaderID != "b" {
+			t.Fatalf("new leader's status names %q", s.LeaderID)
+		}
+	})
+}
+
 // One failed renewal while the lease still has most of its TTL to run is
 // retried; the term goes on (its workers are not cancelled and re-adopted).
 // Two in a row end it well before the lease runs out.
@@ -743,9 +785,9 @@ func TestReleasedLeaseIsTakenAtOnce(t *testing.T) {
 		}
 		// b campaigns every TTL/6 = 10 minutes, so it cannot have taken over
 		// by expiry; check the lease is free instead.
-		ok, err := h.store.AcquireLease(context.Background(), "probe", time.Millisecond)
-		if err != nil || !ok {
-			t.Fatalf("lease not released: %v %v", ok, err)
+		l, err := h.store.AcquireLease(context.Background(), "probe", time.Millisecond)
+		if err != nil || !l.HeldBy("probe") {
+			t.Fatalf("lease not released: %+v %v", l, err)
 		}
 		_ = b
 	})

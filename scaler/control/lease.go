@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
+
+	"lbscale/balancer/state"
 )
 
 // leaseStore is the part of state.Store the lease loop uses.
 type leaseStore interface {
-	AcquireLease(ctx context.Context, holder string, ttl time.Duration) (bool, error)
+	AcquireLease(ctx context.Context, holder string, ttl time.Duration) (state.Lease, error)
 	ReleaseLease(ctx context.Context, holder string) error
 }
 
@@ -29,6 +31,12 @@ type leaseStore interface {
 // cancel every worker and make the next term adopt and resume them all.
 // Lease timing uses the wall clock, not the injected one: Redis expires the
 // key in real time.
+//
+// Takeover: a follower campaigns every TTL/6, and, when the lease it lost
+// to runs out sooner, right after it runs out (Redis says how much is
+// left). A leader that dies renewed at most TTL/3 before, so its lease ends
+// at most TTL after its death, and the follower leads a few milliseconds
+// later: a dead leader is replaced within the TTL (plus one round trip).
 type lease struct {
 	store  leaseStore
 	holder string
@@ -42,12 +50,48 @@ type lease struct {
 
 	// alive is the unix-nano time of the loop's latest round (healthz).
 	alive atomic.Int64
+	// leader is the holder the latest round saw ("" before any answer):
+	// /status and the logs name it.
+	leader atomic.Pointer[string]
 }
 
 func newLease(store leaseStore, holder string, ttl time.Duration, now func() time.Time, log *slog.Logger, rep *reporter, begin func(context.Context) func()) *lease {
 	l := &lease{store: store, holder: holder, ttl: ttl, now: now, log: log, rep: rep, begin: begin}
 	l.alive.Store(now().UnixNano())
 	return l
+}
+
+// leaderID is the scaler that led at the latest round, as Redis said
+// ("" when nobody did, or before Redis answered).
+func (l *lease) leaderID() string {
+	if p := l.leader.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// saw records who leads, logging a change of leader once.
+func (l *lease) saw(holder string) {
+	if prev := l.leaderID(); prev != holder || l.leader.Load() == nil {
+		l.leader.Store(&holder)
+		switch {
+		case holder == l.holder:
+		case holder == "":
+			l.log.Info("no leader: the lease is free")
+		default:
+			l.log.Info("following", "leader", holder)
+		}
+	}
+}
+
+// followWait is a follower's wait before it campaigns again: every
+// campaign, or as soon as the leader's lease runs out if that is sooner
+// (2 ms after, so that Redis has expired it).
+func followWait(campaign time.Duration, got state.Lease) time.Duration {
+	if got.Holder == "" {
+		return campaign
+	}
+	return min(campaign, got.Left+2*time.Millisecond)
 }
 
 // lastRound is when the loop last ran a round, by the injected clock.
@@ -86,15 +130,17 @@ func (l *lease) run(ctx context.Context) {
 		}
 		sent := time.Now()
 		actx, cancel := context.WithTimeout(ctx, timeout)
-		ok, err := l.store.AcquireLease(actx, l.holder, l.ttl)
+		got, err := l.store.AcquireLease(actx, l.holder, l.ttl)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
+		ok := got.HeldBy(l.holder)
 		retrying = false
 		switch {
 		case err == nil:
 			l.rep.recover("redis lease")
+			l.saw(got.Holder)
 			if ok {
 				validUntil = sent.Add(l.ttl)
 			}
@@ -118,8 +164,10 @@ func (l *lease) run(ctx context.Context) {
 			tick.Reset(retry)
 		case endTerm != nil:
 			tick.Reset(renew)
-		default:
+		case err != nil:
 			tick.Reset(campaign)
+		default:
+			tick.Reset(followWait(campaign, got))
 		}
 		select {
 		case <-ctx.Done():

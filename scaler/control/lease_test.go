@@ -7,6 +7,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"lbscale/balancer/state"
 )
 
 // leaseFake is a lease store for one scaler: every acquire succeeds unless
@@ -18,15 +20,15 @@ type leaseFake struct {
 	released bool
 }
 
-func (s *leaseFake) AcquireLease(context.Context, string, time.Duration) (bool, error) {
+func (s *leaseFake) AcquireLease(_ context.Context, holder string, ttl time.Duration) (state.Lease, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.acquires++
 	if s.fails > 0 {
 		s.fails--
-		return false, errCut
+		return state.Lease{}, errCut
 	}
-	return true, nil
+	return state.Lease{Holder: holder, Left: ttl}, nil
 }
 
 func (s *leaseFake) ReleaseLease(context.Context, string) error {
