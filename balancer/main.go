@@ -54,11 +54,19 @@ func run(cfg config.Config, log *slog.Logger) error {
 	defer stop()
 
 	var store state.Store = state.NewMemory(nil)
-	if cfg.RedisURL != "" {
-		rs, err := state.NewRedis(cfg.RedisURL, cfg.Pool)
+	if cfg.Redis.URL != "" {
+		rs, err := state.NewRedisConn(cfg.Redis, cfg.Pool)
 		if err != nil {
 			return err
 		}
+		// Not fatal: Redis may come up later, and the balancer works on
+		// local counts meanwhile. The error says what to fix when the
+		// cause is the configuration.
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := rs.Ping(pctx); err != nil {
+			log.Warn("redis not reachable at start-up; carrying on with local counts", "redis", cfg.Redis.String(), "err", err)
+		}
+		cancel()
 		store = rs
 	}
 	defer store.Close()
@@ -78,7 +86,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 		static = append(static, cluster.Static{Addr: s.Addr, Weight: s.Weight})
 	}
 	syncer = cluster.New(cluster.Options{
-		Store: store, ID: cfg.BalancerID, Share: cfg.ShareState && cfg.RedisURL != "",
+		Store: store, ID: cfg.BalancerID, Share: cfg.ShareState && cfg.Redis.URL != "",
 		Interval: cfg.SyncInterval, Limit: cfg.MaxInflight, SlowStart: cfg.SlowStart,
 		Static: static, Queued: queue.Depth, Flow: counter, OnCapacity: queue.Dispatch, Log: log,
 	})
@@ -162,7 +170,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 		}()
 	}
 	log.Info("balancer up", "proxy", cfg.ListenAddr, "tls", cfg.TLS(), "tls_redirect", cfg.TLSRedirectAddr, "admin", cfg.AdminAddr, "policy", cfg.Policy,
-		"redis", cfg.RedisURL != "", "share_state", cfg.ShareState, "max_inflight", cfg.MaxInflight, "id", cfg.BalancerID)
+		"redis", cfg.Redis.String(), "share_state", cfg.ShareState, "max_inflight", cfg.MaxInflight, "id", cfg.BalancerID)
 
 	var runErr error
 	select {

@@ -47,11 +47,18 @@ func run(cfg config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	store, err := state.NewRedis(cfg.RedisURL, cfg.Pool)
+	store, err := state.NewRedisConn(cfg.Redis, cfg.Pool)
 	if err != nil {
 		return fmt.Errorf("redis store: %w", err)
 	}
 	defer store.Close()
+	// Not fatal: the controller backs off and retries until Redis answers.
+	// The error says what to fix when the cause is the configuration.
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if err := store.Ping(pctx); err != nil {
+		log.Warn("redis not reachable at start-up; will keep retrying", "redis", cfg.Redis.String(), "err", err)
+	}
+	cancel()
 
 	drv, closeDrv, err := newDriver(ctx, cfg, log)
 	if err != nil {

@@ -37,7 +37,6 @@ type Config struct {
 	ListenAddr      string        // LISTEN_ADDR: proxy port
 	AdminAddr       string        // ADMIN_ADDR: /status, /metrics, /healthz
 	Backends        []Static      // BACKENDS: host:port[=weight],...; static pool
-	RedisURL        string        // REDIS_URL: empty means in-memory store
 	Pool            string        // POOL: which registry in Redis
 	Policy          string        // LB_POLICY
 	HashKey         string        // HASH_KEY: ip | header:<Name> | cookie:<Name>
@@ -58,6 +57,10 @@ type Config struct {
 	LoadInterval    time.Duration // LOAD_INTERVAL: /load polling for least-loaded
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
 	LogLevel        string        // LOG_LEVEL
+
+	// Redis (REDIS_URL, REDIS_CA_FILE, REDIS_CERT_FILE, REDIS_KEY_FILE) is
+	// the shared store; an empty URL means the in-memory store.
+	Redis state.RedisConn
 
 	// The client edge (README "Edge"): what one client may hold or send.
 	ClientHeaderTimeout time.Duration // CLIENT_HEADER_TIMEOUT: wait for a request's headers
@@ -98,7 +101,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c := Config{
 		ListenAddr:      r.Addr("LISTEN_ADDR", ":8080"),
 		AdminAddr:       r.Addr("ADMIN_ADDR", ":9090"),
-		RedisURL:        r.String("REDIS_URL", ""),
+		Redis:           state.ReadRedisConn(r),
 		Pool:            r.String("POOL", "web"),
 		Policy:          r.OneOf("LB_POLICY", "least-connections", policy.Names()...),
 		HashKey:         r.String("HASH_KEY", "ip"),
@@ -162,11 +165,6 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		seen[s.Addr] = true
 		c.Backends = append(c.Backends, s)
 	}
-	if c.RedisURL != "" {
-		if _, err := state.ParseRedisURL(c.RedisURL); err != nil {
-			r.Fail("REDIS_URL", "%q is not a redis:// or rediss:// URL: %v", c.RedisURL, err)
-		}
-	}
 	if c.OutlierMax < c.OutlierBase {
 		r.Fail("OUTLIER_MAX_EJECTION", "%s is shorter than OUTLIER_BASE_EJECTION (%s)", c.OutlierMax, c.OutlierBase)
 	}
@@ -179,7 +177,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if err := (&http.Cookie{Name: c.StickyCookie}).Valid(); err != nil {
 		r.Fail("STICKY_COOKIE", "%q is not a valid cookie name", c.StickyCookie)
 	}
-	if c.RedisURL == "" && len(c.Backends) == 0 && r.Err() == nil {
+	if c.Redis.URL == "" && len(c.Backends) == 0 && r.Err() == nil {
 		r.Fail("BACKENDS", "no backends: set BACKENDS (host:port,...) or REDIS_URL to follow the scaler's registry")
 	}
 	return c, r.Err()

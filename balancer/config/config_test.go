@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/state"
 	"lbscale/balancer/tlsterm/tlstest"
 )
 
@@ -25,7 +26,7 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "redis only", env: map[string]string{"REDIS_URL": "redis://r:6379/0", "SHARE_STATE": "false"}, check: func(t *testing.T, c Config) {
-			if c.ShareState || c.RedisURL == "" {
+			if c.ShareState || c.Redis.URL == "" {
 				t.Errorf("%+v", c)
 			}
 		}},
@@ -165,5 +166,32 @@ func TestLoadTLS(t *testing.T) {
 				t.Fatalf("want an error naming %s, got %v", tc.wantErr, err)
 			}
 		})
+	}
+}
+
+// TestRedisTLSVariables: the balancer reads REDIS_CA_FILE, REDIS_CERT_FILE
+// and REDIS_KEY_FILE with REDIS_URL (state.ReadRedisConn; its own tests
+// cover every rule), and no error carries the URL's password.
+func TestRedisTLSVariables(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	tlstest.NewCA(t, ca, "test CA")
+	const url = "rediss://lbscale:s3cret-pw@redis:6380/0"
+	c, err := Load(envconf.FromMap(map[string]string{state.EnvRedisURL: url, state.EnvRedisCAFile: ca}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Redis.URL != url || c.Redis.CAFile != ca || !c.Redis.TLS() {
+		t.Fatalf("read %+v", c.Redis)
+	}
+	for name, env := range map[string]map[string]string{
+		state.EnvRedisCAFile:  {state.EnvRedisURL: strings.Replace(url, "rediss", "redis", 1), state.EnvRedisCAFile: ca},
+		state.EnvRedisURL:     {state.EnvRedisURL: "rediss://lbscale:s3cret-pw@redis:6380/db"},
+		state.EnvRedisKeyFile: {state.EnvRedisURL: url, state.EnvRedisCertFile: ca},
+	} {
+		_, err := Load(envconf.FromMap(env))
+		if err == nil || !strings.Contains(err.Error(), name+":") || strings.Contains(err.Error(), "s3cret-pw") {
+			t.Errorf("%v: error %v, want one naming %s without the password", env, err, name)
+		}
 	}
 }

@@ -28,6 +28,7 @@ import (
 type Redis struct {
 	rdb  redis.UniversalClient
 	keys Keys
+	conn RedisConn // zero for NewRedisClient; names the server in Ping's error
 }
 
 var (
@@ -44,19 +45,17 @@ var (
 	releaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
 )
 
-// ParseRedisURL checks a redis:// or rediss:// URL the way NewRedis will use it.
-func ParseRedisURL(url string) (*redis.Options, error) {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("parse redis url: %w", err)
-	}
-	return opt, nil
+// NewRedis connects to url (no TLS files) for pool; NewRedisConn with
+// RedisConn{URL: url}.
+func NewRedis(url, pool string) (*Redis, error) {
+	return NewRedisConn(RedisConn{URL: url}, pool)
 }
 
-// NewRedis connects to url for pool. Timeouts are short: a sync that cannot
-// reach Redis should fail fast so the balancer carries on with local counts.
-func NewRedis(url, pool string) (*Redis, error) {
-	opt, err := ParseRedisURL(url)
+// NewRedisConn connects to conn for pool. Timeouts are short: a sync that
+// cannot reach Redis should fail fast so the balancer carries on with local
+// counts. It does not dial: Ping tells whether the connection works.
+func NewRedisConn(conn RedisConn, pool string) (*Redis, error) {
+	opt, err := conn.Options()
 	if err != nil {
 		return nil, err
 	}
@@ -64,13 +63,34 @@ func NewRedis(url, pool string) (*Redis, error) {
 	opt.ReadTimeout = 500 * time.Millisecond
 	opt.WriteTimeout = 500 * time.Millisecond
 	opt.MaxRetries = 1
-	return NewRedisClient(redis.NewClient(opt), pool), nil
+	s := NewRedisClient(redis.NewClient(opt), pool)
+	s.conn = conn
+	return s, nil
 }
 
 // NewRedisClient wraps an existing client (a Sentinel or Cluster client works
 // unchanged: every key of a pool shares one hash slot).
 func NewRedisClient(rdb redis.UniversalClient, pool string) *Redis {
 	return &Redis{rdb: rdb, keys: NewKeys(pool)}
+}
+
+// Ping checks that Redis answers and accepts the credentials, for a
+// start-up log line. Its error says what to change when the cause is a
+// misconfiguration (wrong password, certificate not trusted, TLS on one
+// side only, client certificate missing); it never carries the password.
+func (s *Redis) Ping(ctx context.Context) error {
+	err := s.rdb.Ping(ctx).Err()
+	if err == nil {
+		return nil
+	}
+	if s.conn.TLS() && isTimeout(err) && speaksPlainRESP(s.conn) {
+		// A plain server reads the ClientHello as an unfinished inline
+		// command and never answers: the handshake only times out.
+		err = &hintError{err: err, hint: "the server answers plain RESP on this port, not TLS: use redis://, or its TLS port"}
+	} else {
+		err = explain(err, s.conn.TLS())
+	}
+	return fmt.Errorf("ping redis %s: %w", s.conn, err)
 }
 
 // Keys returns the store's key names (for tests and tooling).

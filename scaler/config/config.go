@@ -21,7 +21,7 @@ import (
 
 // Environment variable names (the design's contract; do not rename).
 const (
-	EnvRedisURL          = "REDIS_URL"
+	EnvRedisURL          = state.EnvRedisURL // and REDIS_CA_FILE, REDIS_CERT_FILE, REDIS_KEY_FILE (state)
 	EnvPool              = "POOL"
 	EnvMinReplicas       = "MIN_REPLICAS"
 	EnvMaxReplicas       = "MAX_REPLICAS"
@@ -80,9 +80,10 @@ const DefaultTargetInflight = 4
 
 // Config is everything the scaler is tuned by. Durations are Go durations.
 type Config struct {
-	// RedisURL is the shared state; required, since a scaler without shared
-	// state could neither tell balancers about backends nor see their load.
-	RedisURL string
+	// Redis is the shared state (REDIS_URL and its TLS files, see
+	// state.ReadRedisConn); required, since a scaler without shared state
+	// could neither tell balancers about backends nor see their load.
+	Redis state.RedisConn
 	// Pool names the set of containers this scaler owns: it touches only
 	// containers labelled lbscale.pool=<Pool>, and its Redis keys carry it.
 	Pool string
@@ -165,15 +166,8 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r := envconf.New(lookup)
 	var c Config
 
-	c.RedisURL = r.URL(EnvRedisURL, "", "redis", "rediss")
-	if c.RedisURL != "" {
-		// The client's own parser, so that what passes here also connects
-		// (a database that is not a number, unknown options).
-		if _, err := state.ParseRedisURL(c.RedisURL); err != nil {
-			r.Fail(EnvRedisURL, "%q is not a usable redis:// URL: %v", c.RedisURL, err)
-		}
-	}
-	if c.RedisURL == "" {
+	c.Redis = state.ReadRedisConn(r)
+	if c.Redis.URL == "" {
 		r.Fail(EnvRedisURL, "is required (e.g. redis://redis:6379/0): the scaler publishes the registry and reads the load there")
 	}
 	c.Pool = r.String(EnvPool, "web")

@@ -1,11 +1,14 @@
 package config
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/state"
+	"lbscale/balancer/tlsterm/tlstest"
 )
 
 func load(t *testing.T, env map[string]string) (Config, error) {
@@ -125,6 +128,33 @@ func TestInvalidNamesTheVariable(t *testing.T) {
 		_, err := load(t, tt.env)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("env %v: error %v, want one naming %s", tt.env, err, tt.want)
+		}
+	}
+}
+
+// TestRedisTLSVariables: the scaler reads the same Redis variables as the
+// balancer (state.ReadRedisConn; its own tests cover every rule), and no
+// error carries the URL's password.
+func TestRedisTLSVariables(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	tlstest.NewCA(t, ca, "test CA")
+	const url = "rediss://:s3cret-pw@redis:6380/0"
+	c, err := load(t, map[string]string{EnvRedisURL: url, state.EnvRedisCAFile: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Redis.URL != url || c.Redis.CAFile != ca {
+		t.Fatalf("read %+v", c.Redis)
+	}
+	for name, env := range map[string]map[string]string{
+		state.EnvRedisCAFile:   {EnvRedisURL: "redis://:s3cret-pw@redis:6379/0", state.EnvRedisCAFile: ca},
+		EnvRedisURL:            {EnvRedisURL: "redis://:s3cret-pw@redis:port/0"},
+		state.EnvRedisCertFile: {EnvRedisURL: url, state.EnvRedisKeyFile: ca},
+	} {
+		_, err := load(t, env)
+		if err == nil || !strings.Contains(err.Error(), name+":") || strings.Contains(err.Error(), "s3cret-pw") {
+			t.Errorf("%v: error %v, want one naming %s without the password", env, err, name)
 		}
 	}
 }

@@ -60,7 +60,7 @@ func (c *cluster) newStore() *state.Redis {
 
 func (c *cluster) config(id string) config.Config {
 	return config.Config{
-		RedisURL:          c.redis.URL(),
+		Redis:             state.RedisConn{URL: c.redis.URL()},
 		Pool:              c.pool,
 		MinReplicas:       1,
 		MaxReplicas:       3,

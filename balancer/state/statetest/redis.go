@@ -5,21 +5,35 @@ package statetest
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 // Server is one redis-server child process.
 type Server struct {
-	// Port it listens on (kept across Restart).
+	// Port it listens on (kept across Restart): the TLS port of a server
+	// from StartRedisTLS, which has no plain port.
 	Port int
-	t    testing.TB
-	cmd  *exec.Cmd
+	// TLS is the server's certificate files; nil for a plain server.
+	TLS *TLSFiles
+	t   testing.TB
+	cmd *exec.Cmd
+	// exited is closed when cmd has been waited for.
+	exited chan struct{}
+	// args are the server's own options (TLS, passwords, users).
+	args []string
+	// probe is the client TLS configuration of the readiness check.
+	probe *tls.Config
 }
 
 // StartRedis starts redis-server on a free port and stops it at cleanup.
@@ -27,11 +41,16 @@ type Server struct {
 // REQUIRE_REDIS is set (CI sets it: a skipped integration test proves nothing).
 func StartRedis(t testing.TB) *Server {
 	t.Helper()
+	s := newServer(t)
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func newServer(t testing.TB) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("REQUIRE_REDIS") != "" {
-			t.Fatalf("redis-server not found and REQUIRE_REDIS is set: %v", err)
-		}
-		t.Skip("redis-server not installed (apt-get install redis-server); set REQUIRE_REDIS=1 to fail instead")
+		skipOrFail(t, fmt.Sprintf("redis-server not found: %v", err), "redis-server not installed (apt-get install redis-server)")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -39,14 +58,37 @@ func StartRedis(t testing.TB) *Server {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	s := &Server{Port: port, t: t}
-	s.Start()
-	t.Cleanup(s.Stop)
-	return s
+	return &Server{Port: port, t: t}
 }
 
-// URL is the redis:// URL of the server.
-func (s *Server) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.Port) }
+// skipOrFail skips the test with why, or fails it with problem when
+// REQUIRE_REDIS is set.
+func skipOrFail(t testing.TB, problem, why string) {
+	t.Helper()
+	if os.Getenv("REQUIRE_REDIS") != "" {
+		t.Fatalf("%s and REQUIRE_REDIS is set", problem)
+	}
+	t.Skip(why + "; set REQUIRE_REDIS=1 to fail instead")
+}
+
+// URL is the redis:// URL of the server (rediss:// with TLS), without
+// credentials.
+func (s *Server) URL() string { return s.URLAs("", "") }
+
+// URLAs is URL with a user and password ("" for the default user, "" for
+// none).
+func (s *Server) URLAs(user, password string) string {
+	u := url.URL{Scheme: "redis", Host: s.Addr(), Path: "/0"}
+	if s.TLS != nil {
+		u.Scheme = "rediss"
+	}
+	if password != "" {
+		u.User = url.UserPassword(user, password)
+	} else if user != "" {
+		u.User = url.User(user)
+	}
+	return u.String()
+}
 
 // Addr is host:port of the server.
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
@@ -59,26 +101,81 @@ func (s *Server) Start() {
 	if s.cmd != nil {
 		return
 	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
+	args := []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}
+	if s.TLS != nil {
+		args[1] = "0"
+		args = append(args, "--tls-port", strconv.Itoa(s.Port))
+	}
+	cmd := exec.Command("redis-server", append(args, s.args...)...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
 	s.cmd = cmd
+	exited := make(chan struct{})
+	s.exited = exited
+	go func() { _ = cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
-		if err == nil {
-			fmt.Fprint(c, "PING\r\n")
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if line == "+PONG\r\n" {
-				return
+		select {
+		case <-exited:
+			s.cmd = nil
+			if s.TLS != nil && strings.Contains(strings.ToLower(out.String()), "tls") {
+				// A redis-server built without TLS refuses the tls-*
+				// options at start-up.
+				skipOrFail(s.t, "redis-server has no TLS support:\n"+out.String(), "redis-server built without TLS support")
 			}
+			s.t.Fatalf("redis-server exited at start-up:\n%s", out.String())
+		default:
+		}
+		if s.ping() {
+			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.t.Fatalf("redis-server on port %d did not come up", s.Port)
+	s.t.Fatalf("redis-server on port %d did not come up:\n%s", s.Port, out.String())
+}
+
+// ping reports whether the server answers a PING (NOAUTH, from a server
+// with a password, counts as an answer).
+func (s *Server) ping() bool {
+	d := &net.Dialer{Timeout: 200 * time.Millisecond}
+	var c net.Conn
+	var err error
+	if s.probe != nil {
+		c, err = tls.DialWithDialer(d, "tcp", s.Addr(), s.probe)
+	} else {
+		c, err = d.Dial("tcp", s.Addr())
+	}
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	fmt.Fprint(c, "PING\r\n")
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return line == "+PONG\r\n" || strings.HasPrefix(line, "-NOAUTH")
+}
+
+// syncBuffer is the server's output, written by the process and read by
+// the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 // Stop kills the server (as a crash would) and waits for it to exit.
@@ -87,6 +184,6 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	<-s.exited
 	s.cmd = nil
 }

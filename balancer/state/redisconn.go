@@ -1,0 +1,276 @@
+package state
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"lbscale/balancer/envconf"
+	"lbscale/balancer/tlsterm"
+)
+
+// The environment variables that say how to reach Redis. The balancer and
+// the scaler both read them through ReadRedisConn, so they are named here
+// once.
+const (
+	// EnvRedisURL is redis://[[user]:password@]host:port/db, or rediss://
+	// for TLS.
+	EnvRedisURL = "REDIS_URL"
+	// EnvRedisCAFile is a PEM bundle trusted for the server's certificate
+	// (a private CA); unset, the system roots.
+	EnvRedisCAFile = "REDIS_CA_FILE"
+	// EnvRedisCertFile and EnvRedisKeyFile are a client certificate and its
+	// key, for a server that requires mutual TLS.
+	EnvRedisCertFile = "REDIS_CERT_FILE"
+	EnvRedisKeyFile  = "REDIS_KEY_FILE"
+)
+
+// redacted stands where a password was, as net/url's URL.Redacted writes it.
+const redacted = "xxxxx"
+
+// RedisConn is how to reach Redis: the URL and, for rediss://, the files of
+// its TLS configuration. Its String form has the password redacted, so a
+// RedisConn (or a config holding one) may be logged as it is.
+type RedisConn struct {
+	// URL carries the address, database, user and password. The password is
+	// sent with AUTH (HELLO) after the TLS handshake, never in clear over a
+	// rediss:// connection.
+	URL string
+	// CAFile (REDIS_CA_FILE), when set, replaces the system roots as the
+	// CAs trusted for the server's certificate. The certificate must be
+	// valid for the host named in URL (an IP address or a DNS name).
+	CAFile string
+	// CertFile and KeyFile (REDIS_CERT_FILE, REDIS_KEY_FILE): both or
+	// neither; the client certificate offered to a server with
+	// tls-auth-clients yes. Read at start-up: a renewed certificate takes
+	// a restart.
+	CertFile, KeyFile string
+}
+
+// String is the URL with the password redacted.
+func (c RedisConn) String() string { return RedactURL(c.URL) }
+
+// TLS reports whether the URL asks for TLS (rediss://).
+func (c RedisConn) TLS() bool { return strings.HasPrefix(strings.ToLower(c.URL), "rediss://") }
+
+// ReadRedisConn reads REDIS_URL and the TLS files through r and checks them
+// the way Options will use them, recording each problem under the variable
+// that causes it: a URL the client cannot use, a file that does not load, a
+// certificate without its key, TLS files with a plain redis:// URL. An
+// empty REDIS_URL is not an error here (the balancer runs without Redis;
+// the scaler says it is required). No message carries the password.
+func ReadRedisConn(r *envconf.Reader) RedisConn {
+	c := RedisConn{
+		URL:      r.String(EnvRedisURL, ""),
+		CAFile:   r.String(EnvRedisCAFile, ""),
+		CertFile: r.String(EnvRedisCertFile, ""),
+		KeyFile:  r.String(EnvRedisKeyFile, ""),
+	}
+	if c.URL != "" {
+		if _, err := parseURL(c.URL); err != nil {
+			r.Fail(EnvRedisURL, "%s is not a usable redis:// or rediss:// URL: %v", RedactURL(c.URL), err)
+		}
+	}
+	for _, v := range []struct{ name, file string }{{EnvRedisCAFile, c.CAFile}, {EnvRedisCertFile, c.CertFile}, {EnvRedisKeyFile, c.KeyFile}} {
+		switch {
+		case v.file == "":
+		case c.URL == "":
+			r.Fail(v.name, "set without %s: there is no Redis connection to use it", EnvRedisURL)
+		case !c.TLS():
+			r.Fail(v.name, "set but %s is %s, not rediss://: the file is only used for TLS", EnvRedisURL, RedactURL(c.URL))
+		}
+	}
+	if c.CAFile != "" {
+		if _, err := loadCAFile(c.CAFile); err != nil {
+			r.Fail(EnvRedisCAFile, "%v", err)
+		}
+	}
+	switch {
+	case c.CertFile != "" && c.KeyFile == "":
+		r.Fail(EnvRedisKeyFile, "unset while %s is set: a client certificate needs its key", EnvRedisCertFile)
+	case c.CertFile == "" && c.KeyFile != "":
+		r.Fail(EnvRedisCertFile, "unset while %s is set: a client certificate needs its key", EnvRedisKeyFile)
+	case c.CertFile != "":
+		if _, err := tlsterm.Load(c.CertFile, c.KeyFile); err != nil {
+			name := EnvRedisKeyFile
+			var fe *tlsterm.FileError
+			if errors.As(err, &fe) && fe.Path == c.CertFile {
+				name = EnvRedisCertFile
+			}
+			r.Fail(name, "%v", err)
+		}
+	}
+	return c
+}
+
+// Options is the go-redis configuration for c: the URL's options and, for
+// rediss://, TLS 1.2 or later, the server name from the URL's host, the CA
+// file's roots and the client certificate.
+func (c RedisConn) Options() (*redis.Options, error) {
+	opt, err := parseURL(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url %s: %w", RedactURL(c.URL), err)
+	}
+	if opt.TLSConfig == nil {
+		if c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" {
+			return nil, fmt.Errorf("redis url %s: TLS files given for a plain redis:// URL (use rediss://)", RedactURL(c.URL))
+		}
+		return opt, nil
+	}
+	tc := opt.TLSConfig
+	tc.MinVersion = max(tc.MinVersion, tls.VersionTLS12)
+	if tc.ServerName == "" {
+		tc.ServerName, _, _ = net.SplitHostPort(opt.Addr)
+	}
+	if c.CAFile != "" {
+		if tc.RootCAs, err = loadCAFile(c.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	if c.CertFile != "" || c.KeyFile != "" {
+		cert, err := tlsterm.Load(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	return opt, nil
+}
+
+// parseURL is redis.ParseURL for redis:// and rediss:// only, with the
+// password scrubbed from its errors (net/url quotes the whole URL in its
+// own).
+func parseURL(raw string) (*redis.Options, error) {
+	scheme, _, _ := strings.Cut(raw, "://")
+	if s := strings.ToLower(scheme); s != "redis" && s != "rediss" {
+		return nil, errors.New("the scheme must be redis:// or rediss://")
+	}
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		if _, pass, ok := userinfo(raw); ok && pass != "" {
+			return nil, errors.New(strings.ReplaceAll(err.Error(), pass, redacted))
+		}
+		return nil, err
+	}
+	return opt, nil
+}
+
+// loadCAFile reads a PEM bundle of CA certificates.
+func loadCAFile(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block that parses", file)
+	}
+	return pool, nil
+}
+
+// RedactURL returns raw with the password replaced by xxxxx, for logs and
+// error messages. It works on text, not on a parsed URL, so that a URL that
+// does not parse (the case that gets reported) is redacted too: the user
+// info is everything between "://" and the last "@", which may hide more
+// than the password but never less.
+func RedactURL(raw string) string {
+	user, pass, ok := userinfo(raw)
+	if !ok || pass == "" {
+		return raw
+	}
+	i := strings.Index(raw, "://") + len("://")
+	at := strings.LastIndex(raw, "@")
+	return raw[:i] + user + ":" + redacted + raw[at:]
+}
+
+// userinfo splits the user info of a URL string at its first colon.
+func userinfo(raw string) (user, pass string, ok bool) {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return "", "", false
+	}
+	rest := raw[i+len("://"):]
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return "", "", false
+	}
+	user, pass, _ = strings.Cut(rest[:at], ":")
+	return user, pass, true
+}
+
+// isTimeout reports whether err is a deadline: a dial, a handshake or a
+// read that got no answer.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// speaksPlainRESP reports whether the server of c answers a plain-text
+// PING (PONG, or NOAUTH from one with a password). Ping asks only after a
+// TLS connection timed out, to tell a plain port from a server that is down.
+func speaksPlainRESP(c RedisConn) bool {
+	opt, err := parseURL(c.URL)
+	if err != nil {
+		return false
+	}
+	conn, err := net.DialTimeout("tcp", opt.Addr, 500*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := io.WriteString(conn, "PING\r\n"); err != nil {
+		return false
+	}
+	line, _ := bufio.NewReader(conn).ReadString('\n')
+	return strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH")
+}
+
+// hintError is a connection error with what to change to fix it.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() + " (" + e.hint + ")" }
+func (e *hintError) Unwrap() error { return e.err }
+
+// explain adds a hint to the Redis errors a misconfigured connection gives,
+// whose own text names neither the cause nor the variable to change.
+func explain(err error, overTLS bool) error {
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var notTLS tls.RecordHeaderError
+	var hint string
+	msg := err.Error()
+	switch {
+	case errors.As(err, &unknownCA):
+		hint = "the server's certificate is not signed by a CA in " + EnvRedisCAFile + " (the system roots when unset)"
+	case errors.As(err, &badHost):
+		hint = "the server's certificate is not valid for the host in " + EnvRedisURL
+	case errors.As(err, &notTLS):
+		hint = "the server answers in plain text on this port, not TLS: use redis://, or its TLS port"
+	case strings.Contains(msg, "WRONGPASS"):
+		hint = "wrong user or password in " + EnvRedisURL
+	case strings.Contains(msg, "NOAUTH"):
+		hint = "the server requires a password: " + EnvRedisURL + "=redis://:password@host:port/db"
+	case overTLS && strings.Contains(msg, "tls: certificate required"):
+		hint = "the server requires a client certificate: set " + EnvRedisCertFile + " and " + EnvRedisKeyFile
+	case !overTLS && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
+		hint = "the server closed the connection at once: if it only speaks TLS on this port, use rediss://"
+	default:
+		return err
+	}
+	return &hintError{err: err, hint: hint}
+}

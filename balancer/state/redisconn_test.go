@@ -1,0 +1,301 @@
+package state_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"lbscale/balancer/envconf"
+	"lbscale/balancer/state"
+	"lbscale/balancer/state/statetest"
+	"lbscale/balancer/tlsterm/tlstest"
+)
+
+// Passwords distinctive enough that finding one in an error means it leaked.
+const (
+	defaultPass = "default-Pa55-9c1e"
+	userPass    = "user-Pa55-41d7"
+	wrongPass   = "wrong-Pa55-b2f0"
+)
+
+// dial opens the store on conn and checks it answers.
+func dial(t *testing.T, conn state.RedisConn) *state.Redis {
+	t.Helper()
+	s, err := state.NewRedisConn(conn, "tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// exercise runs the store's operations over s: the scaler's registry write
+// and lease, a balancer's sync and the scaler's read of the load.
+func exercise(t *testing.T, s *state.Redis) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutBackend(ctx, state.Backend{ID: "w1", Addr: "10.0.0.1:8080", State: state.Ready}); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := s.Backends(ctx)
+	if err != nil || len(bs) != 1 || bs[0].Addr != "10.0.0.1:8080" {
+		t.Fatalf("registry read back %+v, %v", bs, err)
+	}
+	b := newSim("b1", 1)
+	b.local[0] = 2
+	if res := b.sync(t, s, []string{"w1"}, 4); res.Balancers != 1 || res.Grants[0] != 4 {
+		t.Fatalf("sync over TLS: %+v", res)
+	}
+	load, err := s.ClusterLoad(ctx)
+	if err != nil || load.Inflight["w1"] != 2 {
+		t.Fatalf("cluster load %+v, %v", load, err)
+	}
+	if ok, err := s.AcquireLease(ctx, "scaler-1", time.Second); !ok || err != nil {
+		t.Fatalf("lease: %v %v", ok, err)
+	}
+}
+
+// whoami is the ACL user a connection made from conn is logged in as.
+func whoami(t *testing.T, conn state.RedisConn) string {
+	t.Helper()
+	opt, err := conn.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	name, err := rdb.Do(context.Background(), "ACL", "WHOAMI").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// TestRedisOverTLSWithPassword: the store works end to end over rediss://
+// against a TLS-only server with a private CA, as the default user with its
+// password and as an ACL user.
+func TestRedisOverTLSWithPassword(t *testing.T) {
+	srv := statetest.StartRedisTLS(t, statetest.TLSOptions{Password: defaultPass, User: "lbscale", UserPassword: userPass})
+	for _, tc := range []struct{ name, user, pass, want string }{
+		{"default user", "", defaultPass, "default"},
+		{"acl user", "lbscale", userPass, "lbscale"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := state.RedisConn{URL: srv.URLAs(tc.user, tc.pass), CAFile: srv.TLS.CAFile}
+			if !strings.HasPrefix(conn.URL, "rediss://") {
+				t.Fatalf("not a TLS URL: %s", conn.URL)
+			}
+			exercise(t, dial(t, conn))
+			if got := whoami(t, conn); got != tc.want {
+				t.Fatalf("logged in as %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRedisMutualTLS: a server that requires client certificates accepts
+// the store with REDIS_CERT_FILE and REDIS_KEY_FILE (without them it is
+// refused: TestRedisConnectionErrors).
+func TestRedisMutualTLS(t *testing.T) {
+	srv := statetest.StartRedisTLS(t, statetest.TLSOptions{Password: defaultPass, RequireClientCert: true})
+	exercise(t, dial(t, state.RedisConn{URL: srv.URLAs("", defaultPass), CAFile: srv.TLS.CAFile,
+		CertFile: srv.TLS.ClientCert, KeyFile: srv.TLS.ClientKey}))
+}
+
+// TestRedisConnectionErrors: each way of getting the connection wrong gives
+// an error that says what to change, and none carries a password.
+func TestRedisConnectionErrors(t *testing.T) {
+	tlsSrv := statetest.StartRedisTLS(t, statetest.TLSOptions{Password: defaultPass, User: "lbscale", UserPassword: userPass})
+	mtls := statetest.StartRedisTLS(t, statetest.TLSOptions{Password: defaultPass, RequireClientCert: true})
+	plain := statetest.StartRedis(t)
+	ca := tlsSrv.TLS.CAFile
+	cases := []struct {
+		name string
+		conn state.RedisConn
+		want []string
+		is   func(error) bool
+	}{
+		{"wrong password", state.RedisConn{URL: tlsSrv.URLAs("", wrongPass), CAFile: ca},
+			[]string{"WRONGPASS", "wrong user or password in REDIS_URL"}, nil},
+		{"wrong acl password", state.RedisConn{URL: tlsSrv.URLAs("lbscale", wrongPass), CAFile: ca},
+			[]string{"WRONGPASS"}, nil},
+		{"no password", state.RedisConn{URL: tlsSrv.URL(), CAFile: ca},
+			[]string{"NOAUTH", "requires a password"}, nil},
+		{"private CA not given", state.RedisConn{URL: tlsSrv.URLAs("", defaultPass)},
+			[]string{"certificate signed by unknown authority", "REDIS_CA_FILE"},
+			func(err error) bool { var e x509.UnknownAuthorityError; return errors.As(err, &e) }},
+		{"plain redis:// to the TLS-only port", state.RedisConn{URL: strings.Replace(tlsSrv.URLAs("", defaultPass), "rediss://", "redis://", 1)},
+			[]string{"use rediss://"}, nil},
+		{"rediss:// to a plain server", state.RedisConn{URL: strings.Replace(plain.URL(), "redis://", "rediss://", 1), CAFile: ca},
+			[]string{"not TLS", "use redis://"}, nil},
+		{"client certificate required", state.RedisConn{URL: mtls.URLAs("", defaultPass), CAFile: mtls.TLS.CAFile},
+			[]string{"certificate required", "REDIS_CERT_FILE"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := dial(t, tc.conn).Ping(ctx)
+			if err == nil {
+				t.Fatal("ping succeeded")
+			}
+			t.Logf("error: %v", err)
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+			if tc.is != nil && !tc.is(err) {
+				t.Errorf("error has the wrong type: %#v", err)
+			}
+			for _, p := range []string{defaultPass, userPass, wrongPass} {
+				if strings.Contains(err.Error(), p) {
+					t.Errorf("error carries a password: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestReadRedisConn: the variables are checked at start-up, each problem
+// under the variable that causes it, and no message carries the password.
+func TestReadRedisConn(t *testing.T) {
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	ca := tlstest.NewCA(t, caFile, "test CA")
+	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	ca.Issue(t, cert, key, "client", x509.ExtKeyUsageClientAuth)
+	otherCert, otherKey := filepath.Join(dir, "c2.pem"), filepath.Join(dir, "k2.pem")
+	ca.Issue(t, otherCert, otherKey, "other", x509.ExtKeyUsageClientAuth)
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.pem")
+	const (
+		tlsURL   = "rediss://lbscale:" + userPass + "@redis.example:6380/0"
+		plainURL = "redis://:" + userPass + "@redis.example:6379/0"
+	)
+	cases := []struct {
+		name string
+		env  map[string]string
+		want []string // variables named in the error; none: valid
+	}{
+		{"nothing set", map[string]string{}, nil},
+		{"plain with password", map[string]string{state.EnvRedisURL: plainURL}, nil},
+		{"plain with acl user", map[string]string{state.EnvRedisURL: "redis://lbscale:" + userPass + "@r:6379/2"}, nil},
+		{"tls, system roots", map[string]string{state.EnvRedisURL: tlsURL}, nil},
+		{"tls, private CA", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCAFile: caFile}, nil},
+		{"mutual tls", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCAFile: caFile,
+			state.EnvRedisCertFile: cert, state.EnvRedisKeyFile: key}, nil},
+		{"CA with plain url", map[string]string{state.EnvRedisURL: plainURL, state.EnvRedisCAFile: caFile}, []string{state.EnvRedisCAFile}},
+		{"client cert with plain url", map[string]string{state.EnvRedisURL: plainURL, state.EnvRedisCertFile: cert, state.EnvRedisKeyFile: key},
+			[]string{state.EnvRedisCertFile, state.EnvRedisKeyFile}},
+		{"CA without url", map[string]string{state.EnvRedisCAFile: caFile}, []string{state.EnvRedisCAFile}},
+		{"CA unreadable", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCAFile: missing}, []string{state.EnvRedisCAFile}},
+		{"CA not PEM", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCAFile: garbage}, []string{state.EnvRedisCAFile}},
+		{"cert without key", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: cert}, []string{state.EnvRedisKeyFile}},
+		{"key without cert", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisKeyFile: key}, []string{state.EnvRedisCertFile}},
+		{"cert unreadable", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: missing, state.EnvRedisKeyFile: key}, []string{state.EnvRedisCertFile}},
+		{"cert not PEM", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: garbage, state.EnvRedisKeyFile: key}, []string{state.EnvRedisCertFile}},
+		{"key unreadable", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: cert, state.EnvRedisKeyFile: missing}, []string{state.EnvRedisKeyFile}},
+		{"key of another cert", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: cert, state.EnvRedisKeyFile: otherKey}, []string{state.EnvRedisKeyFile}},
+		{"not a redis url", map[string]string{state.EnvRedisURL: "http://:" + userPass + "@r:6379"}, []string{state.EnvRedisURL}},
+		{"bad database", map[string]string{state.EnvRedisURL: "redis://:" + userPass + "@r:6379/zero"}, []string{state.EnvRedisURL}},
+		{"url does not parse", map[string]string{state.EnvRedisURL: "redis://:" + userPass + "@r:port/0"}, []string{state.EnvRedisURL}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := envconf.New(envconf.FromMap(tc.env))
+			c := state.ReadRedisConn(r)
+			err := r.Err()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.URL != tc.env[state.EnvRedisURL] || c.CAFile != tc.env[state.EnvRedisCAFile] {
+					t.Fatalf("read %+v from %v", c, tc.env)
+				}
+				if c.URL != "" {
+					if _, err := c.Options(); err != nil {
+						t.Fatalf("valid config does not build options: %v", err)
+					}
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted %v", tc.env)
+			}
+			for _, name := range tc.want {
+				if !strings.Contains(err.Error(), name+":") {
+					t.Errorf("error does not name %s: %v", name, err)
+				}
+			}
+			if strings.Contains(err.Error(), userPass) {
+				t.Errorf("error carries the password: %v", err)
+			}
+		})
+	}
+}
+
+// TestOptionsTLS: rediss:// verifies the server as the URL's host, with at
+// least TLS 1.2, against the CA file when one is given.
+func TestOptionsTLS(t *testing.T) {
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	tlstest.NewCA(t, caFile, "test CA")
+	opt, err := state.RedisConn{URL: "rediss://:pw@redis.internal:6380/1", CAFile: caFile}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := opt.TLSConfig
+	switch {
+	case tc == nil:
+		t.Fatal("no TLS for rediss://")
+	case tc.ServerName != "redis.internal" || tc.MinVersion < 0x0303 || tc.RootCAs == nil || tc.InsecureSkipVerify:
+		t.Fatalf("TLS config: server name %q, min version %#x, roots %v, skip verify %v",
+			tc.ServerName, tc.MinVersion, tc.RootCAs != nil, tc.InsecureSkipVerify)
+	case opt.Password != "pw" || opt.DB != 1 || opt.Addr != "redis.internal:6380":
+		t.Fatalf("options %+v", opt)
+	}
+	opt, err = state.RedisConn{URL: "rediss://redis.internal:6380/0"}.Options()
+	if err != nil || opt.TLSConfig.RootCAs != nil {
+		t.Fatalf("without REDIS_CA_FILE the system roots are used: %v %v", opt.TLSConfig, err)
+	}
+	if opt, err := (state.RedisConn{URL: "redis://r:6379/0"}).Options(); err != nil || opt.TLSConfig != nil {
+		t.Fatalf("redis:// must not use TLS: %v %v", opt, err)
+	}
+}
+
+// TestRedactURL: what may be logged of REDIS_URL.
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis://r:6379/0":                       "redis://r:6379/0",
+		"redis://:secret@r:6379/0":               "redis://:xxxxx@r:6379/0",
+		"rediss://user:secret@r:6380/0":          "rediss://user:xxxxx@r:6380/0",
+		"redis://user@r:6379/0":                  "redis://user@r:6379/0",
+		"redis://:se@cr/et@r:6379/0":             "redis://:xxxxx@r:6379/0",
+		"redis://:secret@r:port/0":               "redis://:xxxxx@r:port/0",
+		"not a url":                              "not a url",
+		"rediss://u:p%40ss@r:6380/0?protocol=3":  "rediss://u:xxxxx@r:6380/0?protocol=3",
+		"redis://r:6379/0?client_name=a@b":       "redis://r:xxxxx@b", // over-redacted, never under
+		"redis://:secret@r:6379/0?client_name=x": "redis://:xxxxx@r:6379/0?client_name=x",
+	} {
+		if got := state.RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+		if got := (state.RedisConn{URL: in}).String(); got != state.RedactURL(in) {
+			t.Errorf("RedisConn.String differs from RedactURL: %q", got)
+		}
+	}
+}
