@@ -60,8 +60,8 @@ func exercise(t *testing.T, s *state.Redis) {
 	if err != nil || load.Inflight["w1"] != 2 {
 		t.Fatalf("cluster load %+v, %v", load, err)
 	}
-	if ok, err := s.AcquireLease(ctx, "scaler-1", time.Second); !ok || err != nil {
-		t.Fatalf("lease: %v %v", ok, err)
+	if l, err := s.AcquireLease(ctx, "scaler-1", time.Second); !l.HeldBy("scaler-1") || err != nil {
+		t.Fatalf("lease: %+v %v", l, err)
 	}
 }
 
