@@ -98,9 +98,9 @@ func run(cfg config.Config, log *slog.Logger) error {
 	budget := proxy.NewRetryBudget(cfg.RetryBudgetPercent, cfg.RetryMinConcurrency)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(&admin.Collector{Src: syncer, Queue: queue.Depth, Retries: budget.Stats, Overflows: detector.Overflows})
+	reg.MustRegister(&admin.Collector{Src: syncer, Queue: queue.Depth, Retries: budget.Counts, Overflows: detector.Overflows})
 	handler := proxy.New(proxy.Options{
-		Sets: syncer, Policy: pol, Queue: queue, UpstreamTimeout: cfg.UpstreamTimeout,
+		Sets: syncer, Policy: pol, Queue: queue, UpstreamTimeout: cfg.UpstreamTimeout, RetryOn: cfg.RetryOn,
 		MaxIdlePerHost: int(cfg.MaxInflight), Flow: counter, Outlier: detector, RetryBudget: budget,
 		Metrics: proxy.NewMetrics(reg), Log: log,
 		Prospects: syncer, BodyBuffer: cfg.BodyBufferBytes, BodyTimeout: cfg.ClientBodyTimeout,
@@ -114,7 +114,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 		HeaderTimeout: cfg.ClientHeaderTimeout, IdleTimeout: cfg.ClientIdleTimeout,
 	}
 	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth,
-		Retries: budget.Stats, Overflows: detector.Overflows, Gather: reg}
+		Retries: budget.Counts, Overflows: detector.Overflows, Gather: reg}
 
 	var certs *tlsterm.Reloader
 	if cfg.TLS() {

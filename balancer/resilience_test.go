@@ -29,7 +29,9 @@ func backendStatus(t *testing.T, adminURL, addr string) admin.BackendStatus {
 // TestOutlierEjection: a backend answering 500 (its health check passes) is
 // ejected after OUTLIER_CONSECUTIVE_5XX answers, traffic moves to the healthy
 // one, it returns after OUTLIER_BASE_EJECTION, and failing again at once it
-// is ejected for twice as long.
+// is ejected for twice as long. RETRY_ON=none lets each 500 reach the
+// client, so the test sees every one (TestFaultyBackendUnderLoad retries
+// them).
 func TestOutlierEjection(t *testing.T) {
 	var hits atomic.Int64
 	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -42,7 +44,7 @@ func TestOutlierEjection(t *testing.T) {
 	defer bad.Close()
 	badAddr := strings.TrimPrefix(bad.URL, "http://")
 	good := web(t, "good")
-	b := balancer(t, "BACKENDS="+badAddr+","+good, "LB_POLICY=round-robin",
+	b := balancer(t, "BACKENDS="+badAddr+","+good, "LB_POLICY=round-robin", "RETRY_ON=none",
 		"OUTLIER_CONSECUTIVE_5XX=3", "OUTLIER_BASE_EJECTION=1s", "OUTLIER_MAX_EJECTION=10s")
 	c := &http.Client{Timeout: 5 * time.Second}
 

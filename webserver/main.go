@@ -13,6 +13,8 @@
 //	SERVER_ID         X-Server-Id and /load id (default: the hostname)
 //	SHUTDOWN_TIMEOUT  longest drain on SIGTERM (default 30s)
 //	LOG_LEVEL         debug (one line per request), info, warn, error (default info)
+//	FAULT             hang (/ and /upgrade never answer) or error (they answer
+//	                  500); /healthz and /load stay fine (default: none)
 //
 // "webserver healthcheck" probes /healthz of the server on LISTEN_ADDR in the
 // same container and exits 0 or 1, for the image's HEALTHCHECK.

@@ -116,6 +116,7 @@ func TestInvalidEnvExits2(t *testing.T) {
 		{"CAPACITY=-1", "CAPACITY"},
 		{"LISTEN_ADDR=nonsense", "LISTEN_ADDR"},
 		{"SHUTDOWN_TIMEOUT=soon", "SHUTDOWN_TIMEOUT"},
+		{"FAULT=crash", "FAULT"},
 	} {
 		cmd := exec.Command(binary(t))
 		cmd.Env = []string{tc.env, "LISTEN_ADDR=" + freeAddr(t)}

@@ -36,9 +36,12 @@ type Status struct {
 	StoreUp    bool  `json:"store_up"`
 	Balancers  int   `json:"balancers"`
 	// Retries made, and retries not made because the retry budget was
-	// spent, since start.
-	Retries        uint64 `json:"retries"`
-	RetriesRefused uint64 `json:"retries_refused"`
+	// spent, since start. RetriesByReason splits Retries by the failure
+	// retried: connect, timeout (UPSTREAM_TIMEOUT, per try), reset, status
+	// (an answer in RETRY_ON).
+	Retries         uint64            `json:"retries"`
+	RetriesByReason map[string]uint64 `json:"retries_by_reason"`
+	RetriesRefused  uint64            `json:"retries_refused"`
 	// EjectionOverflows counts backends that reached the failure threshold
 	// but stayed in: OUTLIER_MAX_EJECTION_PERCENT, or the last pickable one.
 	EjectionOverflows uint64          `json:"ejection_overflows"`
@@ -57,10 +60,17 @@ type BackendStatus struct {
 	Limit           int64      `json:"limit"`
 	LastSeen        *time.Time `json:"last_seen"`
 	Served          uint64     `json:"served"`
-	Failures        uint64     `json:"failures"`
-	Load            float64    `json:"load"`
-	// EjectedUntil is when the backend's outlier ejection ends (null: not
-	// ejected); Ejections counts its ejections since start.
+	// Failures counts failed attempts since start: 5xx answers (retried
+	// or not), connect errors, resets and upstream timeouts.
+	// ConsecutiveFailures is the current run of them, which ejects the
+	// backend at OUTLIER_CONSECUTIVE_5XX.
+	Failures            uint64  `json:"failures"`
+	ConsecutiveFailures int64   `json:"consecutive_failures"`
+	Load                float64 `json:"load"`
+	// Ejected is true while outlier detection keeps the backend out, until
+	// EjectedUntil (null: not ejected); Ejections counts its ejections
+	// since start.
+	Ejected      bool       `json:"ejected"`
 	EjectedUntil *time.Time `json:"ejected_until"`
 	Ejections    uint64     `json:"ejections"`
 }
@@ -72,8 +82,8 @@ type Server struct {
 	Token  string
 	Src    Source
 	Queue  func() int64
-	// Retries reports retries made and refused (nil: none).
-	Retries func() (retried, refused uint64)
+	// Retries reports retries made, by reason, and refused (nil: none).
+	Retries func() (byReason map[string]uint64, refused uint64)
 	// Overflows reports ejections refused by the pool share (nil: none).
 	Overflows func() uint64
 	Gather    prometheus.Gatherer
@@ -108,7 +118,10 @@ func (s *Server) auth(next http.Handler) http.Handler {
 // Snapshot builds the /status document.
 func (s *Server) Snapshot() Status {
 	st := Status{Balancer: s.ID, Policy: s.Policy, QueueDepth: s.Queue(), StoreUp: s.Src.StoreUp(), Balancers: s.Src.Peers(), Backends: []BackendStatus{}}
-	st.Retries, st.RetriesRefused = call2(s.Retries)
+	st.RetriesByReason, st.RetriesRefused = retries(s.Retries)
+	for _, n := range st.RetriesByReason {
+		st.Retries += n
+	}
 	st.EjectionOverflows = call1(s.Overflows)
 	now := time.Now()
 	for _, b := range s.Src.Set().Backends {
@@ -122,14 +135,15 @@ func (s *Server) Snapshot() Status {
 		bs := BackendStatus{
 			ID: b.ID, Addr: b.Addr, State: state, Healthy: b.Healthy(),
 			InflightLocal: b.Local(), InflightCluster: b.Inflight(), Grant: b.Grant(), Limit: b.Limit(),
-			Served: b.Served(), Failures: b.Failures(), Load: b.Load(), Ejections: b.Ejections(),
+			Served: b.Served(), Failures: b.Failures(), ConsecutiveFailures: b.ConsecutiveFailures(),
+			Load: b.Load(), Ejections: b.Ejections(),
 		}
 		if t := b.LastSeen(); !t.IsZero() {
 			bs.LastSeen = &t
 		}
 		if b.Ejected(now) {
 			t := b.EjectedUntil()
-			bs.EjectedUntil = &t
+			bs.Ejected, bs.EjectedUntil = true, &t
 		}
 		if b.Routable() {
 			st.Replicas++
@@ -151,7 +165,7 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 type Collector struct {
 	Src       Source
 	Queue     func() int64
-	Retries   func() (retried, refused uint64)
+	Retries   func() (byReason map[string]uint64, refused uint64)
 	Overflows func() uint64
 }
 
@@ -159,6 +173,7 @@ var (
 	descInflight = prometheus.NewDesc("lbscale_balancer_backend_inflight", "Requests in flight to a backend; scope local (this balancer, exact) or cluster (all balancers, as of the last sync).", []string{"backend", "scope"}, nil)
 	descGrant    = prometheus.NewDesc("lbscale_balancer_backend_grant", "Slots of the backend's MAX_INFLIGHT this balancer holds.", []string{"backend"}, nil)
 	descServed   = prometheus.NewDesc("lbscale_balancer_backend_served_total", "Requests this balancer completed on the backend.", []string{"backend"}, nil)
+	descFailures = prometheus.NewDesc("lbscale_balancer_backend_failures_total", "Failed attempts on the backend: 5xx answers, connect errors, resets, upstream timeouts.", []string{"backend"}, nil)
 	descHealthy  = prometheus.NewDesc("lbscale_balancer_backend_healthy", "1 when the backend passes its health checks.", []string{"backend"}, nil)
 	descReplicas = prometheus.NewDesc("lbscale_balancer_replicas", "Ready backends.", nil, nil)
 	descQueue    = prometheus.NewDesc("lbscale_balancer_queue_depth", "Requests waiting for a backend slot.", nil, nil)
@@ -167,13 +182,13 @@ var (
 	descEjected        = prometheus.NewDesc("lbscale_balancer_backend_ejected", "1 while the backend is ejected by outlier detection.", []string{"backend"}, nil)
 	descEjections      = prometheus.NewDesc("lbscale_balancer_backend_ejections_total", "Outlier ejections of the backend.", []string{"backend"}, nil)
 	descOverflows      = prometheus.NewDesc("lbscale_balancer_ejection_overflows_total", "Backends that reached OUTLIER_CONSECUTIVE_5XX but stayed in (OUTLIER_MAX_EJECTION_PERCENT, or the last pickable backend).", nil, nil)
-	descRetries        = prometheus.NewDesc("lbscale_balancer_retries_total", "Idempotent requests retried on another backend after a failure.", nil, nil)
+	descRetries        = prometheus.NewDesc("lbscale_balancer_retries_total", "Idempotent requests retried on another backend, by the failure retried (connect, timeout, reset, status).", []string{"reason"}, nil)
 	descRetriesRefused = prometheus.NewDesc("lbscale_balancer_retries_refused_total", "Retries not made because the retry budget (RETRY_BUDGET_PERCENT) was spent.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInflight, descGrant, descServed, descHealthy, descReplicas, descQueue, descStoreUp,
+	for _, d := range []*prometheus.Desc{descInflight, descGrant, descServed, descFailures, descHealthy, descReplicas, descQueue, descStoreUp,
 		descEjected, descEjections, descOverflows, descRetries, descRetriesRefused} {
 		ch <- d
 	}
@@ -188,6 +203,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(b.Inflight()), b.ID, "cluster")
 		ch <- prometheus.MustNewConstMetric(descGrant, prometheus.GaugeValue, float64(b.Grant()), b.ID)
 		ch <- prometheus.MustNewConstMetric(descServed, prometheus.CounterValue, float64(b.Served()), b.ID)
+		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(b.Failures()), b.ID)
 		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(b.Healthy()), b.ID)
 		ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(b.Ejected(now)), b.ID)
 		ch <- prometheus.MustNewConstMetric(descEjections, prometheus.CounterValue, float64(b.Ejections()), b.ID)
@@ -198,8 +214,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReplicas, prometheus.GaugeValue, float64(replicas))
 	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(c.Queue()))
 	ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, b2f(c.Src.StoreUp()))
-	retried, refused := call2(c.Retries)
-	ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(retried))
+	byReason, refused := retries(c.Retries)
+	for reason, n := range byReason {
+		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(n), reason)
+	}
 	ch <- prometheus.MustNewConstMetric(descRetriesRefused, prometheus.CounterValue, float64(refused))
 	ch <- prometheus.MustNewConstMetric(descOverflows, prometheus.CounterValue, float64(call1(c.Overflows)))
 }
@@ -211,9 +229,9 @@ func call1(f func() uint64) uint64 {
 	return f()
 }
 
-func call2(f func() (uint64, uint64)) (uint64, uint64) {
+func retries(f func() (map[string]uint64, uint64)) (map[string]uint64, uint64) {
 	if f == nil {
-		return 0, 0
+		return map[string]uint64{}, 0
 	}
 	return f()
 }

@@ -26,6 +26,33 @@ const (
 	EnvTLSRedirectAddr = "TLS_REDIRECT_ADDR"
 )
 
+// RETRY_ON: the answers after which an idempotent request is retried on
+// another backend. The default is Envoy's retry_on 5xx without 501 (Not
+// Implemented will not change elsewhere) and without 505 and the rarer ones.
+const (
+	EnvRetryOn     = "RETRY_ON"
+	DefaultRetryOn = "500,502,503,504"
+	retryOnNone    = "none"
+)
+
+// ParseRetryOn reads RETRY_ON: "none", or comma-separated status codes from
+// 500 to 599 (a 4xx is the client's doing and would fail anywhere).
+func ParseRetryOn(v string) ([]int, error) {
+	if strings.TrimSpace(v) == retryOnNone {
+		return []int{}, nil
+	}
+	var codes []int
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		n, err := strconv.Atoi(item)
+		if err != nil || n < 500 || n > 599 {
+			return nil, fmt.Errorf("%q: want %s or comma-separated status codes from 500 to 599, e.g. %s", item, retryOnNone, DefaultRetryOn)
+		}
+		codes = append(codes, n)
+	}
+	return codes, nil
+}
+
 // Static is one BACKENDS entry.
 type Static struct {
 	Addr   string
@@ -53,7 +80,7 @@ type Config struct {
 	HealthInterval  time.Duration // HEALTH_INTERVAL: active checks
 	HealthPath      string        // HEALTH_PATH
 	SlowStart       time.Duration // SLOW_START: ramp for new backends
-	UpstreamTimeout time.Duration // UPSTREAM_TIMEOUT: response header timeout
+	UpstreamTimeout time.Duration // UPSTREAM_TIMEOUT: per-try wait for response headers
 	LoadInterval    time.Duration // LOAD_INTERVAL: /load polling for least-loaded
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
 	LogLevel        string        // LOG_LEVEL
@@ -88,6 +115,7 @@ type Config struct {
 	OutlierMaxPercent   int           // OUTLIER_MAX_EJECTION_PERCENT: most of the pool ejected at once
 	RetryBudgetPercent  float64       // RETRY_BUDGET_PERCENT: retries in progress per 100 requests in flight
 	RetryMinConcurrency int           // RETRY_MIN_CONCURRENCY: retries always allowed at once
+	RetryOn             []int         // RETRY_ON: 5xx statuses retried elsewhere (empty: none)
 	LatencyDecay        time.Duration // LATENCY_DECAY: least-latency's EWMA time constant
 }
 
@@ -165,6 +193,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		seen[s.Addr] = true
 		c.Backends = append(c.Backends, s)
 	}
+	retryOn, err := ParseRetryOn(r.String(EnvRetryOn, DefaultRetryOn))
+	if err != nil {
+		r.Fail(EnvRetryOn, "%v", err)
+	}
+	c.RetryOn = retryOn
 	if c.OutlierMax < c.OutlierBase {
 		r.Fail("OUTLIER_MAX_EJECTION", "%s is shorter than OUTLIER_BASE_EJECTION (%s)", c.OutlierMax, c.OutlierBase)
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,66 @@ func TestRedisTLSVariables(t *testing.T) {
 		_, err := Load(envconf.FromMap(env))
 		if err == nil || !strings.Contains(err.Error(), name+":") || strings.Contains(err.Error(), "s3cret-pw") {
 			t.Errorf("%v: error %v, want one naming %s without the password", env, err, name)
+		}
+	}
+}
+
+func TestParseRetryOn(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []int // nil with ok false: an error
+		ok   bool
+	}{
+		{in: "500,502,503,504", want: []int{500, 502, 503, 504}, ok: true},
+		{in: " 503 , 504 ", want: []int{503, 504}, ok: true},
+		{in: "599", want: []int{599}, ok: true},
+		{in: "none", want: []int{}, ok: true},
+		{in: " none ", want: []int{}, ok: true},
+		{in: "404"},
+		{in: "499"},
+		{in: "600"},
+		{in: "5xx"},
+		{in: "500,,502"},
+		{in: "500,"},
+		{in: "none,500"},
+		{in: "NONE"},
+		{in: "500;502"},
+	} {
+		got, err := ParseRetryOn(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseRetryOn(%q) = %v, %v; want ok %v", tc.in, got, err, tc.ok)
+			continue
+		}
+		if tc.ok && !slices.Equal(got, tc.want) {
+			t.Errorf("ParseRetryOn(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestLoadRetryOn: RETRY_ON defaults to 500,502,503,504, an empty value is
+// the default, and a bad one fails naming the variable.
+func TestLoadRetryOn(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want []int
+		err  bool
+	}{
+		{env: map[string]string{}, want: []int{500, 502, 503, 504}},
+		{env: map[string]string{"RETRY_ON": ""}, want: []int{500, 502, 503, 504}},
+		{env: map[string]string{"RETRY_ON": "none"}, want: []int{}},
+		{env: map[string]string{"RETRY_ON": "503"}, want: []int{503}},
+		{env: map[string]string{"RETRY_ON": "429"}, err: true},
+	} {
+		tc.env["BACKENDS"] = "a:1"
+		c, err := Load(envconf.FromMap(tc.env))
+		if tc.err {
+			if err == nil || !strings.Contains(err.Error(), "RETRY_ON") {
+				t.Errorf("%v: error %v, want one naming RETRY_ON", tc.env, err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(c.RetryOn, tc.want) {
+			t.Errorf("%v: RetryOn %v, err %v; want %v", tc.env, c.RetryOn, err, tc.want)
 		}
 	}
 }

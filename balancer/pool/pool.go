@@ -240,8 +240,13 @@ func (b *Backend) Draining() bool { return b.draining.Load() }
 // Served is the number of requests this balancer completed on b.
 func (b *Backend) Served() uint64 { return b.served.Load() }
 
-// Failures is the number of proxy errors this balancer saw on b.
+// Failures is the number of failed attempts (5xx answers, gateway failures
+// and upstream timeouts) this balancer saw on b.
 func (b *Backend) Failures() uint64 { return b.failures.Load() }
+
+// ConsecutiveFailures is b's current run of failures: since its last
+// success or ejection, and 0 with outlier detection off.
+func (b *Backend) ConsecutiveFailures() int64 { return b.consecutive.Load() }
 
 // SetRemote records the other balancers' in-flight sum from a sync.
 func (b *Backend) SetRemote(n int64) { b.remote.Store(n) }

@@ -1,8 +1,8 @@
 // Package proxy is the balancer's request path: place the request on a
 // backend slot (or queue it), proxy it with httputil.ReverseProxy, report
 // each outcome to the outlier detector, retry an idempotent request once
-// elsewhere when an attempt fails (within the retry budget), and answer
-// 503 + Retry-After when it cannot be placed.
+// elsewhere when an attempt fails or answers a status in RETRY_ON (within
+// the retry budget), and answer 503 + Retry-After when it cannot be placed.
 package proxy
 
 import (
@@ -38,8 +38,16 @@ type Options struct {
 	Sets   Sets
 	Policy policy.Policy
 	Queue  *Queue
-	// UpstreamTimeout bounds the wait for a backend's response headers.
+	// UpstreamTimeout bounds each attempt's wait for the backend's response
+	// headers: the per-try timeout (Envoy's per_try_timeout, HAProxy's
+	// timeout server). An idempotent request that times out is retried once
+	// on another backend, so a client waits at most twice this (plus the
+	// queue and the connects) for a backend that hangs.
 	UpstreamTimeout time.Duration
+	// RetryOn lists the statuses after which an idempotent request is sent
+	// once more to another backend, in place of the answer (RETRY_ON; nil:
+	// none). Codes outside 500-599 are ignored: a 4xx is the client's.
+	RetryOn []int
 	// RetryAfter is the Retry-After value of 503 answers.
 	RetryAfter time.Duration
 	// MaxIdlePerHost sizes the keep-alive pool per backend (the in-flight
@@ -85,7 +93,15 @@ type Handler struct {
 	// wait is mayWait as a func value, made once (nil without Prospects):
 	// a method value taken per request would allocate.
 	wait func() bool
+	// retryOn is RetryOn as a bit set of status-500, so a check costs a
+	// shift, not a scan.
+	retryOn [2]uint64
 }
+
+// errRetryStatus is what modifyResponse returns to make ReverseProxy drop
+// an answer in RetryOn and call errorHandler, which sends the request to
+// the backend whose slot modifyResponse took.
+var errRetryStatus = errors.New("answer in RETRY_ON: retried on another backend")
 
 type ctxKey struct{}
 
@@ -95,8 +111,17 @@ type attempt struct {
 	backend *pool.Backend
 	start   time.Time // when this attempt was placed, for Observer
 	retried bool
-	id      string      // X-Request-Id, for the logs
-	body    *clientBody // the streamed rest of the body (nil: none)
+	// canRetry: the request may be sent twice (idempotent, no body).
+	canRetry bool
+	// next is the slot modifyResponse took for a retry on a status in
+	// RetryOn; errorHandler moves it to backend at once.
+	next *pool.Backend
+	// w and in are what the policy sees when modifyResponse picks the
+	// retry's backend (ReverseProxy hands it only the response).
+	w    http.ResponseWriter
+	in   *http.Request
+	id   string      // X-Request-Id, for the logs
+	body *clientBody // the streamed rest of the body (nil: none)
 }
 
 // New returns a Handler.
@@ -132,6 +157,11 @@ func New(o Options) *Handler {
 		}
 	}
 	h := &Handler{o: o}
+	for _, code := range o.RetryOn {
+		if code >= 500 && code <= 599 {
+			h.retryOn[(code-500)/64] |= 1 << ((code - 500) % 64)
+		}
+	}
 	h.observer, _ = o.Policy.(policy.Observer)
 	if o.Prospects != nil {
 		h.wait = h.mayWait
@@ -189,8 +219,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	served := time.Now()
-	a := &attempt{backend: b, start: served, id: id, body: body}
 	sw := &statusWriter{ResponseWriter: w, tunnelIdle: h.o.TunnelIdle}
+	a := &attempt{backend: b, start: served, canRetry: retryable(r), w: sw, id: id, body: body}
+	a.in = r.WithContext(context.WithValue(r.Context(), ctxKey{}, a))
 	h.o.RetryBudget.begin()
 	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the copy
 	// of a response body fails (client gone mid-body, backend reset), and a
@@ -199,11 +230,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if a.backend != nil {
 			h.release(a.backend)
 		}
+		if a.next != nil {
+			h.release(a.next) // a panic between modifyResponse and errorHandler
+		}
 		h.o.RetryBudget.end()
 		h.o.Flow.Done(time.Since(served))
 		h.o.Metrics.observe(sw.code(), time.Since(start))
 	}()
-	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, a)))
+	h.proxy.ServeHTTP(sw, a.in)
 }
 
 // picker returns the try function the queue calls: pick with the policy and
@@ -289,6 +323,12 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 // modifyResponse sees the backend's answer: a 5xx is a failure for the
 // outlier detector, anything else a success (and a latency observation for
 // a policy that learns from them).
+//
+// A status in RetryOn on a first attempt of an idempotent request is
+// dropped only when the retry is certain: the retry budget allows it and
+// another backend's slot is taken here, now. Otherwise the answer goes to
+// the client as it is: a 5xx the client sees beats a 502 made up for a
+// retry that found no room.
 func (h *Handler) modifyResponse(res *http.Response) error {
 	a := res.Request.Context().Value(ctxKey{}).(*attempt)
 	if h.o.BackendHeader {
@@ -296,6 +336,13 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	}
 	if res.StatusCode >= 500 {
 		h.failure(a.backend, res.Status)
+		if !a.retried && a.canRetry && h.retriesOn(res.StatusCode) && h.o.RetryBudget.tryRetry() {
+			if next := h.picker(a.w, a.in, a.backend)(); next != nil {
+				a.retried, a.next = true, next
+				return errRetryStatus
+			}
+			h.o.RetryBudget.retryDone()
+		}
 		return nil
 	}
 	if h.o.Outlier != nil {
@@ -305,6 +352,12 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 		h.observer.Observe(a.backend, time.Since(a.start))
 	}
 	return nil
+}
+
+// retriesOn reports whether code is in RetryOn.
+func (h *Handler) retriesOn(code int) bool {
+	i := code - 500
+	return i >= 0 && i < 128 && h.retryOn[i/64]&(1<<(i%64)) != 0
 }
 
 // failure reports a failed attempt on b to the outlier detector.
@@ -323,7 +376,12 @@ func (h *Handler) failure(b *pool.Backend, why string) {
 // errorHandler runs when the backend could not be reached or did not answer
 // before any byte of the response went to the client: a gateway failure for
 // the outlier detector. An idempotent request without a body is retried
-// once on another backend, if the retry budget allows.
+// once on another backend, if the retry budget allows. A timeout here is
+// UpstreamTimeout, the per-try timeout: the hung attempt's slot is given
+// back and the backend counted as failed, whether or not it is retried.
+//
+// It also runs for errRetryStatus: modifyResponse dropped an answer in
+// RetryOn, counted the failure and holds the retry's slot.
 //
 // A failure of the client's own body (malformed chunks, a stall) is the
 // client's: 400 or 408, and the backend is not counted as failed. Client-
@@ -331,6 +389,13 @@ func (h *Handler) failure(b *pool.Backend, why string) {
 // the request id.
 func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	a := r.Context().Value(ctxKey{}).(*attempt)
+	if errors.Is(err, errRetryStatus) {
+		h.release(a.backend)
+		next := a.next
+		a.next = nil
+		h.retry(w, r, a, next, RetryStatus)
+		return
+	}
 	if cerr := a.body.Err(); cerr != nil {
 		h.clientError(w, a.id, cerr)
 		return
@@ -341,8 +406,14 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	}
 	h.o.Log.Warn("backend failed", "request_id", a.id, "backend", failed.ID, "err", err)
 	h.failure(failed, err.Error())
-	connErr := isConnectError(err)
-	if !a.retried && retryable(r) && h.o.RetryBudget.tryRetry() {
+	why := RetryReset
+	switch {
+	case isConnectError(err):
+		why = RetryConnect
+	case isTimeout(err):
+		why = RetryTimeout
+	}
+	if !a.retried && a.canRetry && h.o.RetryBudget.tryRetry() {
 		// The retry gives the failed slot back first and takes a free slot
 		// elsewhere without queueing: waiting in line while holding a slot
 		// would block that slot for the whole QUEUE_TIMEOUT, and a waiter
@@ -350,22 +421,28 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		a.retried = true
 		h.release(failed)
 		a.backend = nil
-		next := h.picker(w, r, failed)()
-		if next != nil {
-			a.backend, a.start = next, time.Now()
-			h.o.RetryBudget.sent()
-			h.proxy.ServeHTTP(w, r)
-		}
-		h.o.RetryBudget.retryDone()
-		if next != nil {
+		if next := h.picker(w, r, failed)(); next != nil {
+			h.retry(w, r, a, next, why)
 			return
 		}
+		h.o.RetryBudget.retryDone()
 	}
-	if isTimeout(err) && !connErr {
+	if why == RetryTimeout {
 		http.Error(w, "504 Gateway Timeout", http.StatusGatewayTimeout)
 		return
 	}
 	http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+}
+
+// retry sends the request to next, whose slot the caller took along with a
+// retry from the budget, which it gives back when the attempt ends, even
+// by the panic of a response body cut off (else the budget would shrink
+// for good).
+func (h *Handler) retry(w http.ResponseWriter, r *http.Request, a *attempt, next *pool.Backend, why RetryReason) {
+	defer h.o.RetryBudget.retryDone()
+	a.backend, a.start = next, time.Now()
+	h.o.RetryBudget.sent(why)
+	h.proxy.ServeHTTP(w, r)
 }
 
 // retryable: safe to send twice (RFC 9110 idempotent methods) and nothing to

@@ -15,9 +15,31 @@ type RetryBudget struct {
 
 	active   atomic.Int64 // requests placed on a backend and not finished
 	retrying atomic.Int64 // retries in progress
-	retried  atomic.Uint64
+	retried  [retryReasons]atomic.Uint64
 	refused  atomic.Uint64
 }
+
+// RetryReason is the failure that made the proxy retry an attempt on
+// another backend. Its String labels lbscale_balancer_retries_total and
+// the keys of /status retries_by_reason.
+type RetryReason uint8
+
+const (
+	// RetryConnect: the backend could not be connected to.
+	RetryConnect RetryReason = iota
+	// RetryTimeout: no response headers within UPSTREAM_TIMEOUT, the
+	// per-try timeout.
+	RetryTimeout
+	// RetryReset: the connection broke (reset, closed) before an answer.
+	RetryReset
+	// RetryStatus: the backend answered a status listed in RETRY_ON.
+	RetryStatus
+	retryReasons
+)
+
+var retryReasonNames = [retryReasons]string{"connect", "timeout", "reset", "status"}
+
+func (r RetryReason) String() string { return retryReasonNames[r] }
 
 // NewRetryBudget allows, at any moment, retries in progress up to percent
 // of the requests in flight, and at least minConcurrency.
@@ -53,10 +75,24 @@ func (rb *RetryBudget) tryRetry() bool {
 	}
 }
 
-func (rb *RetryBudget) sent()      { rb.retried.Add(1) }
-func (rb *RetryBudget) retryDone() { rb.retrying.Add(-1) }
+func (rb *RetryBudget) sent(why RetryReason) { rb.retried[why].Add(1) }
+func (rb *RetryBudget) retryDone()           { rb.retrying.Add(-1) }
 
 // Stats returns the retries made and those refused for want of budget.
 func (rb *RetryBudget) Stats() (retried, refused uint64) {
-	return rb.retried.Load(), rb.refused.Load()
+	for i := range rb.retried {
+		retried += rb.retried[i].Load()
+	}
+	return retried, rb.refused.Load()
+}
+
+// Counts returns the retries made by reason (every reason present, zeros
+// included, so each series exists from the start) and those refused for
+// want of budget. The admin port calls it at scrape time.
+func (rb *RetryBudget) Counts() (byReason map[string]uint64, refused uint64) {
+	byReason = make(map[string]uint64, retryReasons)
+	for i := range rb.retried {
+		byReason[RetryReason(i).String()] = rb.retried[i].Load()
+	}
+	return byReason, rb.refused.Load()
 }

@@ -17,6 +17,19 @@ const (
 	EnvServerID        = "SERVER_ID"
 	EnvShutdownTimeout = "SHUTDOWN_TIMEOUT"
 	EnvLogLevel        = "LOG_LEVEL"
+	EnvFault           = "FAULT"
+)
+
+// FAULT values: the gray failures a chaos test starts a server with. Both
+// spare /healthz and /load, so health checks keep passing: only what the
+// balancer sees on real requests can catch them.
+const (
+	// FaultHang: request paths read the request and never answer, until
+	// the client goes away or the server shuts down (then the connection
+	// is cut without an answer).
+	FaultHang = "hang"
+	// FaultError: request paths answer 500 at once.
+	FaultError = "error"
 )
 
 // DefaultListenAddr is where the server listens when LISTEN_ADDR is unset.
@@ -52,6 +65,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// LogLevel is debug, info, warn or error; debug logs every request.
 	LogLevel string
+	// Fault is FaultHang, FaultError or "" (none, the default): FAULT.
+	Fault string
 }
 
 // Load reads the configuration from lookup (os.LookupEnv in main); the
@@ -71,6 +86,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		Hostname:        host,
 		ShutdownTimeout: r.Duration(EnvShutdownTimeout, 30*time.Second, 0, time.Hour),
 		LogLevel:        r.OneOf(EnvLogLevel, "info", "debug", "info", "warn", "error"),
+		Fault:           r.String(EnvFault, ""),
+	}
+	if c.Fault != "" && c.Fault != FaultHang && c.Fault != FaultError {
+		r.Fail(EnvFault, "%q is not %s or %s (unset: no fault)", c.Fault, FaultHang, FaultError)
+		c.Fault = ""
 	}
 	return c, r.Err()
 }

@@ -49,6 +49,8 @@ func TestLoadRejects(t *testing.T) {
 		{map[string]string{"LISTEN_ADDR": ":99999"}, []string{"LISTEN_ADDR"}},
 		{map[string]string{"SHUTDOWN_TIMEOUT": "30"}, []string{"SHUTDOWN_TIMEOUT"}},
 		{map[string]string{"LOG_LEVEL": "loud"}, []string{"LOG_LEVEL"}},
+		{map[string]string{"FAULT": "crash"}, []string{"FAULT"}},
+		{map[string]string{"FAULT": "Hang"}, []string{"FAULT"}},
 		{map[string]string{"WORK_MS": "x", "CAPACITY": "-1", "LISTEN_ADDR": "nonsense"}, []string{"WORK_MS", "CAPACITY", "LISTEN_ADDR"}},
 	} {
 		_, err := Load(envconf.FromMap(tc.env))
@@ -60,6 +62,15 @@ func TestLoadRejects(t *testing.T) {
 			if !strings.Contains(err.Error(), name+":") {
 				t.Errorf("%v: error %q does not name %s", tc.env, err, name)
 			}
+		}
+	}
+}
+
+func TestLoadFault(t *testing.T) {
+	for _, v := range []string{"", "hang", "error", " error "} {
+		c, err := Load(envconf.FromMap(map[string]string{"FAULT": v}))
+		if err != nil || c.Fault != strings.TrimSpace(v) {
+			t.Errorf("FAULT=%q: Fault %q, err %v", v, c.Fault, err)
 		}
 	}
 }

@@ -13,6 +13,9 @@
 //	/healthz     GET: 200 "ok", 503 once shutdown has begun
 //	/upgrade     Connection: Upgrade requests get 101 and a raw byte echo
 //
+// With FAULT set, / and /upgrade misbehave (Config.Fault) while /load and
+// /healthz answer as ever: the gray failure that health checks miss.
+//
 // Every response carries X-Server-Id. /load, /load/reset and /healthz are
 // never counted and never wait for a slot: a balancer polling them must see
 // the load, not add to it or queue behind it.
@@ -31,6 +34,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -98,6 +102,10 @@ type Server struct {
 	served, cancelled         atomic.Int64
 	cpuPercentBits            atomic.Uint64 // math.Float64bits of the last reading
 	shuttingDown              atomic.Bool
+	// stopping is closed by BeginShutdown, so that requests held by
+	// FAULT=hang let go and the drain does not wait ShutdownTimeout.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 	// cpuEvery is the CPU sampling period; tests shorten it.
 	cpuEvery time.Duration
 	handler  http.Handler
@@ -109,7 +117,7 @@ func New(cfg Config, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, cpuEvery: time.Second}
+	s := &Server{cfg: cfg, log: log, cpuEvery: time.Second, stopping: make(chan struct{})}
 	if cfg.Capacity > 0 {
 		s.slots = make(chan struct{}, cfg.Capacity)
 	}
@@ -120,8 +128,8 @@ func New(cfg Config, log *slog.Logger) *Server {
 	mux.HandleFunc("/load", s.serveLoad)
 	mux.HandleFunc("/load/reset", s.serveReset)
 	mux.HandleFunc("/healthz", s.serveHealth)
-	mux.HandleFunc("/upgrade", s.serveUpgrade)
-	mux.HandleFunc("/", s.serveHello)
+	mux.HandleFunc("/upgrade", s.request(s.serveUpgrade))
+	mux.HandleFunc("/", s.request(s.serveHello))
 	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(HeaderServerID, cfg.ServerID)
 		mux.ServeHTTP(w, r)
@@ -134,7 +142,10 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // BeginShutdown makes /healthz answer 503 so that balancers and the scaler
 // stop sending new work; requests already inside are still served.
-func (s *Server) BeginShutdown() { s.shuttingDown.Store(true) }
+func (s *Server) BeginShutdown() {
+	s.shuttingDown.Store(true)
+	s.stoppingOnce.Do(func() { close(s.stopping) })
+}
 
 // Serve answers on ln until ctx ends, then shuts down gracefully: /healthz
 // turns 503, the listener closes, and requests inside (processing or
@@ -154,7 +165,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "work", s.cfg.Work.String(),
-		"sleep", s.cfg.Sleep.String(), "capacity", s.cfg.Capacity)
+		"sleep", s.cfg.Sleep.String(), "capacity", s.cfg.Capacity, "fault", s.cfg.Fault)
 
 	select {
 	case err := <-errc:
@@ -277,6 +288,35 @@ func msParam(q url.Values, name string, def time.Duration) (time.Duration, error
 		return 0, fmt.Errorf("%s=%q is not a whole number of milliseconds from 0 to %d", name, v, MaxCostMS)
 	}
 	return time.Duration(n) * time.Millisecond, nil
+}
+
+// request is h for a request path, or serveFault under FAULT.
+func (s *Server) request(h http.HandlerFunc) http.HandlerFunc {
+	if s.cfg.Fault == "" {
+		return h
+	}
+	return s.serveFault
+}
+
+// serveFault answers a request path under FAULT. error: 500 at once. hang:
+// the request is read (so that net/http notices the client leave) and held
+// without a byte of answer, counted in /load's inflight, until the client
+// goes away; when the server shuts down the connection is cut, still
+// without an answer.
+func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxBody))
+	if s.cfg.Fault == FaultError {
+		http.Error(w, "500 Internal Server Error (FAULT=error)", http.StatusInternalServerError)
+		return
+	}
+	storeMax(&s.peakInflight, s.inflight.Add(1))
+	defer s.inflight.Add(-1)
+	select {
+	case <-r.Context().Done():
+		s.cancelled.Add(1)
+	case <-s.stopping:
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func (s *Server) serveHello(w http.ResponseWriter, r *http.Request) {
