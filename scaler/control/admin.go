@@ -20,9 +20,12 @@ type Status struct {
 	ID     string `json:"id"`
 	Pool   string `json:"pool"`
 	Leader bool   `json:"leader"`
-	// LeaderID names the scaler that leads, as this one last heard from
-	// Redis: itself when Leader, another on a follower, "" when nobody
-	// leads or Redis does not answer.
+	// Instance is this process's name in the lease: SCALER_ID, a slash,
+	// and a suffix of its own, so that a restarted scaler is told apart.
+	Instance string `json:"instance"`
+	// LeaderID is the Instance of the scaler that leads, as this one last
+	// heard from Redis: its own when Leader, another's on a follower, ""
+	// when nobody leads or before Redis answered.
 	LeaderID string `json:"leader_id"`
 	// Desired is the replica count the latest load reading asked for;
 	// Replicas the ready containers; Starting and Draining the others.
@@ -98,8 +101,9 @@ func (c *Controller) Gatherer() prometheus.Gatherer { return c.m.reg }
 // Status returns the current picture; it reads the registry from the store.
 func (c *Controller) Status(ctx context.Context) Status {
 	s := Status{
-		ID:   c.cfg.ID,
-		Pool: c.cfg.Pool,
+		ID:       c.cfg.ID,
+		Instance: c.instance,
+		Pool:     c.cfg.Pool,
 		Config: StatusConfig{
 			MinReplicas:     c.cfg.MinReplicas,
 			MaxReplicas:     c.cfg.MaxReplicas,

@@ -19,6 +19,8 @@ package control
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -65,6 +67,13 @@ type Options struct {
 	Now func() time.Time
 	// Logger (nil: slog.Default()).
 	Logger *slog.Logger
+	// Instance is this process's name in the lease (nil: SCALER_ID, a
+	// slash and 8 random hex digits). It differs from every other
+	// process's, a restarted one's included: a scaler restarted under the
+	// same SCALER_ID must not take the dead process's lease for its own
+	// (nor two scalers started with one SCALER_ID share one), so a new
+	// process always campaigns like any follower.
+	Instance string
 }
 
 // Controller is one scaler process's control loop. It owns one value per
@@ -73,13 +82,14 @@ type Options struct {
 // startTerm begins leading, lead takes the term's decisions, and the end
 // of the term resets what the term learned.
 type Controller struct {
-	cfg   config.Config
-	store state.Store
-	drv   driver.Driver
-	now   func() time.Time
-	log   *slog.Logger
-	m     *metrics
-	rep   *reporter
+	cfg      config.Config
+	instance string
+	store    state.Store
+	drv      driver.Driver
+	now      func() time.Time
+	log      *slog.Logger
+	m        *metrics
+	rep      *reporter
 
 	lease   *lease
 	members *memberTable
@@ -107,6 +117,7 @@ type Controller struct {
 func New(o Options) *Controller {
 	c := &Controller{
 		cfg:         o.Config,
+		instance:    o.Instance,
 		store:       o.Store,
 		drv:         o.Driver,
 		now:         o.Now,
@@ -135,7 +146,10 @@ func New(o Options) *Controller {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
-	c.log = c.log.With("scaler", c.cfg.ID, "pool", c.cfg.Pool)
+	if c.instance == "" {
+		c.instance = c.cfg.ID + "/" + nonce()
+	}
+	c.log = c.log.With("scaler", c.instance, "pool", c.cfg.Pool)
 	c.rep = newReporter(c.now, c.log, c.m)
 	c.up = &upscaler{
 		cfg: c.cfg, store: c.store, drv: c.drv, health: health, now: c.now, log: c.log, m: c.m, rep: c.rep,
@@ -147,7 +161,7 @@ func New(o Options) *Controller {
 	}
 	c.up.remove = c.down
 	c.recon = &reconciler{cfg: c.cfg, store: c.store, drv: c.drv, now: c.now, log: c.log, rep: c.rep, members: c.members, up: c.up, down: c.down}
-	c.lease = newLease(c.store, c.cfg.ID, c.cfg.LeaseTTL, c.now, c.log, c.rep, c.startTerm)
+	c.lease = newLease(c.store, c.instance, c.cfg.LeaseTTL, c.now, c.log, c.rep, c.startTerm)
 	return c
 }
 
@@ -169,6 +183,13 @@ func HTTPHealth(client *http.Client) func(ctx context.Context, addr string) erro
 		}
 		return nil
 	}
+}
+
+// nonce is 8 random hex digits.
+func nonce() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
 }
 
 func poke(ch chan struct{}) {

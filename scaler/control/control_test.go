@@ -696,11 +696,15 @@ func TestDeadLeaderReplacedWithinTheTTL(t *testing.T) {
 		eventually(t, "a leads", a.Leader)
 		b, _ := h.start(cfgB, nil)
 		h.settle(1)
-		if s := b.Status(context.Background()); s.Leader || s.LeaderID != "a" {
-			t.Fatalf("follower status: leader %v, leader_id %q; want false, a", s.Leader, s.LeaderID)
+		ia := a.Status(context.Background()).Instance
+		if !strings.HasPrefix(ia, "a/") || len(ia) != len("a/")+8 {
+			t.Fatalf("instance %q, want a/ and 8 hex digits", ia)
 		}
-		if s := a.Status(context.Background()); !s.Leader || s.LeaderID != "a" {
-			t.Fatalf("leader status: leader %v, leader_id %q; want true, a", s.Leader, s.LeaderID)
+		if s := b.Status(context.Background()); s.Leader || s.LeaderID != ia {
+			t.Fatalf("follower status: leader %v, leader_id %q; want false, %s", s.Leader, s.LeaderID, ia)
+		}
+		if s := a.Status(context.Background()); !s.Leader || s.LeaderID != ia {
+			t.Fatalf("leader status: leader %v, leader_id %q; want true, %s", s.Leader, s.LeaderID, ia)
 		}
 		// Die just after a renewal, the worst case: the lease then has a
 		// whole TTL left.
@@ -718,8 +722,26 @@ func TestDeadLeaderReplacedWithinTheTTL(t *testing.T) {
 			t.Fatalf("b took over %v after a died, want within the TTL %v", took, cfgB.LeaseTTL)
 		}
 		t.Logf("b took over %v after a died (TTL %v)", took, cfgB.LeaseTTL)
-		if s := b.Status(context.Background()); s.LeaderID != "b" {
-			t.Fatalf("new leader's status names %q", s.LeaderID)
+		if s := b.Status(context.Background()); s.LeaderID != s.Instance || !strings.HasPrefix(s.LeaderID, "b/") {
+			t.Fatalf("new leader's status names %q, its instance is %q", s.LeaderID, s.Instance)
+		}
+	})
+}
+
+// Two processes under one SCALER_ID (a scaler restarted while its dead
+// predecessor's lease runs, or a compose service scaled to two) are two
+// instances in the lease: one leads, the other follows.
+func TestOneScalerIDTwoProcessesOneLeads(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		h := newHarness(t)
+		cfg := testConfig()
+		a, _ := h.start(cfg, nil)
+		eventually(t, "a leads", a.Leader)
+		b, _ := h.start(cfg, nil)
+		h.settle(1)
+		time.Sleep(3 * cfg.LeaseTTL)
+		if !a.Leader() || b.Leader() {
+			t.Fatalf("leaders with one SCALER_ID: a %v, b %v; want a only", a.Leader(), b.Leader())
 		}
 	})
 }
