@@ -100,9 +100,11 @@ type poolSample struct {
 // scalerStatus is the part of a scaler's /status these tests read.
 type scalerStatus struct {
 	ID       string `json:"id"`
+	Instance string `json:"instance"`
 	Leader   bool   `json:"leader"`
 	LeaderID string `json:"leader_id"`
 	Desired  int    `json:"desired"`
+	Starting int    `json:"starting"`
 	Flaps    int    `json:"flaps"`
 	Events   []struct {
 		Direction string `json:"direction"`
