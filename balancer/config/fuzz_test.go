@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/state"
 )
 
 // fuzzVars are the variables FuzzLoad sets. TLS_CERT_FILE and TLS_KEY_FILE
@@ -61,7 +62,7 @@ func FuzzLoad(f *testing.F) {
 			return
 		}
 		for _, b := range c.Backends {
-			if envconf.HostPort(b.Addr) != nil || b.Weight < 1 || b.Weight > 1000 {
+			if envconf.HostPort(b.Addr) != nil || b.Weight < 1 || b.Weight > state.MaxWeight {
 				t.Fatalf("%s=%q: accepted backend %+v", name, value, b)
 			}
 		}
@@ -89,7 +90,7 @@ func FuzzParseStatic(f *testing.F) {
 			}
 			return
 		}
-		if envconf.HostPort(s.Addr) != nil || strings.Contains(s.Addr, "=") || s.Weight < 1 || s.Weight > 1000 {
+		if envconf.HostPort(s.Addr) != nil || strings.Contains(s.Addr, "=") || s.Weight < 1 || s.Weight > state.MaxWeight {
 			t.Fatalf("%q: accepted %+v", item, s)
 		}
 		again, err := parseStatic(s.Addr + "=" + strconv.Itoa(s.Weight))
