@@ -276,6 +276,11 @@ func (c *runConfig) validate(set map[string]bool) error {
 // counting requests it could never have sent.
 const maxRate = 1_000_000
 
+// maxSegments bounds the segments of a generated profile: a step a second
+// for a day fits, a typo in --step-every (1ns) is an error instead of
+// gigabytes of segments.
+const maxSegments = 100_000
+
 // profileFlags are the flags that only mean something to one profile; given
 // with another they would be silently ignored, so they are refused.
 var profileFlags = map[string]string{
@@ -320,7 +325,12 @@ func (c *runConfig) buildProfile(set map[string]bool) error {
 		d = defaultDuration
 		if set["requests"] {
 			// Long enough for every request at this rate; --requests stops it.
-			d = time.Duration((float64(c.Requests)/c.Rate + 1) * float64(time.Second))
+			secs := float64(c.Requests)/c.Rate + 1
+			if secs >= float64(math.MaxInt64)/float64(time.Second) {
+				// The Duration would overflow to a negative length.
+				return usageErr("--requests %d at --rate %g would run for centuries; raise --rate or give --duration", c.Requests, c.Rate)
+			}
+			d = time.Duration(secs * float64(time.Second))
 		}
 		c.Duration = d
 	}
@@ -335,6 +345,11 @@ func (c *runConfig) buildProfile(set map[string]bool) error {
 		}
 		if c.StepEvery <= 0 {
 			return usageErr("--step-every must be > 0, got %v", c.StepEvery)
+		}
+		if d/c.StepEvery >= maxSegments {
+			// One segment a step: --step-every 1ns over an hour would build
+			// billions of them before the run starts.
+			return usageErr("--step-every %v makes over %d steps in %v; step less often", c.StepEvery, maxSegments, d)
 		}
 		c.profile = schedule.Step(c.Rate, by, c.StepEvery, d)
 		c.describe = fmt.Sprintf("step from %g req/s by %+g every %v", c.Rate, by, c.StepEvery)

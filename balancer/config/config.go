@@ -224,8 +224,8 @@ func parseStatic(item string) (Static, error) {
 	}
 	if hasWeight {
 		n, err := strconv.Atoi(w)
-		if err != nil || n < 1 || n > 1000 {
-			return s, fmt.Errorf("%q: weight must be a whole number from 1 to 1000", item)
+		if err != nil || n < 1 || n > state.MaxWeight {
+			return s, fmt.Errorf("%q: weight must be a whole number from 1 to %d", item, state.MaxWeight)
 		}
 		s.Weight = n
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -112,15 +113,45 @@ func (s *Redis) Backends(ctx context.Context) ([]Backend, error) {
 func decodeRegistry(m map[string]string) []Backend {
 	out := make([]Backend, 0, len(m))
 	for id, v := range m {
-		var b Backend
-		if err := json.Unmarshal([]byte(v), &b); err != nil {
-			b = Backend{State: Invalid}
+		b, err := decodeBackend(id, v)
+		if err != nil {
+			b = Backend{ID: id, State: Invalid}
 		}
-		b.ID = id
 		out = append(out, b)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// MaxWeight is the largest backend weight, in the registry as in BACKENDS:
+// weights add up on the pick path, so they are kept small.
+const MaxWeight = 1000
+
+// decodeBackend decodes registry field id with value v. Valid JSON is not
+// enough: a state balancers do not know, a routable entry (ready, draining)
+// whose address they could not dial, or a weight outside 0..MaxWeight is
+// refused too, since the balancer would act on it.
+func decodeBackend(id, v string) (Backend, error) {
+	var b Backend
+	if err := json.Unmarshal([]byte(v), &b); err != nil {
+		return Backend{}, fmt.Errorf("registry entry %q: %w", id, err)
+	}
+	b.ID = id
+	switch b.State {
+	case Starting, Ready, Draining:
+	default:
+		return Backend{}, fmt.Errorf("registry entry %q: unknown state %q", id, b.State)
+	}
+	if b.State != Starting || b.Addr != "" {
+		host, port, err := net.SplitHostPort(b.Addr)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			return Backend{}, fmt.Errorf("registry entry %q: address %q is not host:port", id, b.Addr)
+		}
+	}
+	if b.Weight < 0 || b.Weight > MaxWeight {
+		return Backend{}, fmt.Errorf("registry entry %q: weight %d is not from 0 to %d", id, b.Weight, MaxWeight)
+	}
+	return b, nil
 }
 
 // PutBackend implements Registry.

@@ -122,10 +122,15 @@ func Step(start, by float64, every, d time.Duration) Profile {
 	}
 	var p Profile
 	rate := start
-	for t := time.Duration(0); t < d; t += every {
-		end := min(t+every, d)
+	for t := time.Duration(0); t < d; {
+		// Not t+every, which overflows for long runs and large steps.
+		end := d
+		if every < d-t {
+			end = t + every
+		}
 		p = append(p, Segment{Start: t, End: end, From: rate, To: rate})
 		rate = max(rate+by, 0)
+		t = end
 	}
 	return p
 }
@@ -135,7 +140,10 @@ func Step(start, by float64, every, d time.Duration) Profile {
 // cut off.
 func Spike(base, peak float64, at, length, d time.Duration) Profile {
 	at = min(max(at, 0), d)
-	end := min(at+length, d)
+	end := d
+	if length < d-at { // not at+length, which may overflow
+		end = at + max(length, 0)
+	}
 	var p Profile
 	add := func(a, b time.Duration, r float64) {
 		if b > a {
@@ -233,10 +241,19 @@ func Read(r io.Reader) (Profile, error) {
 	return p, nil
 }
 
+// maxOffsetSeconds is the longest time a Duration holds, in seconds (about
+// 292 years).
+const maxOffsetSeconds = float64(math.MaxInt64) / float64(time.Second)
+
 func parseOffset(s string) (time.Duration, error) {
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
 		if f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
 			return 0, errors.New("want a time >= 0")
+		}
+		// Past this, converting to a Duration overflows (to a negative time
+		// on amd64), and the row would be reported as going back in time.
+		if f >= maxOffsetSeconds {
+			return 0, fmt.Errorf("want at most %.0f seconds", maxOffsetSeconds)
 		}
 		return time.Duration(f * float64(time.Second)), nil
 	}

@@ -144,6 +144,7 @@ time,rate
 		"time goes back": "0,1\n5s,10\n4s,10\n",
 		"not from zero":  "1s,1\n5s,10\n",
 		"all zero":       "0,0\n5s,0\n",
+		"time overflows": "0,1\n1e300,10\n",
 	}
 	for name, text := range bad {
 		if _, err := Read(strings.NewReader(text)); err == nil {
@@ -210,5 +211,26 @@ func TestTail(t *testing.T) {
 				t.Fatalf("Tail() = %v, %v; want %v, %v", end.Sub(start), wait, 8*time.Second, c.wait)
 			}
 		})
+	}
+}
+
+// TestLongShapes: shapes whose step or spike reaches past the longest
+// Duration end at d instead of overflowing into negative times.
+func TestLongShapes(t *testing.T) {
+	const forever = time.Duration(math.MaxInt64)
+	cases := []struct {
+		name string
+		p    Profile
+		segs int
+	}{
+		{"spike to the end", Spike(1, 5, time.Second, forever, time.Minute), 2},
+		{"spike of negative length", Spike(1, 5, time.Second, -time.Second, time.Minute), 2},
+		{"step longer than half the run", Step(1, 1, forever/2+1, forever), 2},
+		{"step longer than the run", Step(1, 1, forever, time.Minute), 1},
+	}
+	for _, tc := range cases {
+		if err := tc.p.Validate(); err != nil || len(tc.p) != tc.segs || tc.p.Duration() <= 0 {
+			t.Errorf("%s: %d segments %+v, %v; want %d", tc.name, len(tc.p), tc.p, err, tc.segs)
+		}
 	}
 }

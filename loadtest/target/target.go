@@ -46,14 +46,17 @@ func Parse(s string) (Target, error) {
 
 // endsInQueryKey reports whether u ends in a query parameter that has no
 // value yet ("…?a=1&b"): an '=' after it is that parameter's, not a weight's.
+// An empty key ("…?", "…&") is no parameter, and past a '#' the text is the
+// fragment: an '=' after either is a weight's, so that URL=weight always
+// reads back as URL and weight.
 func endsInQueryKey(u string) bool {
 	q := strings.IndexByte(u, '?')
-	if q < 0 {
+	if q < 0 || strings.IndexByte(u, '#') >= 0 {
 		return false
 	}
 	query := u[q+1:]
 	last := query[strings.LastIndexByte(query, '&')+1:]
-	return !strings.Contains(last, "=")
+	return last != "" && !strings.Contains(last, "=")
 }
 
 // CheckURL accepts absolute http and https URLs with a host.

@@ -163,6 +163,11 @@ var poolName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,39}$`)
 // Load reads and validates the configuration; the error names every bad
 // variable. main passes os.LookupEnv and calls envconf.Exit on error.
 func Load(lookup func(string) (string, bool)) (Config, error) {
+	if lookup == nil {
+		// As envconf.New: nil reads the process environment. Load calls
+		// lookup itself below, which would otherwise panic.
+		lookup = os.LookupEnv
+	}
 	r := envconf.New(lookup)
 	var c Config
 

@@ -158,3 +158,14 @@ func TestRedisTLSVariables(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadNilLookup: nil reads the process environment, as envconf.New
+// documents, instead of panicking on the MAX_INFLIGHT check.
+func TestLoadNilLookup(t *testing.T) {
+	t.Setenv(EnvRedisURL, "redis://127.0.0.1:6379/0")
+	t.Setenv(EnvMaxInflight, "8")
+	c, err := Load(nil)
+	if err == nil && c.TargetInflight != 8 {
+		t.Errorf("TARGET_INFLIGHT defaults to %d, want MAX_INFLIGHT=8", c.TargetInflight)
+	}
+}

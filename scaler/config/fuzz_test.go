@@ -1,0 +1,149 @@
+package config
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+
+	"lbscale/balancer/envconf"
+)
+
+// fuzzVars are every variable the scaler reads.
+var fuzzVars = []string{
+	EnvRedisURL, EnvPool, EnvMinReplicas, EnvMaxReplicas, EnvMaxInflight,
+	EnvTargetInflight, EnvScaleUpCooldown, EnvIdleTimeout, EnvScaleDownInterval,
+	EnvDrainTimeout, EnvDrainSettle, EnvStopGrace, EnvCPULimit, EnvMemoryLimit,
+	EnvWebImage, EnvWebEnv, EnvWebPort, EnvNetwork, EnvDriver, EnvHealthTimeout,
+	EnvLeaseTTL, EnvReconcileInterval, EnvPollInterval, EnvAdminAddr, EnvScalerID,
+	EnvLogLevel, EnvScaleDown, EnvStableWindow, EnvPanicWindow,
+	EnvMaxScaleDownRate, EnvBacklogDrain,
+}
+
+// FuzzLoad sets one variable of an otherwise valid environment to arbitrary
+// text: Load must not panic, every problem must start with a variable's
+// name and one must name the variable changed; what it accepts must hold
+// the cross-field rules.
+func FuzzLoad(f *testing.F) {
+	seeds := []struct{ name, value string }{
+		{EnvRedisURL, "redis://r:6379/x"},
+		{EnvRedisURL, "http://r:6379"},
+		{EnvPool, "Web"},
+		{EnvMinReplicas, "20"},
+		{EnvTargetInflight, "99"},
+		{EnvScaleDownInterval, "500ms"},
+		{EnvScaleDownInterval, "*/1 * * * *"},
+		{EnvDrainSettle, "1h"},
+		{EnvCPULimit, "0.001"},
+		{EnvMemoryLimit, "1gb"},
+		{EnvMemoryLimit, "99999999999999999999k"},
+		{EnvWebEnv, "A=1,LISTEN_ADDR=:9000"},
+		{EnvWebPort, "81"},
+		{EnvDriver, "swarm"},
+		{EnvPanicWindow, "2m"},
+		{EnvMaxScaleDownRate, "NaN"},
+	}
+	for _, s := range seeds {
+		f.Add(uint8(indexOf(fuzzVars, s.name)), s.value)
+	}
+	f.Fuzz(func(t *testing.T, which uint8, value string) {
+		name := fuzzVars[int(which)%len(fuzzVars)]
+		env := map[string]string{EnvRedisURL: "redis://127.0.0.1:6379/0", EnvWebEnv: "LISTEN_ADDR=:8080"}
+		env[name] = value
+		c, err := Load(envconf.FromMap(env))
+		if err != nil {
+			checkNamed(t, err, name)
+			return
+		}
+		switch {
+		case c.MinReplicas > c.MaxReplicas, c.DrainTimeout < c.DrainSettle, c.PanicWindow > c.StableWindow,
+			c.NanoCPUs < 0, c.MemoryBytes != 0 && c.MemoryBytes < 6<<20, !poolName.MatchString(c.Pool):
+			t.Fatalf("%s=%q: accepted %+v", name, value, c)
+		}
+	})
+}
+
+// FuzzWebEnv checks WEB_ENV against WEB_PORT: an accepted list is KEY=VALUE
+// items with portable keys and exactly one LISTEN_ADDR, on WEB_PORT.
+func FuzzWebEnv(f *testing.F) {
+	f.Add("A=1,B=2", 8080)
+	f.Add("LISTEN_ADDR=:8080,X=a=b", 8080)
+	f.Add("LISTEN_ADDR=0.0.0.0:9000", 8080)
+	f.Add("LISTEN_ADDR=:9000", 9000)
+	f.Add("=1,1A=2,A", 80)
+	f.Add(" , ,A= ", 65535)
+	f.Add("LISTEN_ADDR=:8080,LISTEN_ADDR=:8080", 8080)
+	f.Fuzz(func(t *testing.T, list string, port int) {
+		r := envconf.New(envconf.FromMap(map[string]string{EnvWebEnv: list}))
+		out := webEnv(r, EnvWebEnv, port)
+		if err := r.Err(); err != nil {
+			checkNamed(t, err, EnvWebEnv)
+			return
+		}
+		listens := 0
+		for _, kv := range out {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || !envKey.MatchString(k) {
+				t.Fatalf("WEB_ENV=%q: accepted item %q", list, kv)
+			}
+			if k == EnvWebListenAddr {
+				listens++
+				if _, p, err := net.SplitHostPort(v); err != nil || p != strconv.Itoa(port) {
+					t.Fatalf("WEB_ENV=%q: %q does not listen on %d", list, kv, port)
+				}
+			}
+		}
+		if listens == 0 {
+			t.Fatalf("WEB_ENV=%q: no LISTEN_ADDR in %q", list, out)
+		}
+	})
+}
+
+// FuzzMemory checks MEMORY_LIMIT: an accepted size is 0 (no limit) or
+// from Docker's 6 MiB minimum to 1 TiB, never an overflowed product.
+func FuzzMemory(f *testing.F) {
+	for _, s := range []string{"0", "6m", "5m", "128MB", "1g", "1024g", "1025g", "512k", "6291456", "9223372036854775807k", "1t", "-1m", " 64m "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		r := envconf.New(envconf.FromMap(map[string]string{EnvMemoryLimit: v}))
+		n := memory(r, EnvMemoryLimit)
+		if err := r.Err(); err != nil {
+			checkNamed(t, err, EnvMemoryLimit)
+			if n != 0 {
+				t.Fatalf("%q: refused but returned %d", v, n)
+			}
+			return
+		}
+		if n != 0 && (n < 6<<20 || n > 1<<40) {
+			t.Fatalf("%q: accepted %d bytes", v, n)
+		}
+	})
+}
+
+// checkNamed fails unless every error joined in err starts with a known
+// variable's name and err mentions name.
+func checkNamed(t *testing.T, err error, name string) {
+	t.Helper()
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		if v, _, ok := strings.Cut(e.Error(), ": "); !ok || indexOf(fuzzVars, v) < 0 {
+			t.Fatalf("error %q does not start with a variable name", e)
+		}
+	}
+	if !strings.Contains(err.Error(), name) {
+		t.Fatalf("error %q does not name %s", err, name)
+	}
+}
+
+func indexOf(list []string, s string) int {
+	for i, v := range list {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}
