@@ -38,7 +38,7 @@ func TestScalerOverMutualTLSRedis(t *testing.T) {
 	leader := state.NewKeys("tlsscaler").Leader()
 	waitFor(t, 15*time.Second, "the scaler's lease in Redis", func() bool {
 		v, _ := rdb.Get(context.Background(), leader).Result()
-		return v == "scaler-tls"
+		return strings.HasPrefix(v, "scaler-tls/") // SCALER_ID and the process's own suffix
 	})
 	waitFor(t, 5*time.Second, "the scaler leads", func() bool { s, ok := p.status(t); return ok && s.Leader })
 	// Stopped before its output is read (the buffer is written while it
