@@ -643,6 +643,22 @@ func (s *cutStore) ReleaseLease(ctx context.Context, holder string) error {
 	return s.Store.ReleaseLease(ctx, holder)
 }
 
+// pair starts scaler a (on storeA; nil: the harness's store), waits until it
+// leads, starts b, lets the pool settle at n ready, and checks over three
+// lease periods that a alone leads.
+func (h *harness) pair(cfgA, cfgB config.Config, storeA state.Store, n int) (a, b *Controller) {
+	h.t.Helper()
+	a, _ = h.start(cfgA, storeA)
+	eventually(h.t, "a leads", a.Leader)
+	b, _ = h.start(cfgB, nil)
+	h.settle(n)
+	time.Sleep(3 * cfgA.LeaseTTL)
+	if !a.Leader() || b.Leader() {
+		h.t.Fatalf("leaders: a %v, b %v; want a only", a.Leader(), b.Leader())
+	}
+	return a, b
+}
+
 func TestTwoScalersOneActsAndTheOtherTakesOver(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
 		h := newHarness(t)
@@ -650,14 +666,7 @@ func TestTwoScalersOneActsAndTheOtherTakesOver(t *testing.T) {
 		cfgA.MinReplicas, cfgB.MinReplicas = 2, 2
 		cfgB.ID = "scaler-b"
 		storeA := &cutStore{Store: h.store}
-		a, _ := h.start(cfgA, storeA)
-		eventually(t, "a leads", a.Leader)
-		b, _ := h.start(cfgB, nil)
-		h.settle(2)
-		time.Sleep(3 * cfgA.LeaseTTL)
-		if !a.Leader() || b.Leader() {
-			t.Fatalf("leaders: a %v, b %v; want a only", a.Leader(), b.Leader())
-		}
+		a, b := h.pair(cfgA, cfgB, storeA, 2)
 		if h.eng.Starts() != 2 {
 			t.Fatalf("starts = %d with two scalers, want 2", h.eng.Starts())
 		}
@@ -734,15 +743,7 @@ func TestDeadLeaderReplacedWithinTheTTL(t *testing.T) {
 func TestOneScalerIDTwoProcessesOneLeads(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
 		h := newHarness(t)
-		cfg := testConfig()
-		a, _ := h.start(cfg, nil)
-		eventually(t, "a leads", a.Leader)
-		b, _ := h.start(cfg, nil)
-		h.settle(1)
-		time.Sleep(3 * cfg.LeaseTTL)
-		if !a.Leader() || b.Leader() {
-			t.Fatalf("leaders with one SCALER_ID: a %v, b %v; want a only", a.Leader(), b.Leader())
-		}
+		h.pair(testConfig(), testConfig(), nil, 1)
 	})
 }
 
