@@ -1,11 +1,13 @@
 package config
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/envconf/envconftest"
 	"lbscale/balancer/state"
 )
 
@@ -51,7 +53,7 @@ func FuzzLoad(f *testing.F) {
 		{EnvTLSRedirectAddr, ":8443"},
 	}
 	for _, s := range seeds {
-		f.Add(uint8(indexOf(fuzzVars, s.name)), s.value)
+		f.Add(uint8(slices.Index(fuzzVars, s.name)), s.value)
 	}
 	f.Fuzz(func(t *testing.T, which uint8, value string) {
 		name := fuzzVars[int(which)%len(fuzzVars)]
@@ -100,30 +102,9 @@ func FuzzParseStatic(f *testing.F) {
 	})
 }
 
-// checkNamed fails unless every error joined in err starts with a variable
-// name and one of them mentions name.
+// checkNamed fails unless every error joined in err starts with a known
+// variable's name and err mentions name.
 func checkNamed(t *testing.T, err error, name string) {
 	t.Helper()
-	errs := []error{err}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	}
-	for _, e := range errs {
-		v, _, ok := strings.Cut(e.Error(), ": ")
-		if !ok || (indexOf(fuzzVars, v) < 0 && v != EnvTLSCertFile && v != EnvTLSKeyFile) {
-			t.Fatalf("error %q does not start with a variable name", e)
-		}
-	}
-	if !strings.Contains(err.Error(), name) {
-		t.Fatalf("error %q does not name %s", err, name)
-	}
-}
-
-func indexOf(list []string, s string) int {
-	for i, v := range list {
-		if v == s {
-			return i
-		}
-	}
-	return -1
+	envconftest.CheckNamed(t, err, name, append(slices.Clone(fuzzVars), EnvTLSCertFile, EnvTLSKeyFile))
 }

@@ -2,11 +2,13 @@ package config
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/envconf/envconftest"
 )
 
 // fuzzVars are every variable the scaler reads.
@@ -44,7 +46,7 @@ func FuzzLoad(f *testing.F) {
 		{EnvMaxScaleDownRate, "NaN"},
 	}
 	for _, s := range seeds {
-		f.Add(uint8(indexOf(fuzzVars, s.name)), s.value)
+		f.Add(uint8(slices.Index(fuzzVars, s.name)), s.value)
 	}
 	f.Fuzz(func(t *testing.T, which uint8, value string) {
 		name := fuzzVars[int(which)%len(fuzzVars)]
@@ -125,25 +127,5 @@ func FuzzMemory(f *testing.F) {
 // variable's name and err mentions name.
 func checkNamed(t *testing.T, err error, name string) {
 	t.Helper()
-	errs := []error{err}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	}
-	for _, e := range errs {
-		if v, _, ok := strings.Cut(e.Error(), ": "); !ok || indexOf(fuzzVars, v) < 0 {
-			t.Fatalf("error %q does not start with a variable name", e)
-		}
-	}
-	if !strings.Contains(err.Error(), name) {
-		t.Fatalf("error %q does not name %s", err, name)
-	}
-}
-
-func indexOf(list []string, s string) int {
-	for i, v := range list {
-		if v == s {
-			return i
-		}
-	}
-	return -1
+	envconftest.CheckNamed(t, err, name, fuzzVars)
 }
