@@ -150,21 +150,30 @@ func TestBadConfigExits2(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin)
-			cmd.Env = []string{"BACKENDS=127.0.0.1:1", tc.env}
+			env := []string{"BACKENDS=127.0.0.1:1", tc.env}
 			if strings.HasPrefix(tc.env, "BACKENDS=") {
-				cmd.Env = []string{tc.env}
+				env = []string{tc.env}
 			}
-			out, err := cmd.CombinedOutput()
-			ee, ok := err.(*exec.ExitError)
-			if !ok || ee.ExitCode() != 2 {
-				t.Fatalf("want exit 2, got %v: %s", err, out)
-			}
-			if !strings.Contains(string(out), tc.name) {
-				t.Fatalf("message does not name %s: %s", tc.name, out)
-			}
+			exitsNaming(t, bin, env, tc.name)
 		})
 	}
+}
+
+// exitsNaming runs the balancer binary with env alone, requires exit
+// status 2, and returns its output once it names name.
+func exitsNaming(t *testing.T, bin string, env []string, name string) string {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 2 {
+		t.Fatalf("want exit 2, got %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), name) {
+		t.Fatalf("message does not name %s: %s", name, out)
+	}
+	return string(out)
 }
 
 // TestUnplaceableRequestGets503: with the only backend busy, a request waits

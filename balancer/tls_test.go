@@ -353,16 +353,7 @@ func TestTLSBadConfigExits2(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin)
-			cmd.Env = append([]string{"BACKENDS=127.0.0.1:1"}, tc.env...)
-			out, err := cmd.CombinedOutput()
-			ee, ok := err.(*exec.ExitError)
-			if !ok || ee.ExitCode() != 2 {
-				t.Fatalf("want exit 2, got %v: %s", err, out)
-			}
-			if !strings.Contains(string(out), tc.want) {
-				t.Fatalf("message does not name %s: %s", tc.want, out)
-			}
+			exitsNaming(t, bin, append([]string{"BACKENDS=127.0.0.1:1"}, tc.env...), tc.want)
 		})
 	}
 }
