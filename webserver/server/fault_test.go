@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -99,15 +98,8 @@ func TestFaultHang(t *testing.T) {
 // its connection cut without an answer.
 func TestFaultHangDrainsAtOnce(t *testing.T) {
 	s := New(Config{ServerID: "stuck", Fault: FaultHang, ShutdownTimeout: 30 * time.Second}, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
+	base, cancel, served := serveLoopback(t, s)
 	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
 	answered := make(chan error, 1)
 	go func() {
 		res, err := http.Get(base + "/")

@@ -378,15 +378,8 @@ func TestCPUPercent(t *testing.T) {
 // processing or waiting for a slot — complete, then Serve returns nil.
 func TestShutdownDrains(t *testing.T) {
 	s := New(Config{ServerID: "d", Capacity: 1, ShutdownTimeout: 10 * time.Second}, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
+	base, cancel, served := serveLoopback(t, s)
 	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
 
 	type result struct {
 		status int
@@ -447,14 +440,7 @@ func TestShutdownDrains(t *testing.T) {
 
 func TestShutdownTimeoutCutsDrain(t *testing.T) {
 	s := New(Config{ServerID: "d", ShutdownTimeout: 200 * time.Millisecond}, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
+	base, cancel, served := serveLoopback(t, s)
 	go func() {
 		if res, err := http.Get(base + "/?sleep_ms=30000"); err == nil {
 			res.Body.Close()
@@ -524,4 +510,18 @@ func TestUpgradeEcho(t *testing.T) {
 			t.Errorf("%q: %s, want 426", h, res.Status)
 		}
 	}
+}
+
+// serveLoopback runs s on a loopback port until cancel; served delivers
+// what Serve returned.
+func serveLoopback(t *testing.T, s *Server) (base string, cancel context.CancelFunc, served <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	return "http://" + ln.Addr().String(), cancel, done
 }
