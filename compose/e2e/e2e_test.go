@@ -124,15 +124,23 @@ func assertNothingLeft(t *testing.T) {
 	}
 }
 
+// backend is one entry of a balancer's /status, as far as the tests read it.
 type backend struct {
-	ID    string `json:"id"`
-	Addr  string `json:"addr"`
-	State string `json:"state"`
+	ID           string     `json:"id"`
+	Addr         string     `json:"addr"`
+	State        string     `json:"state"`
+	Grant        int64      `json:"grant"`
+	Limit        int64      `json:"limit"`
+	Failures     uint64     `json:"failures"`
+	EjectedUntil *time.Time `json:"ejected_until"`
 }
 
+// status is a balancer's /status, as far as the tests read it.
 type status struct {
-	Replicas int       `json:"replicas"`
-	Backends []backend `json:"backends"`
+	Replicas  int       `json:"replicas"`
+	StoreUp   bool      `json:"store_up"`
+	Balancers int       `json:"balancers"`
+	Backends  []backend `json:"backends"`
 }
 
 func getStatus(t *testing.T, admin string) status {
@@ -163,12 +171,19 @@ func readyIDs(s status) []string {
 // waitFor polls cond every 200 ms until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
+	return waitForEvery(t, 200*time.Millisecond, d, what, cond)
+}
+
+// waitForEvery polls cond every interval until it holds or d passes, and
+// returns how long it took.
+func waitForEvery(t *testing.T, every, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
 	start := time.Now()
 	for time.Since(start) < d {
 		if cond() {
 			return time.Since(start)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(every)
 	}
 	t.Fatalf("%s: not within %v", what, d)
 	return 0
