@@ -32,6 +32,7 @@ const (
 	chaosLeaseTTL = 3 * time.Second
 	chaosTryTime  = time.Second // UPSTREAM_TIMEOUT: the per-try timeout
 	chaosRate     = 40          // req/s of the steady load, both balancers
+	chaosStable   = 8 * time.Second
 )
 
 // fault is one row of the reliability table.
@@ -58,6 +59,9 @@ func TestChaos(t *testing.T) {
 		// Scale-down only by idleness, and not within the test: each fault
 		// starts from a known pool, and a drain is not mistaken for a loss.
 		"SCALE_DOWN=idle", "IDLE_TIMEOUT=30m",
+		// A short window, so that the demand a fault left behind is
+		// forgotten quickly and shrinkTo can reset the pool.
+		"STABLE_WINDOW="+chaosStable.String(),
 		"HEALTH_INTERVAL=500ms", "RECONCILE_INTERVAL=1s",
 		"DOCKER_SOCKET="+relay.path, "SHUTDOWN_TIMEOUT=20s")
 	waitReady(t, chaosMin)
@@ -296,7 +300,7 @@ func chaosBadBackend(t *testing.T, lt, mode string) fault {
 	})
 	s := load.wait(t)
 	assertNoFailures(t, s, nil)
-	if limit := float64(chaosTryTime/time.Millisecond) + 500; s.Latency.Max > limit {
+	if limit := float64(chaosTryTime/time.Millisecond) + 800; s.Latency.Max > limit {
 		t.Errorf("max latency %.0f ms, want under one per-try timeout and a margin (%.0f ms)", s.Latency.Max, limit)
 	}
 	var fails []string
@@ -361,6 +365,10 @@ func chaosBalancerRestart(t *testing.T, lt string) fault {
 // demand needs, never more than MAX_REPLICAS containers exist, none is left
 // outside the registry, and the crashed scaler is restarted as a follower.
 func chaosLeaderKilled(t *testing.T, lt string) fault {
+	// The faults before may have grown the pool (SCALE_DOWN=idle keeps
+	// it): start from MIN_REPLICAS, so that the load below needs a
+	// scale-up whatever they left.
+	shrinkTo(t, chaosMin)
 	// 70 req/s of 200 ms requests: 14 in flight, 4 containers at 4 each.
 	load := startLoad(t, lt, 70, 35*time.Second, "?sleep_ms=200")
 	var most atomic.Int64
@@ -698,6 +706,32 @@ func leftBehind(t *testing.T) string {
 		return leaderID(t) != ""
 	})
 	return fmt.Sprintf("none: %d containers, all running and ready; leader %s", len(ids), leaderID(t))
+}
+
+// shrinkTo brings an idle pool back to n containers: once the leader's
+// desired size has fallen to n (the demand of the last fault has left its
+// window), it removes the newest ready containers above n, which hold no
+// request since no load runs, and waits for the registry to follow.
+func shrinkTo(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, chaosStable+20*time.Second, fmt.Sprintf("the leader's desired size at %d", n), func() bool {
+		s := getScaler(t)
+		return s.Desired <= n
+	})
+	ids := readyIDs(getStatus(t, adminA))
+	if len(ids) <= n {
+		return
+	}
+	created := map[string]string{}
+	for _, id := range ids {
+		created[id] = docker(t, "inspect", "-f", "{{.Created}}", id)
+	}
+	slices.SortFunc(ids, func(a, b string) int { return strings.Compare(created[a], created[b]) })
+	args := append([]string{"rm", "-f"}, ids[n:]...)
+	docker(t, args...)
+	waitFor(t, 30*time.Second, fmt.Sprintf("the pool back at %d containers, all ready", n), func() bool {
+		return len(readyIDs(getStatus(t, adminA))) == n && len(poolContainers(t)) == n
+	})
 }
 
 // startFaulty starts a web server with FAULT=mode in the pool by hand, as
