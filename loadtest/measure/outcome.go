@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -59,11 +60,19 @@ func Classify(status int, err error) Kind {
 	}
 	var op *net.OpError
 	var dns *net.DNSError
-	if errors.As(err, &op) || errors.As(err, &dns) {
+	if errors.As(err, &op) || errors.As(err, &dns) || strings.Contains(err.Error(), serverClosedIdle) {
 		return Connection
 	}
 	return Other
 }
+
+// serverClosedIdle is the text of net/http's unexported error for a
+// connection the peer closed before any request on it was answered. A
+// client sees it on a fresh connection that was accepted and then closed
+// at once, which is what a dead server behind a TCP proxy (Docker's
+// userland proxy on a published port) looks like; it is a lost
+// connection, not a tool bug.
+const serverClosedIdle = "server closed idle connection"
 
 // ErrKey names one kind of failure in the error table.
 type ErrKey struct {

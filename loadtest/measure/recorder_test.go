@@ -190,6 +190,9 @@ func TestClassify(t *testing.T) {
 		{0, refused, Refused},
 		{0, &url.Error{Op: "Get", URL: "x", Err: io.EOF}, Connection},
 		{0, fmt.Errorf("read: %w", syscall.ECONNRESET), Connection},
+		// net/http's own words for a fresh connection closed by the peer
+		// before the request went out (its error value is unexported).
+		{0, &url.Error{Op: "Get", URL: "x", Err: errors.New("http: server closed idle connection")}, Connection},
 		{0, context.DeadlineExceeded, Timeout},
 		{0, &url.Error{Op: "Get", URL: "x", Err: timeoutErr{}}, Timeout},
 		{0, context.Canceled, Canceled},
