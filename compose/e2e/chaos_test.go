@@ -162,14 +162,12 @@ func chaosRedisDown(t *testing.T, lt string) fault {
 				}
 			}
 		}
-		return leaderID(t) != ""
+		// The leader's problems clear at its next successful round.
+		return leaderID(t) != "" && len(getScaler(t).Problems) == 0
 	})
 	holder := docker(t, "exec", redis, "redis-cli", "get", "lbscale:{"+pool+"}:leader")
 	if l := leaderID(t); holder != l {
 		t.Fatalf("lease in Redis held by %q, but the leading scaler is %q", holder, l)
-	}
-	if p := getScaler(t).Problems; len(p) != 0 {
-		t.Fatalf("the leader still reports problems after Redis came back: %v", p)
 	}
 	// Scaling resumes: a container killed now is replaced.
 	victim := readyIDs(getStatus(t, adminA))[0]
@@ -287,8 +285,11 @@ func chaosBadBackend(t *testing.T, lt, mode string) fault {
 	waitFor(t, 30*time.Second, "the faulty container registered", func() bool {
 		return slices.Contains(readyIDs(getStatus(t, adminA)), bad) && slices.Contains(readyIDs(getStatus(t, adminB)), bad)
 	})
-	load := startLoad(t, lt, chaosRate, 15*time.Second, "")
-	ejected := waitFor(t, 15*time.Second, "the bad backend ejected by both balancers", func() bool {
+	// A hung backend holds each request for a per-try timeout, so
+	// least-connections seldom picks it: its OUTLIER_CONSECUTIVE_5XX
+	// failures take about 10 s to gather at this rate.
+	load := startLoad(t, lt, chaosRate, 25*time.Second, "")
+	ejected := waitFor(t, 25*time.Second, "the bad backend ejected by both balancers", func() bool {
 		for _, admin := range []string{adminA, adminB} {
 			for _, be := range getBalancer(t, admin).Backends {
 				if be.ID == bad && (be.EjectedUntil == nil || be.Failures == 0) {
