@@ -26,18 +26,11 @@ import (
 func Write(t testing.TB, certFile, keyFile, cn string) *x509.Certificate {
 	t.Helper()
 	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true, // self-signed: it is its own root in a client's pool
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
+	tmpl := loopback(template(t, cn))
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = true // self-signed: it is its own root in a client's pool
 	return sign(t, tmpl, tmpl, key, key, certFile, keyFile)
 }
 
@@ -82,15 +75,10 @@ type CA struct {
 func NewCA(t testing.TB, file, cn string) *CA {
 	t.Helper()
 	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
+	tmpl := template(t, cn)
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = true
 	return &CA{Cert: sign(t, tmpl, tmpl, key, key, file, ""), key: key}
 }
 
@@ -101,16 +89,9 @@ func NewCA(t testing.TB, file, cn string) *CA {
 func (ca *CA) Issue(t testing.TB, certFile, keyFile, cn string, usage x509.ExtKeyUsage) *x509.Certificate {
 	t.Helper()
 	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
+	tmpl := loopback(template(t, cn))
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{usage}
 	return sign(t, tmpl, ca.Cert, key, ca.key, certFile, keyFile)
 }
 
@@ -147,11 +128,26 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	return key
 }
 
-func serial(t testing.TB) *big.Int {
+// template is what every certificate here has: a random serial, common
+// name cn, and a day's validity that began an hour ago (clock skew).
+func template(t testing.TB, cn string) *x509.Certificate {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return &x509.Certificate{
+		SerialNumber: n,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+}
+
+// loopback makes c valid for the names a test dials: 127.0.0.1, ::1 and
+// localhost.
+func loopback(c *x509.Certificate) *x509.Certificate {
+	c.DNSNames = []string{"localhost"}
+	c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	return c
 }
