@@ -25,6 +25,7 @@ import (
 	"lbscale/scaler/config"
 	"lbscale/scaler/control"
 	"lbscale/scaler/driver"
+	"lbscale/scaler/driver/docker"
 	"lbscale/webserver/healthcheck"
 )
 
@@ -100,7 +101,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 func newDriver(ctx context.Context, cfg config.Config, log *slog.Logger) (driver.Driver, func(), error) {
 	switch cfg.Driver {
 	case config.DriverDocker:
-		d, err := driver.NewDocker(driver.DockerConfig{Pool: cfg.Pool, Network: cfg.Network, Port: cfg.WebPort, Creator: cfg.ID, Logger: log})
+		d, err := docker.New(docker.Config{Pool: cfg.Pool, Network: cfg.Network, Port: cfg.WebPort, Creator: cfg.ID, Logger: log})
 		if err != nil {
 			return nil, nil, err
 		}

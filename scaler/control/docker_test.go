@@ -18,6 +18,7 @@ import (
 	"lbscale/scaler/config"
 	"lbscale/scaler/control"
 	"lbscale/scaler/driver"
+	"lbscale/scaler/driver/docker"
 	"lbscale/scaler/driver/dockertest"
 )
 
@@ -98,7 +99,7 @@ func (c *cluster) start(cfg config.Config) (*control.Controller, func()) {
 	} else {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	drv, err := driver.NewDocker(driver.DockerConfig{Pool: cfg.Pool, Network: cfg.Network, Port: cfg.WebPort, Creator: cfg.ID, Logger: log})
+	drv, err := docker.New(docker.Config{Pool: cfg.Pool, Network: cfg.Network, Port: cfg.WebPort, Creator: cfg.ID, Logger: log})
 	if err != nil {
 		c.t.Fatal(err)
 	}

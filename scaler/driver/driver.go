@@ -87,3 +87,13 @@ func NewName(pool string) string {
 	_, _ = rand.Read(b[:])
 	return "lbscale-" + pool + "-" + RoleWeb + "-" + hex.EncodeToString(b[:])
 }
+
+// Hostname is a container's name cut to the 63 characters a hostname may
+// have: the web server reports its hostname as X-Server-Id, so the name
+// becomes the hostname wherever the orchestrator lets it.
+func Hostname(name string) string {
+	if len(name) > 63 {
+		return name[:63]
+	}
+	return name
+}

@@ -1,4 +1,4 @@
-package driver
+package docker
 
 import (
 	"context"
@@ -17,19 +17,21 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+
+	"lbscale/scaler/driver"
 )
 
-// DockerConfig is what a Docker driver needs to know about its pool.
-type DockerConfig struct {
-	// Pool is the value of LabelPool this driver owns.
+// Config is what a Docker driver needs to know about its pool.
+type Config struct {
+	// Pool is the value of driver.LabelPool this driver owns.
 	Pool string
-	// Network is the Docker network containers join; Instance.Addr is the
+	// Network is the Docker network containers join; driver.Instance.Addr is the
 	// container's IP there (reachable from the host and from containers on
 	// the same network, so balancers may run either way).
 	Network string
 	// Port is the web server's port inside the container.
 	Port int
-	// Creator is recorded in LabelCreator.
+	// Creator is recorded in driver.LabelCreator.
 	Creator string
 	// Logger receives event-stream problems; nil means slog.Default().
 	Logger *slog.Logger
@@ -40,7 +42,7 @@ type DockerConfig struct {
 // talks to an older engine).
 type Docker struct {
 	cli *client.Client
-	cfg DockerConfig
+	cfg Config
 	log *slog.Logger
 
 	// negotiateMu guards negotiated. The client negotiates the API version
@@ -68,7 +70,7 @@ func (d *Docker) api(ctx context.Context) *client.Client {
 
 // NewDocker connects to the engine named by the DOCKER_* environment.
 // It does not contact the engine; call Ping to check it is there.
-func NewDocker(cfg DockerConfig) (*Docker, error) {
+func New(cfg Config) (*Docker, error) {
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
@@ -98,23 +100,23 @@ func (d *Docker) Ping(ctx context.Context) error {
 func (d *Docker) Close() error { return d.cli.Close() }
 
 func (d *Docker) poolArgs() filters.Args {
-	return filters.NewArgs(filters.Arg("label", PoolFilter(d.cfg.Pool)))
+	return filters.NewArgs(filters.Arg("label", driver.PoolFilter(d.cfg.Pool)))
 }
 
 // List returns the pool's containers, running or not.
-func (d *Docker) List(ctx context.Context) ([]Instance, error) {
+func (d *Docker) List(ctx context.Context) ([]driver.Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	cs, err := d.api(ctx).ContainerList(ctx, container.ListOptions{All: true, Filters: d.poolArgs()})
 	if err != nil {
 		return nil, fmt.Errorf("list containers of pool %s: %w", d.cfg.Pool, err)
 	}
-	out := make([]Instance, 0, len(cs))
+	out := make([]driver.Instance, 0, len(cs))
 	for _, c := range cs {
-		if c.Labels[LabelPool] != d.cfg.Pool { // the engine filtered; belt and braces
+		if c.Labels[driver.LabelPool] != d.cfg.Pool { // the engine filtered; belt and braces
 			continue
 		}
-		inst := Instance{
+		inst := driver.Instance{
 			ContainerID: c.ID,
 			State:       string(c.State),
 			Created:     time.Unix(c.Created, 0),
@@ -138,28 +140,19 @@ func (d *Docker) addr(ip string) string {
 	return net.JoinHostPort(ip, strconv.Itoa(d.cfg.Port))
 }
 
-// hostname is the container's name cut to the 63 characters a hostname
-// may have.
-func hostname(name string) string {
-	if len(name) > 63 {
-		return name[:63]
-	}
-	return name
-}
-
 // Start creates the container on the pool's network with the pool's labels
 // and the spec's limits, starts it, and returns its address.
-func (d *Docker) Start(ctx context.Context, spec Spec) (Instance, error) {
+func (d *Docker) Start(ctx context.Context, spec driver.Spec) (driver.Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*callTimeout)
 	defer cancel()
 	cfg := &container.Config{
 		Image:    spec.Image,
 		Env:      spec.Env,
-		Hostname: hostname(spec.Name),
+		Hostname: driver.Hostname(spec.Name),
 		Labels: map[string]string{
-			LabelPool:    d.cfg.Pool,
-			LabelRole:    RoleWeb,
-			LabelCreator: d.cfg.Creator,
+			driver.LabelPool:    d.cfg.Pool,
+			driver.LabelRole:    driver.RoleWeb,
+			driver.LabelCreator: d.cfg.Creator,
 		},
 	}
 	hc := &container.HostConfig{
@@ -176,17 +169,17 @@ func (d *Docker) Start(ctx context.Context, spec Spec) (Instance, error) {
 	nc := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{d.cfg.Network: {}}}
 	created, err := d.api(ctx).ContainerCreate(ctx, cfg, hc, nc, nil, spec.Name)
 	if err != nil {
-		return Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
+		return driver.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
 	}
-	inst := Instance{ID: spec.Name, ContainerID: created.ID, State: StateCreated, Created: time.Now()}
+	inst := driver.Instance{ID: spec.Name, ContainerID: created.ID, State: driver.StateCreated, Created: time.Now()}
 	if err := d.api(ctx).ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		d.discard(created.ID)
-		return Instance{}, fmt.Errorf("start container %s: %w", spec.Name, err)
+		return driver.Instance{}, fmt.Errorf("start container %s: %w", spec.Name, err)
 	}
 	info, err := d.api(ctx).ContainerInspect(ctx, created.ID)
 	if err != nil {
 		d.discard(created.ID)
-		return Instance{}, fmt.Errorf("inspect container %s: %w", spec.Name, err)
+		return driver.Instance{}, fmt.Errorf("inspect container %s: %w", spec.Name, err)
 	}
 	if t, err := time.Parse(time.RFC3339Nano, info.Created); err == nil {
 		inst.Created = t
@@ -200,7 +193,7 @@ func (d *Docker) Start(ctx context.Context, spec Spec) (Instance, error) {
 	}
 	if ep == nil || ep.IPAddress == "" {
 		d.discard(created.ID)
-		return Instance{}, fmt.Errorf("container %s has no address on network %s", spec.Name, d.cfg.Network)
+		return driver.Instance{}, fmt.Errorf("container %s has no address on network %s", spec.Name, d.cfg.Network)
 	}
 	inst.Addr = d.addr(ep.IPAddress)
 	return inst, nil
@@ -228,8 +221,8 @@ func (d *Docker) Stop(ctx context.Context, id string, grace time.Duration) error
 	if err != nil {
 		return fmt.Errorf("inspect container %s: %w", id, err)
 	}
-	if info.Config == nil || info.Config.Labels[LabelPool] != d.cfg.Pool {
-		return fmt.Errorf("stop container %s: %w (%s=%q)", id, ErrNotInPool, LabelPool, d.cfg.Pool)
+	if info.Config == nil || info.Config.Labels[driver.LabelPool] != d.cfg.Pool {
+		return fmt.Errorf("stop container %s: %w (%s=%q)", id, driver.ErrNotInPool, driver.LabelPool, d.cfg.Pool)
 	}
 	secs := int(math.Ceil(grace.Seconds()))
 	if err := d.api(ctx).ContainerStop(ctx, info.ID, container.StopOptions{Timeout: &secs}); err != nil && !cerrdefs.IsNotFound(err) {

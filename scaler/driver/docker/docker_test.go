@@ -1,27 +1,19 @@
-package driver_test
+package docker_test
 
 import (
 	"context"
 	"errors"
 	"net/http"
 	"os"
-	"regexp"
 	"testing"
 	"time"
 
 	"lbscale/scaler/driver"
+	"lbscale/scaler/driver/docker"
 	"lbscale/scaler/driver/dockertest"
 )
 
 func TestMain(m *testing.M) { os.Exit(dockertest.Main(m)) }
-
-func TestNewNameSaysWhatItIs(t *testing.T) {
-	re := regexp.MustCompile(`^lbscale-blue-web-[0-9a-f]{8}$`)
-	a, b := driver.NewName("blue"), driver.NewName("blue")
-	if !re.MatchString(a) || a == b {
-		t.Fatalf("names %q, %q", a, b)
-	}
-}
 
 // TestDockerDriver checks the driver against a real engine: Start on the
 // pool's network with labels and limits, List sees only the pool, the
@@ -38,7 +30,7 @@ func TestDockerDriver(t *testing.T) {
 	unlabelled := dockertest.Foreign(t, cli, img, netName, nil)
 	otherPool := dockertest.Foreign(t, cli, img, netName, map[string]string{driver.LabelPool: pool + "-x"})
 
-	d, err := driver.NewDocker(driver.DockerConfig{Pool: pool, Network: netName, Port: 8080, Creator: "test"})
+	d, err := docker.New(docker.Config{Pool: pool, Network: netName, Port: 8080, Creator: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
