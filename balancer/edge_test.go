@@ -16,6 +16,7 @@ import (
 
 	"lbscale/balancer/proctest"
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/state/statetest"
 )
 
@@ -399,7 +400,7 @@ func TestNothingComingAnswersAtOnce(t *testing.T) {
 	}
 
 	srv := statetest.StartRedis(t)
-	store, err := state.NewRedis(srv.URL(), "zero")
+	store, err := redisstore.New(srv.URL(), "zero")
 	if err != nil {
 		t.Fatal(err)
 	}

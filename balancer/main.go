@@ -30,6 +30,8 @@ import (
 	"lbscale/balancer/policy"
 	"lbscale/balancer/proxy"
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/memstore"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/tlsterm"
 	"lbscale/webserver/healthcheck"
 )
@@ -53,9 +55,9 @@ func run(cfg config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	var store state.Store = state.NewMemory(nil)
+	var store state.Store = memstore.New(nil)
 	if cfg.Redis.URL != "" {
-		rs, err := state.NewRedisConn(cfg.Redis, cfg.Pool)
+		rs, err := redisstore.NewConn(cfg.Redis, cfg.Pool)
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 
 	"lbscale/balancer/proctest"
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/state/statetest"
 )
 
@@ -24,10 +25,10 @@ const redisPass = "lb-Pa55-e81c" // distinctive: found in output means leaked
 // password-protected Redis; its output never carries the password.
 func TestBalancerOverRedisTLS(t *testing.T) {
 	srv := statetest.StartRedisTLS(t, statetest.TLSOptions{Password: "default-" + redisPass, User: "lbscale", UserPassword: redisPass})
-	conn := state.RedisConn{URL: srv.URLAs("lbscale", redisPass), CAFile: srv.TLS.CAFile}
+	conn := redisstore.Conn{URL: srv.URLAs("lbscale", redisPass), CAFile: srv.TLS.CAFile}
 	addr := web(t, "w1")
 	b := balancer(t, "BACKENDS="+addr, "POOL=tls", "BALANCER_ID=tls-b1", "LOG_LEVEL=info",
-		state.EnvRedisURL+"="+conn.URL, state.EnvRedisCAFile+"="+conn.CAFile)
+		redisstore.EnvRedisURL+"="+conn.URL, redisstore.EnvRedisCAFile+"="+conn.CAFile)
 
 	res, err := http.Get(b.proxy + "/")
 	if err != nil {
@@ -78,7 +79,7 @@ func TestBalancerOverRedisTLS(t *testing.T) {
 func TestBalancerRedisWrongPassword(t *testing.T) {
 	srv := statetest.StartRedisTLS(t, statetest.TLSOptions{Password: redisPass})
 	b := balancer(t, "BACKENDS="+web(t, "w1"), "LOG_LEVEL=warn",
-		state.EnvRedisURL+"="+srv.URLAs("", "wrong-"+redisPass), state.EnvRedisCAFile+"="+srv.TLS.CAFile)
+		redisstore.EnvRedisURL+"="+srv.URLAs("", "wrong-"+redisPass), redisstore.EnvRedisCAFile+"="+srv.TLS.CAFile)
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(b.proc.Output(), "WRONGPASS") {
 		if time.Now().After(deadline) {
@@ -103,10 +104,10 @@ func TestBalancerRedisBadConfigExits2(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{"CA file unreadable", []string{state.EnvRedisURL + "=" + tlsURL, state.EnvRedisCAFile + "=" + missing}, state.EnvRedisCAFile},
-		{"CA file with redis://", []string{state.EnvRedisURL + "=redis://:" + redisPass + "@127.0.0.1:1/0", state.EnvRedisCAFile + "=" + missing}, state.EnvRedisCAFile},
-		{"client cert without key", []string{state.EnvRedisURL + "=" + tlsURL, state.EnvRedisCertFile + "=" + missing}, state.EnvRedisKeyFile},
-		{"url does not parse", []string{state.EnvRedisURL + "=redis://:" + redisPass + "@127.0.0.1:port/0"}, state.EnvRedisURL},
+		{"CA file unreadable", []string{redisstore.EnvRedisURL + "=" + tlsURL, redisstore.EnvRedisCAFile + "=" + missing}, redisstore.EnvRedisCAFile},
+		{"CA file with redis://", []string{redisstore.EnvRedisURL + "=redis://:" + redisPass + "@127.0.0.1:1/0", redisstore.EnvRedisCAFile + "=" + missing}, redisstore.EnvRedisCAFile},
+		{"client cert without key", []string{redisstore.EnvRedisURL + "=" + tlsURL, redisstore.EnvRedisCertFile + "=" + missing}, redisstore.EnvRedisKeyFile},
+		{"url does not parse", []string{redisstore.EnvRedisURL + "=redis://:" + redisPass + "@127.0.0.1:port/0"}, redisstore.EnvRedisURL},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

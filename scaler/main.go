@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"lbscale/balancer/envconf"
-	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/scaler/config"
 	"lbscale/scaler/control"
 	"lbscale/scaler/driver"
@@ -48,7 +48,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	store, err := state.NewRedisConn(cfg.Redis, cfg.Pool)
+	store, err := redisstore.NewConn(cfg.Redis, cfg.Pool)
 	if err != nil {
 		return fmt.Errorf("redis store: %w", err)
 	}

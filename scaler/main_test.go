@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/state/statetest"
 	"lbscale/scaler/control"
 	"lbscale/scaler/driver"
@@ -167,7 +168,7 @@ func TestLeaderKilledOtherScalerTakesOverAndTermReleases(t *testing.T) {
 	a := startScaler(t, "scaler-a", vars)
 	b := startScaler(t, "scaler-b", vars)
 
-	store, err := state.NewRedis(redis.URL(), pool)
+	store, err := redisstore.New(redis.URL(), pool)
 	if err != nil {
 		t.Fatal(err)
 	}

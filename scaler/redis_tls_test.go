@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/state/statetest"
 )
 
@@ -22,10 +23,10 @@ import (
 func TestScalerOverMutualTLSRedis(t *testing.T) {
 	const pass = "scaler-Pa55-7d2e"
 	srv := statetest.StartRedisTLS(t, statetest.TLSOptions{Password: "default-" + pass, User: "scaler", UserPassword: pass, RequireClientCert: true})
-	conn := state.RedisConn{URL: srv.URLAs("scaler", pass), CAFile: srv.TLS.CAFile, CertFile: srv.TLS.ClientCert, KeyFile: srv.TLS.ClientKey}
+	conn := redisstore.Conn{URL: srv.URLAs("scaler", pass), CAFile: srv.TLS.CAFile, CertFile: srv.TLS.ClientCert, KeyFile: srv.TLS.ClientKey}
 	p := startScaler(t, "scaler-tls", map[string]string{
-		state.EnvRedisURL: conn.URL, state.EnvRedisCAFile: conn.CAFile,
-		state.EnvRedisCertFile: conn.CertFile, state.EnvRedisKeyFile: conn.KeyFile,
+		redisstore.EnvRedisURL: conn.URL, redisstore.EnvRedisCAFile: conn.CAFile,
+		redisstore.EnvRedisCertFile: conn.CertFile, redisstore.EnvRedisKeyFile: conn.KeyFile,
 		"POOL": "tlsscaler", "MIN_REPLICAS": "0", "LEASE_TTL": "1s", "LOG_LEVEL": "debug",
 	})
 

@@ -7,6 +7,7 @@ import (
 
 	"lbscale/balancer/pool"
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/memstore"
 )
 
 func TestSlowStartLimit(t *testing.T) {
@@ -53,7 +54,7 @@ func TestDemandWeight(t *testing.T) {
 // backends keep their counters across changes.
 func TestRegistryDrivesPool(t *testing.T) {
 	now := time.Unix(1000, 0)
-	store := state.NewMemory(func() time.Time { return now })
+	store := memstore.New(func() time.Time { return now })
 	capacity := 0
 	s := New(Options{Store: store, ID: "a", Interval: 25 * time.Millisecond, Limit: 4,
 		SlowStart: 4 * time.Second, Static: []Static{{Addr: "static:1", Weight: 1}},
@@ -130,7 +131,7 @@ func TestDegradedShare(t *testing.T) {
 // scriptedStore answers Sync with a fixed picture of the cluster, or fails
 // while down; it records the last request.
 type scriptedStore struct {
-	*state.Memory
+	*memstore.Store
 	down  bool
 	res   state.SyncResult
 	last  state.SyncRequest
@@ -160,7 +161,7 @@ func (f *scriptedStore) Sync(_ context.Context, req state.SyncRequest) (state.Sy
 // TTL so the others can report what they hold first.
 func TestOutageMovesToDegradedShareAndHoldsOnReturn(t *testing.T) {
 	now := time.Unix(1000, 0)
-	store := &scriptedStore{Memory: state.NewMemory(nil), res: state.SyncResult{Grants: []int64{4}, Targets: []int64{4}, Balancers: 3, Rank: 1}}
+	store := &scriptedStore{Store: memstore.New(nil), res: state.SyncResult{Grants: []int64{4}, Targets: []int64{4}, Balancers: 3, Rank: 1}}
 	s := New(Options{Store: store, ID: "b", Share: true, Interval: 100 * time.Millisecond, Limit: 4,
 		Static: []Static{{Addr: "w:1", Weight: 1}}, Now: func() time.Time { return now }})
 	ctx := context.Background()
@@ -220,7 +221,7 @@ func checkHold(t *testing.T, s *Syncer, store *scriptedStore, b *pool.Backend, n
 // not the whole limit that every other blind balancer would also take.
 func TestNeverSyncedServesOneSlot(t *testing.T) {
 	now := time.Unix(1000, 0)
-	store := &scriptedStore{Memory: state.NewMemory(nil), down: true}
+	store := &scriptedStore{Store: memstore.New(nil), down: true}
 	s := New(Options{Store: store, ID: "a", Share: true, Interval: 25 * time.Millisecond, Limit: 4,
 		Static: []Static{{Addr: "w:1", Weight: 1}, {Addr: "w:2", Weight: 1}}, Now: func() time.Time { return now }})
 	ctx := context.Background()
@@ -244,7 +245,7 @@ func TestNeverSyncedServesOneSlot(t *testing.T) {
 // so the others can report what they hold before any grant grows.
 func TestLostStoreStateHoldsGrants(t *testing.T) {
 	now := time.Unix(1000, 0)
-	store := &scriptedStore{Memory: state.NewMemory(nil), res: state.SyncResult{Grants: []int64{1}, Targets: []int64{1}, Balancers: 2, Generation: 7}}
+	store := &scriptedStore{Store: memstore.New(nil), res: state.SyncResult{Grants: []int64{1}, Targets: []int64{1}, Balancers: 2, Generation: 7}}
 	s := New(Options{Store: store, ID: "a", Share: true, Interval: 100 * time.Millisecond, Limit: 4,
 		Static: []Static{{Addr: "w:1", Weight: 1}}, Now: func() time.Time { return now }})
 	ctx := context.Background()
@@ -267,7 +268,7 @@ func TestLostStoreStateHoldsGrants(t *testing.T) {
 // (a registry rebuilt after Redis lost it) comes back with its true count.
 func TestReturningBackendKeepsItsCount(t *testing.T) {
 	now := time.Unix(1000, 0)
-	store := state.NewMemory(func() time.Time { return now })
+	store := memstore.New(func() time.Time { return now })
 	s := New(Options{Store: store, ID: "a", Interval: 25 * time.Millisecond, Limit: 4, Now: func() time.Time { return now }})
 	ctx := context.Background()
 	w1 := state.Backend{ID: "w1", Addr: "10.0.0.1:8080", State: state.Ready, Since: now.Add(-time.Minute)}
@@ -304,13 +305,13 @@ func TestReturningBackendKeepsItsCount(t *testing.T) {
 // written a registry (scale from zero with MIN_REPLICAS=0); a static pool
 // with nothing registered has nothing coming.
 func TestComingWithoutStaticBackends(t *testing.T) {
-	store := state.NewMemory(nil)
+	store := memstore.New(nil)
 	dynamic := New(Options{Store: store, ID: "a", Interval: 25 * time.Millisecond, Limit: 4})
 	dynamic.Sync(context.Background())
 	if !dynamic.Coming() {
 		t.Error("no static BACKENDS, no registry yet: a scaler may start one, so capacity may come")
 	}
-	static := New(Options{Store: state.NewMemory(nil), ID: "b", Interval: 25 * time.Millisecond, Limit: 4,
+	static := New(Options{Store: memstore.New(nil), ID: "b", Interval: 25 * time.Millisecond, Limit: 4,
 		Static: []Static{{Addr: "127.0.0.1:1"}}})
 	static.Sync(context.Background())
 	if static.Coming() {

@@ -15,6 +15,7 @@ import (
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/tlsterm"
 )
 
@@ -87,7 +88,7 @@ type Config struct {
 
 	// Redis (REDIS_URL, REDIS_CA_FILE, REDIS_CERT_FILE, REDIS_KEY_FILE) is
 	// the shared store; an empty URL means the in-memory store.
-	Redis state.RedisConn
+	Redis redisstore.Conn
 
 	// The client edge (README "Edge"): what one client may hold or send.
 	ClientHeaderTimeout time.Duration // CLIENT_HEADER_TIMEOUT: wait for a request's headers
@@ -129,7 +130,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c := Config{
 		ListenAddr:      r.Addr("LISTEN_ADDR", ":8080"),
 		AdminAddr:       r.Addr("ADMIN_ADDR", ":9090"),
-		Redis:           state.ReadRedisConn(r),
+		Redis:           redisstore.ReadConn(r),
 		Pool:            r.String("POOL", "web"),
 		Policy:          r.OneOf("LB_POLICY", "least-connections", policy.Names()...),
 		HashKey:         r.String("HASH_KEY", "ip"),

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"lbscale/balancer/envconf"
-	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/tlsterm/tlstest"
 )
 
@@ -171,14 +171,14 @@ func TestLoadTLS(t *testing.T) {
 }
 
 // TestRedisTLSVariables: the balancer reads REDIS_CA_FILE, REDIS_CERT_FILE
-// and REDIS_KEY_FILE with REDIS_URL (state.ReadRedisConn; its own tests
+// and REDIS_KEY_FILE with REDIS_URL (redisstore.ReadConn; its own tests
 // cover every rule), and no error carries the URL's password.
 func TestRedisTLSVariables(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
 	tlstest.NewCA(t, ca, "test CA")
 	const url = "rediss://lbscale:s3cret-pw@redis:6380/0"
-	c, err := Load(envconf.FromMap(map[string]string{state.EnvRedisURL: url, state.EnvRedisCAFile: ca}))
+	c, err := Load(envconf.FromMap(map[string]string{redisstore.EnvRedisURL: url, redisstore.EnvRedisCAFile: ca}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,9 +186,9 @@ func TestRedisTLSVariables(t *testing.T) {
 		t.Fatalf("read %+v", c.Redis)
 	}
 	for name, env := range map[string]map[string]string{
-		state.EnvRedisCAFile:  {state.EnvRedisURL: strings.Replace(url, "rediss", "redis", 1), state.EnvRedisCAFile: ca},
-		state.EnvRedisURL:     {state.EnvRedisURL: "rediss://lbscale:s3cret-pw@redis:6380/db"},
-		state.EnvRedisKeyFile: {state.EnvRedisURL: url, state.EnvRedisCertFile: ca},
+		redisstore.EnvRedisCAFile:  {redisstore.EnvRedisURL: strings.Replace(url, "rediss", "redis", 1), redisstore.EnvRedisCAFile: ca},
+		redisstore.EnvRedisURL:     {redisstore.EnvRedisURL: "rediss://lbscale:s3cret-pw@redis:6380/db"},
+		redisstore.EnvRedisKeyFile: {redisstore.EnvRedisURL: url, redisstore.EnvRedisCertFile: ca},
 	} {
 		_, err := Load(envconf.FromMap(env))
 		if err == nil || !strings.Contains(err.Error(), name+":") || strings.Contains(err.Error(), "s3cret-pw") {

@@ -3,9 +3,11 @@
 // signals and the scaler's leader lease.
 //
 // The balancer owns this package (it is the hot consumer); the scaler imports
-// it. Store has two implementations: Redis (the cluster, see redis.go) and
-// Memory (one process, the default without REDIS_URL, and unit tests). Key
-// names live in keys.go and nowhere else.
+// it. It holds the schema only: types, key names (keys.go, and nowhere
+// else) and the interfaces, with no I/O, so that a pure package such as
+// scaler/decide links no Redis client. Store has two implementations beside
+// it: redisstore (the cluster) and memstore (one process, the default
+// without REDIS_URL, and unit tests).
 package state
 
 import (
@@ -225,3 +227,7 @@ type Lease struct {
 
 // HeldBy reports whether holder leads.
 func (l Lease) HeldBy(holder string) bool { return holder != "" && l.Holder == holder }
+
+// MaxWeight is the largest backend weight, in the registry as in BACKENDS:
+// weights add up on the pick path, so they are kept small.
+const MaxWeight = 1000

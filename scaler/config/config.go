@@ -16,12 +16,12 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"lbscale/balancer/envconf"
-	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 )
 
 // Environment variable names (the design's contract; do not rename).
 const (
-	EnvRedisURL          = state.EnvRedisURL // and REDIS_CA_FILE, REDIS_CERT_FILE, REDIS_KEY_FILE (state)
+	EnvRedisURL          = redisstore.EnvRedisURL // and REDIS_CA_FILE, REDIS_CERT_FILE, REDIS_KEY_FILE (state)
 	EnvPool              = "POOL"
 	EnvMinReplicas       = "MIN_REPLICAS"
 	EnvMaxReplicas       = "MAX_REPLICAS"
@@ -81,9 +81,9 @@ const DefaultTargetInflight = 4
 // Config is everything the scaler is tuned by. Durations are Go durations.
 type Config struct {
 	// Redis is the shared state (REDIS_URL and its TLS files, see
-	// state.ReadRedisConn); required, since a scaler without shared state
+	// redisstore.ReadConn); required, since a scaler without shared state
 	// could neither tell balancers about backends nor see their load.
-	Redis state.RedisConn
+	Redis redisstore.Conn
 	// Pool names the set of containers this scaler owns: it touches only
 	// containers labelled lbscale.pool=<Pool>, and its Redis keys carry it.
 	Pool string
@@ -171,7 +171,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r := envconf.New(lookup)
 	var c Config
 
-	c.Redis = state.ReadRedisConn(r)
+	c.Redis = redisstore.ReadConn(r)
 	if c.Redis.URL == "" {
 		r.Fail(EnvRedisURL, "is required (e.g. redis://redis:6379/0): the scaler publishes the registry and reads the load there")
 	}

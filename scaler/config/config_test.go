@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"lbscale/balancer/envconf"
-	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/tlsterm/tlstest"
 )
 
@@ -133,14 +133,14 @@ func TestInvalidNamesTheVariable(t *testing.T) {
 }
 
 // TestRedisTLSVariables: the scaler reads the same Redis variables as the
-// balancer (state.ReadRedisConn; its own tests cover every rule), and no
+// balancer (redisstore.ReadConn; its own tests cover every rule), and no
 // error carries the URL's password.
 func TestRedisTLSVariables(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
 	tlstest.NewCA(t, ca, "test CA")
 	const url = "rediss://:s3cret-pw@redis:6380/0"
-	c, err := load(t, map[string]string{EnvRedisURL: url, state.EnvRedisCAFile: ca})
+	c, err := load(t, map[string]string{EnvRedisURL: url, redisstore.EnvRedisCAFile: ca})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,9 +148,9 @@ func TestRedisTLSVariables(t *testing.T) {
 		t.Fatalf("read %+v", c.Redis)
 	}
 	for name, env := range map[string]map[string]string{
-		state.EnvRedisCAFile:   {EnvRedisURL: "redis://:s3cret-pw@redis:6379/0", state.EnvRedisCAFile: ca},
-		EnvRedisURL:            {EnvRedisURL: "redis://:s3cret-pw@redis:port/0"},
-		state.EnvRedisCertFile: {EnvRedisURL: url, state.EnvRedisKeyFile: ca},
+		redisstore.EnvRedisCAFile:   {EnvRedisURL: "redis://:s3cret-pw@redis:6379/0", redisstore.EnvRedisCAFile: ca},
+		EnvRedisURL:                 {EnvRedisURL: "redis://:s3cret-pw@redis:port/0"},
+		redisstore.EnvRedisCertFile: {EnvRedisURL: url, redisstore.EnvRedisKeyFile: ca},
 	} {
 		_, err := load(t, env)
 		if err == nil || !strings.Contains(err.Error(), name+":") || strings.Contains(err.Error(), "s3cret-pw") {

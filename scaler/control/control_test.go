@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/memstore"
 	"lbscale/scaler/config"
 	"lbscale/scaler/decide"
 	"lbscale/scaler/driver"
@@ -72,13 +73,13 @@ func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
 type harness struct {
 	t     *testing.T
-	store *state.Memory
+	store *memstore.Store
 	eng   *drivertest.Engine
 	clk   *clock
 }
 
 func newHarness(t *testing.T) *harness {
-	return &harness{t: t, store: state.NewMemory(nil), eng: drivertest.NewEngine(nil), clk: &clock{}}
+	return &harness{t: t, store: memstore.New(nil), eng: drivertest.NewEngine(nil), clk: &clock{}}
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/state/statetest"
 	"lbscale/scaler/config"
 	"lbscale/scaler/control"
@@ -34,7 +35,7 @@ type cluster struct {
 	img   string
 	net   string
 	pool  string
-	store *state.Redis // the test's own view of Redis (plays balancer)
+	store *redisstore.Store // the test's own view of Redis (plays balancer)
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -50,8 +51,8 @@ func newCluster(t *testing.T) *cluster {
 	return c
 }
 
-func (c *cluster) newStore() *state.Redis {
-	s, err := state.NewRedis(c.redis.URL(), c.pool)
+func (c *cluster) newStore() *redisstore.Store {
+	s, err := redisstore.New(c.redis.URL(), c.pool)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func (c *cluster) newStore() *state.Redis {
 
 func (c *cluster) config(id string) config.Config {
 	return config.Config{
-		Redis:             state.RedisConn{URL: c.redis.URL()},
+		Redis:             redisstore.Conn{URL: c.redis.URL()},
 		Pool:              c.pool,
 		MinReplicas:       1,
 		MaxReplicas:       3,

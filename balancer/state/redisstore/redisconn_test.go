@@ -1,4 +1,4 @@
-package state_test
+package redisstore_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/state/statetest"
 	"lbscale/balancer/tlsterm/tlstest"
 )
@@ -26,9 +27,9 @@ const (
 )
 
 // dial opens the store on conn and checks it answers.
-func dial(t *testing.T, conn state.RedisConn) *state.Redis {
+func dial(t *testing.T, conn redisstore.Conn) *redisstore.Store {
 	t.Helper()
-	s, err := state.NewRedisConn(conn, "tls")
+	s, err := redisstore.NewConn(conn, "tls")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func dial(t *testing.T, conn state.RedisConn) *state.Redis {
 
 // exercise runs the store's operations over s: the scaler's registry write
 // and lease, a balancer's sync and the scaler's read of the load.
-func exercise(t *testing.T, s *state.Redis) {
+func exercise(t *testing.T, s *redisstore.Store) {
 	t.Helper()
 	ctx := context.Background()
 	if err := s.Ping(ctx); err != nil {
@@ -66,7 +67,7 @@ func exercise(t *testing.T, s *state.Redis) {
 }
 
 // whoami is the ACL user a connection made from conn is logged in as.
-func whoami(t *testing.T, conn state.RedisConn) string {
+func whoami(t *testing.T, conn redisstore.Conn) string {
 	t.Helper()
 	opt, err := conn.Options()
 	if err != nil {
@@ -91,7 +92,7 @@ func TestRedisOverTLSWithPassword(t *testing.T) {
 		{"acl user", "lbscale", userPass, "lbscale"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn := state.RedisConn{URL: srv.URLAs(tc.user, tc.pass), CAFile: srv.TLS.CAFile}
+			conn := redisstore.Conn{URL: srv.URLAs(tc.user, tc.pass), CAFile: srv.TLS.CAFile}
 			if !strings.HasPrefix(conn.URL, "rediss://") {
 				t.Fatalf("not a TLS URL: %s", conn.URL)
 			}
@@ -108,7 +109,7 @@ func TestRedisOverTLSWithPassword(t *testing.T) {
 // refused: TestRedisConnectionErrors).
 func TestRedisMutualTLS(t *testing.T) {
 	srv := statetest.StartRedisTLS(t, statetest.TLSOptions{Password: defaultPass, RequireClientCert: true})
-	exercise(t, dial(t, state.RedisConn{URL: srv.URLAs("", defaultPass), CAFile: srv.TLS.CAFile,
+	exercise(t, dial(t, redisstore.Conn{URL: srv.URLAs("", defaultPass), CAFile: srv.TLS.CAFile,
 		CertFile: srv.TLS.ClientCert, KeyFile: srv.TLS.ClientKey}))
 }
 
@@ -121,24 +122,24 @@ func TestRedisConnectionErrors(t *testing.T) {
 	ca := tlsSrv.TLS.CAFile
 	cases := []struct {
 		name string
-		conn state.RedisConn
+		conn redisstore.Conn
 		want []string
 		is   func(error) bool
 	}{
-		{"wrong password", state.RedisConn{URL: tlsSrv.URLAs("", wrongPass), CAFile: ca},
+		{"wrong password", redisstore.Conn{URL: tlsSrv.URLAs("", wrongPass), CAFile: ca},
 			[]string{"WRONGPASS", "wrong user or password in REDIS_URL"}, nil},
-		{"wrong acl password", state.RedisConn{URL: tlsSrv.URLAs("lbscale", wrongPass), CAFile: ca},
+		{"wrong acl password", redisstore.Conn{URL: tlsSrv.URLAs("lbscale", wrongPass), CAFile: ca},
 			[]string{"WRONGPASS"}, nil},
-		{"no password", state.RedisConn{URL: tlsSrv.URL(), CAFile: ca},
+		{"no password", redisstore.Conn{URL: tlsSrv.URL(), CAFile: ca},
 			[]string{"NOAUTH", "requires a password"}, nil},
-		{"private CA not given", state.RedisConn{URL: tlsSrv.URLAs("", defaultPass)},
+		{"private CA not given", redisstore.Conn{URL: tlsSrv.URLAs("", defaultPass)},
 			[]string{"certificate signed by unknown authority", "REDIS_CA_FILE"},
 			func(err error) bool { var e x509.UnknownAuthorityError; return errors.As(err, &e) }},
-		{"plain redis:// to the TLS-only port", state.RedisConn{URL: strings.Replace(tlsSrv.URLAs("", defaultPass), "rediss://", "redis://", 1)},
+		{"plain redis:// to the TLS-only port", redisstore.Conn{URL: strings.Replace(tlsSrv.URLAs("", defaultPass), "rediss://", "redis://", 1)},
 			[]string{"use rediss://"}, nil},
-		{"rediss:// to a plain server", state.RedisConn{URL: strings.Replace(plain.URL(), "redis://", "rediss://", 1), CAFile: ca},
+		{"rediss:// to a plain server", redisstore.Conn{URL: strings.Replace(plain.URL(), "redis://", "rediss://", 1), CAFile: ca},
 			[]string{"not TLS", "use redis://"}, nil},
-		{"client certificate required", state.RedisConn{URL: mtls.URLAs("", defaultPass), CAFile: mtls.TLS.CAFile},
+		{"client certificate required", redisstore.Conn{URL: mtls.URLAs("", defaultPass), CAFile: mtls.TLS.CAFile},
 			[]string{"certificate required", "REDIS_CERT_FILE"}, nil},
 	}
 	for _, tc := range cases {
@@ -167,9 +168,9 @@ func TestRedisConnectionErrors(t *testing.T) {
 	}
 }
 
-// TestReadRedisConn: the variables are checked at start-up, each problem
+// TestReadConn: the variables are checked at start-up, each problem
 // under the variable that causes it, and no message carries the password.
-func TestReadRedisConn(t *testing.T) {
+func TestReadConn(t *testing.T) {
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	ca := tlstest.NewCA(t, caFile, "test CA")
@@ -192,38 +193,38 @@ func TestReadRedisConn(t *testing.T) {
 		want []string // variables named in the error; none: valid
 	}{
 		{"nothing set", map[string]string{}, nil},
-		{"plain with password", map[string]string{state.EnvRedisURL: plainURL}, nil},
-		{"plain with acl user", map[string]string{state.EnvRedisURL: "redis://lbscale:" + userPass + "@r:6379/2"}, nil},
-		{"tls, system roots", map[string]string{state.EnvRedisURL: tlsURL}, nil},
-		{"tls, private CA", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCAFile: caFile}, nil},
-		{"mutual tls", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCAFile: caFile,
-			state.EnvRedisCertFile: cert, state.EnvRedisKeyFile: key}, nil},
-		{"CA with plain url", map[string]string{state.EnvRedisURL: plainURL, state.EnvRedisCAFile: caFile}, []string{state.EnvRedisCAFile}},
-		{"client cert with plain url", map[string]string{state.EnvRedisURL: plainURL, state.EnvRedisCertFile: cert, state.EnvRedisKeyFile: key},
-			[]string{state.EnvRedisCertFile, state.EnvRedisKeyFile}},
-		{"CA without url", map[string]string{state.EnvRedisCAFile: caFile}, []string{state.EnvRedisCAFile}},
-		{"CA unreadable", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCAFile: missing}, []string{state.EnvRedisCAFile}},
-		{"CA not PEM", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCAFile: garbage}, []string{state.EnvRedisCAFile}},
-		{"cert without key", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: cert}, []string{state.EnvRedisKeyFile}},
-		{"key without cert", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisKeyFile: key}, []string{state.EnvRedisCertFile}},
-		{"cert unreadable", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: missing, state.EnvRedisKeyFile: key}, []string{state.EnvRedisCertFile}},
-		{"cert not PEM", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: garbage, state.EnvRedisKeyFile: key}, []string{state.EnvRedisCertFile}},
-		{"key unreadable", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: cert, state.EnvRedisKeyFile: missing}, []string{state.EnvRedisKeyFile}},
-		{"key of another cert", map[string]string{state.EnvRedisURL: tlsURL, state.EnvRedisCertFile: cert, state.EnvRedisKeyFile: otherKey}, []string{state.EnvRedisKeyFile}},
-		{"not a redis url", map[string]string{state.EnvRedisURL: "http://:" + userPass + "@r:6379"}, []string{state.EnvRedisURL}},
-		{"bad database", map[string]string{state.EnvRedisURL: "redis://:" + userPass + "@r:6379/zero"}, []string{state.EnvRedisURL}},
-		{"url does not parse", map[string]string{state.EnvRedisURL: "redis://:" + userPass + "@r:port/0"}, []string{state.EnvRedisURL}},
+		{"plain with password", map[string]string{redisstore.EnvRedisURL: plainURL}, nil},
+		{"plain with acl user", map[string]string{redisstore.EnvRedisURL: "redis://lbscale:" + userPass + "@r:6379/2"}, nil},
+		{"tls, system roots", map[string]string{redisstore.EnvRedisURL: tlsURL}, nil},
+		{"tls, private CA", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisCAFile: caFile}, nil},
+		{"mutual tls", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisCAFile: caFile,
+			redisstore.EnvRedisCertFile: cert, redisstore.EnvRedisKeyFile: key}, nil},
+		{"CA with plain url", map[string]string{redisstore.EnvRedisURL: plainURL, redisstore.EnvRedisCAFile: caFile}, []string{redisstore.EnvRedisCAFile}},
+		{"client cert with plain url", map[string]string{redisstore.EnvRedisURL: plainURL, redisstore.EnvRedisCertFile: cert, redisstore.EnvRedisKeyFile: key},
+			[]string{redisstore.EnvRedisCertFile, redisstore.EnvRedisKeyFile}},
+		{"CA without url", map[string]string{redisstore.EnvRedisCAFile: caFile}, []string{redisstore.EnvRedisCAFile}},
+		{"CA unreadable", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisCAFile: missing}, []string{redisstore.EnvRedisCAFile}},
+		{"CA not PEM", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisCAFile: garbage}, []string{redisstore.EnvRedisCAFile}},
+		{"cert without key", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisCertFile: cert}, []string{redisstore.EnvRedisKeyFile}},
+		{"key without cert", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisKeyFile: key}, []string{redisstore.EnvRedisCertFile}},
+		{"cert unreadable", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisCertFile: missing, redisstore.EnvRedisKeyFile: key}, []string{redisstore.EnvRedisCertFile}},
+		{"cert not PEM", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisCertFile: garbage, redisstore.EnvRedisKeyFile: key}, []string{redisstore.EnvRedisCertFile}},
+		{"key unreadable", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisCertFile: cert, redisstore.EnvRedisKeyFile: missing}, []string{redisstore.EnvRedisKeyFile}},
+		{"key of another cert", map[string]string{redisstore.EnvRedisURL: tlsURL, redisstore.EnvRedisCertFile: cert, redisstore.EnvRedisKeyFile: otherKey}, []string{redisstore.EnvRedisKeyFile}},
+		{"not a redis url", map[string]string{redisstore.EnvRedisURL: "http://:" + userPass + "@r:6379"}, []string{redisstore.EnvRedisURL}},
+		{"bad database", map[string]string{redisstore.EnvRedisURL: "redis://:" + userPass + "@r:6379/zero"}, []string{redisstore.EnvRedisURL}},
+		{"url does not parse", map[string]string{redisstore.EnvRedisURL: "redis://:" + userPass + "@r:port/0"}, []string{redisstore.EnvRedisURL}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := envconf.New(envconf.FromMap(tc.env))
-			c := state.ReadRedisConn(r)
+			c := redisstore.ReadConn(r)
 			err := r.Err()
 			if len(tc.want) == 0 {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.URL != tc.env[state.EnvRedisURL] || c.CAFile != tc.env[state.EnvRedisCAFile] {
+				if c.URL != tc.env[redisstore.EnvRedisURL] || c.CAFile != tc.env[redisstore.EnvRedisCAFile] {
 					t.Fatalf("read %+v from %v", c, tc.env)
 				}
 				if c.URL != "" {
@@ -254,7 +255,7 @@ func TestOptionsTLS(t *testing.T) {
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	tlstest.NewCA(t, caFile, "test CA")
-	opt, err := state.RedisConn{URL: "rediss://:pw@redis.internal:6380/1", CAFile: caFile}.Options()
+	opt, err := redisstore.Conn{URL: "rediss://:pw@redis.internal:6380/1", CAFile: caFile}.Options()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,11 +269,11 @@ func TestOptionsTLS(t *testing.T) {
 	case opt.Password != "pw" || opt.DB != 1 || opt.Addr != "redis.internal:6380":
 		t.Fatalf("options %+v", opt)
 	}
-	opt, err = state.RedisConn{URL: "rediss://redis.internal:6380/0"}.Options()
+	opt, err = redisstore.Conn{URL: "rediss://redis.internal:6380/0"}.Options()
 	if err != nil || opt.TLSConfig.RootCAs != nil {
 		t.Fatalf("without REDIS_CA_FILE the system roots are used: %v %v", opt.TLSConfig, err)
 	}
-	if opt, err := (state.RedisConn{URL: "redis://r:6379/0"}).Options(); err != nil || opt.TLSConfig != nil {
+	if opt, err := (redisstore.Conn{URL: "redis://r:6379/0"}).Options(); err != nil || opt.TLSConfig != nil {
 		t.Fatalf("redis:// must not use TLS: %v %v", opt, err)
 	}
 }
@@ -291,11 +292,11 @@ func TestRedactURL(t *testing.T) {
 		"redis://r:6379/0?client_name=a@b":       "redis://r:xxxxx@b", // over-redacted, never under
 		"redis://:secret@r:6379/0?client_name=x": "redis://:xxxxx@r:6379/0?client_name=x",
 	} {
-		if got := state.RedactURL(in); got != want {
+		if got := redisstore.RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
-		if got := (state.RedisConn{URL: in}).String(); got != state.RedactURL(in) {
-			t.Errorf("RedisConn.String differs from RedactURL: %q", got)
+		if got := (redisstore.Conn{URL: in}).String(); got != redisstore.RedactURL(in) {
+			t.Errorf("Conn.String differs from RedactURL: %q", got)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package state
+package redisstore
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 )
 
 // The environment variables that say how to reach Redis. The balancer and
-// the scaler both read them through ReadRedisConn, so they are named here
+// the scaler both read them through ReadConn, so they are named here
 // once.
 const (
 	// EnvRedisURL is redis://[[user]:password@]host:port/db, or rediss://
@@ -39,10 +39,10 @@ const (
 // redacted stands where a password was, as net/url's URL.Redacted writes it.
 const redacted = "xxxxx"
 
-// RedisConn is how to reach Redis: the URL and, for rediss://, the files of
+// Conn is how to reach Redis: the URL and, for rediss://, the files of
 // its TLS configuration. Its String form has the password redacted, so a
-// RedisConn (or a config holding one) may be logged as it is.
-type RedisConn struct {
+// Conn (or a config holding one) may be logged as it is.
+type Conn struct {
 	// URL carries the address, database, user and password. The password is
 	// sent with AUTH (HELLO) after the TLS handshake, never in clear over a
 	// rediss:// connection.
@@ -59,19 +59,19 @@ type RedisConn struct {
 }
 
 // String is the URL with the password redacted.
-func (c RedisConn) String() string { return RedactURL(c.URL) }
+func (c Conn) String() string { return RedactURL(c.URL) }
 
 // TLS reports whether the URL asks for TLS (rediss://).
-func (c RedisConn) TLS() bool { return strings.HasPrefix(strings.ToLower(c.URL), "rediss://") }
+func (c Conn) TLS() bool { return strings.HasPrefix(strings.ToLower(c.URL), "rediss://") }
 
-// ReadRedisConn reads REDIS_URL and the TLS files through r and checks them
+// ReadConn reads REDIS_URL and the TLS files through r and checks them
 // the way Options will use them, recording each problem under the variable
 // that causes it: a URL the client cannot use, a file that does not load, a
 // certificate without its key, TLS files with a plain redis:// URL. An
 // empty REDIS_URL is not an error here (the balancer runs without Redis;
 // the scaler says it is required). No message carries the password.
-func ReadRedisConn(r *envconf.Reader) RedisConn {
-	c := RedisConn{
+func ReadConn(r *envconf.Reader) Conn {
+	c := Conn{
 		URL:      r.String(EnvRedisURL, ""),
 		CAFile:   r.String(EnvRedisCAFile, ""),
 		CertFile: r.String(EnvRedisCertFile, ""),
@@ -117,7 +117,7 @@ func ReadRedisConn(r *envconf.Reader) RedisConn {
 // Options is the go-redis configuration for c: the URL's options and, for
 // rediss://, TLS 1.2 or later, the server name from the URL's host, the CA
 // file's roots and the client certificate.
-func (c RedisConn) Options() (*redis.Options, error) {
+func (c Conn) Options() (*redis.Options, error) {
 	opt, err := parseURL(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url %s: %w", RedactURL(c.URL), err)
@@ -219,7 +219,7 @@ func isTimeout(err error) bool {
 // speaksPlainRESP reports whether the server of c answers a plain-text
 // PING (PONG, or NOAUTH from one with a password). Ping asks only after a
 // TLS connection timed out, to tell a plain port from a server that is down.
-func speaksPlainRESP(c RedisConn) bool {
+func speaksPlainRESP(c Conn) bool {
 	opt, err := parseURL(c.URL)
 	if err != nil {
 		return false

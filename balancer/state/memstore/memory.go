@@ -1,23 +1,27 @@
-package state
+// Package memstore is the in-process state.Store: the shared state of a
+// single balancer, kept in memory.
+package memstore
 
 import (
 	"context"
 	"sort"
 	"sync"
 	"time"
+
+	"lbscale/balancer/state"
 )
 
-// Memory is a Store inside one process: the default when REDIS_URL is unset
+// Store is a state.Store inside one process: the default when REDIS_URL is unset
 // (one balancer, static BACKENDS) and the store of unit tests.
 //
 // It keeps the same books as Redis — registry, per-balancer counts with a
 // TTL, last-seen, lease — but divides no slots: every balancer in the
 // process is granted each backend's whole limit, because with one balancer
 // there is no one to share with.
-type Memory struct {
+type Store struct {
 	mu        sync.Mutex
 	now       func() time.Time
-	registry  map[string]Backend
+	registry  map[string]state.Backend
 	balancers map[string]memBalancer
 	lastSeen  map[string]time.Time
 	owned     bool // a registry write happened: follow it even when empty
@@ -30,18 +34,18 @@ type memBalancer struct {
 	expires  time.Time
 	queued   int64
 	interval time.Duration
-	flow     Flow
+	flow     state.Flow
 	local    map[string]int64
 }
 
-// NewMemory returns an empty in-process store; now is its clock (nil: time.Now).
-func NewMemory(now func() time.Time) *Memory {
+// New returns an empty in-process store; now is its clock (nil: time.Now).
+func New(now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Memory{
+	return &Store{
 		now:       now,
-		registry:  map[string]Backend{},
+		registry:  map[string]state.Backend{},
 		balancers: map[string]memBalancer{},
 		lastSeen:  map[string]time.Time{},
 		subs:      map[chan int64]struct{}{},
@@ -49,14 +53,14 @@ func NewMemory(now func() time.Time) *Memory {
 }
 
 // Backends implements Registry.
-func (m *Memory) Backends(context.Context) ([]Backend, error) {
+func (m *Store) Backends(context.Context) ([]state.Backend, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.backendsLocked(), nil
 }
 
-func (m *Memory) backendsLocked() []Backend {
-	out := make([]Backend, 0, len(m.registry))
+func (m *Store) backendsLocked() []state.Backend {
+	out := make([]state.Backend, 0, len(m.registry))
 	for _, b := range m.registry {
 		out = append(out, b)
 	}
@@ -65,7 +69,7 @@ func (m *Memory) backendsLocked() []Backend {
 }
 
 // PutBackend implements Registry.
-func (m *Memory) PutBackend(_ context.Context, b Backend) error {
+func (m *Store) PutBackend(_ context.Context, b state.Backend) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.registry[b.ID] = b
@@ -74,7 +78,7 @@ func (m *Memory) PutBackend(_ context.Context, b Backend) error {
 }
 
 // RemoveBackend implements Registry.
-func (m *Memory) RemoveBackend(_ context.Context, id string) error {
+func (m *Store) RemoveBackend(_ context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.registry, id)
@@ -84,7 +88,7 @@ func (m *Memory) RemoveBackend(_ context.Context, id string) error {
 }
 
 // Sync implements Store.
-func (m *Memory) Sync(_ context.Context, req SyncRequest) (SyncResult, error) {
+func (m *Store) Sync(_ context.Context, req state.SyncRequest) (state.SyncResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
@@ -97,7 +101,7 @@ func (m *Memory) Sync(_ context.Context, req SyncRequest) (SyncResult, error) {
 		}
 	}
 	m.balancers[req.Balancer] = memBalancer{expires: now.Add(req.TTL), queued: req.Queued, interval: req.Interval, flow: req.Flow, local: local}
-	res := SyncResult{
+	res := state.SyncResult{
 		Grants:      make([]int64, len(req.Slots)),
 		Targets:     make([]int64, len(req.Slots)),
 		Remote:      make([]int64, len(req.Slots)),
@@ -120,7 +124,7 @@ func (m *Memory) Sync(_ context.Context, req SyncRequest) (SyncResult, error) {
 	return res, nil
 }
 
-func (m *Memory) expireLocked(now time.Time) {
+func (m *Store) expireLocked(now time.Time) {
 	for id, b := range m.balancers {
 		if !now.Before(b.expires) {
 			delete(m.balancers, id)
@@ -129,7 +133,7 @@ func (m *Memory) expireLocked(now time.Time) {
 }
 
 // Leave implements Store.
-func (m *Memory) Leave(_ context.Context, balancer string) error {
+func (m *Store) Leave(_ context.Context, balancer string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.balancers, balancer)
@@ -137,12 +141,12 @@ func (m *Memory) Leave(_ context.Context, balancer string) error {
 }
 
 // ClusterLoad implements Store.
-func (m *Memory) ClusterLoad(context.Context) (ClusterLoad, error) {
+func (m *Store) ClusterLoad(context.Context) (state.ClusterLoad, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.expireLocked(m.now())
-	cl := ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}, Balancers: len(m.balancers)}
-	flows := make([]Flow, 0, len(m.balancers))
+	cl := state.ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}, Balancers: len(m.balancers)}
+	flows := make([]state.Flow, 0, len(m.balancers))
 	for _, b := range m.balancers {
 		flows = append(flows, b.flow)
 		cl.Queued += b.queued
@@ -154,12 +158,12 @@ func (m *Memory) ClusterLoad(context.Context) (ClusterLoad, error) {
 	for id, t := range m.lastSeen {
 		cl.LastSeen[id] = t
 	}
-	cl.Arrivals, cl.Service = SumFlows(flows)
+	cl.Arrivals, cl.Service = state.SumFlows(flows)
 	return cl, nil
 }
 
 // PublishDemand implements Store.
-func (m *Memory) PublishDemand(_ context.Context, _ string, queued int64) error {
+func (m *Store) PublishDemand(_ context.Context, _ string, queued int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for ch := range m.subs {
@@ -172,7 +176,7 @@ func (m *Memory) PublishDemand(_ context.Context, _ string, queued int64) error 
 }
 
 // Demand implements Store.
-func (m *Memory) Demand(ctx context.Context) <-chan int64 {
+func (m *Store) Demand(ctx context.Context) <-chan int64 {
 	ch := make(chan int64, 16)
 	m.mu.Lock()
 	m.subs[ch] = struct{}{}
@@ -188,18 +192,18 @@ func (m *Memory) Demand(ctx context.Context) <-chan int64 {
 }
 
 // AcquireLease implements Store.
-func (m *Memory) AcquireLease(_ context.Context, holder string, ttl time.Duration) (Lease, error) {
+func (m *Store) AcquireLease(_ context.Context, holder string, ttl time.Duration) (state.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	if m.lease == "" || m.lease == holder || !now.Before(m.leaseEnd) {
 		m.lease, m.leaseEnd = holder, now.Add(ttl)
 	}
-	return Lease{Holder: m.lease, Left: m.leaseEnd.Sub(now)}, nil
+	return state.Lease{Holder: m.lease, Left: m.leaseEnd.Sub(now)}, nil
 }
 
 // ReleaseLease implements Store.
-func (m *Memory) ReleaseLease(_ context.Context, holder string) error {
+func (m *Store) ReleaseLease(_ context.Context, holder string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.lease == holder {
@@ -209,4 +213,4 @@ func (m *Memory) ReleaseLease(_ context.Context, holder string) error {
 }
 
 // Close implements Store.
-func (m *Memory) Close() error { return nil }
+func (m *Store) Close() error { return nil }

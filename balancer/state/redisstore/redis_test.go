@@ -1,4 +1,4 @@
-package state_test
+package redisstore_test
 
 import (
 	"context"
@@ -10,20 +10,22 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"lbscale/balancer/state"
+	"lbscale/balancer/state/memstore"
+	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/state/statetest"
 )
 
 // newRedis returns a store on a fresh redis-server.
-func newRedis(t *testing.T) (*state.Redis, *statetest.Server) {
+func newRedis(t *testing.T) (*redisstore.Store, *statetest.Server) {
 	t.Helper()
 	s, srv, _ := newFreshRedis(t)
 	return s, srv
 }
 
-func newFreshRedis(t *testing.T) (*state.Redis, *statetest.Server, *redis.Client) {
+func newFreshRedis(t *testing.T) (*redisstore.Store, *statetest.Server, *redis.Client) {
 	t.Helper()
 	srv := statetest.StartRedis(t)
-	s, err := state.NewRedis(srv.URL(), "test")
+	s, err := redisstore.New(srv.URL(), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +323,7 @@ func TestSyncSurvivesRedisRestart(t *testing.T) {
 
 func TestMemoryStoreMatchesContract(t *testing.T) {
 	now := time.Unix(1000, 0)
-	m := state.NewMemory(func() time.Time { return now })
+	m := memstore.New(func() time.Time { return now })
 	ctx := context.Background()
 	res, err := m.Sync(ctx, state.SyncRequest{Balancer: "a", Queued: 2, TTL: time.Second,
 		Slots: []state.SlotUse{{ID: "w", Local: 1, Limit: 4}}})
@@ -456,7 +458,7 @@ func TestRegistryEmptyAndInvalid(t *testing.T) {
 // on Redis and on the in-memory store alike.
 func TestClusterLoadSumsFlows(t *testing.T) {
 	rs, _ := newRedis(t)
-	for name, s := range map[string]state.Store{"redis": rs, "memory": state.NewMemory(nil)} {
+	for name, s := range map[string]state.Store{"redis": rs, "memory": memstore.New(nil)} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			flows := map[string]state.Flow{

@@ -1,4 +1,9 @@
-package state
+// Package redisstore is the state.Store of a cluster: the registry, counts,
+// grants, demand and lease of every balancer and scaler of a pool, in Redis
+// (one server, or whatever go-redis's UniversalClient reaches). The Lua
+// scripts beside it keep each multi-key step atomic; all of a pool's keys
+// share one hash tag, so each script touches one slot.
+package redisstore
 
 import (
 	"context"
@@ -14,9 +19,11 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"lbscale/balancer/state"
 )
 
-// Redis is the cluster Store.
+// Store is the cluster's state.Store, in Redis.
 //
 // Why slot grants: MAX_INFLIGHT must hold for the sum over balancers, yet
 // the request path may not wait on Redis. So each balancer holds a grant of
@@ -26,10 +33,10 @@ import (
 // atomically, from everyone's demand. A grant only grows once Redis has
 // recorded it and only shrinks (pool.Backend.ShrinkGrant) before Redis is
 // told, so at every instant local in-flight <= local grant <= recorded grant.
-type Redis struct {
+type Store struct {
 	rdb  redis.UniversalClient
-	keys Keys
-	conn RedisConn // zero for NewRedisClient; names the server in Ping's error
+	keys state.Keys
+	conn Conn // zero for NewClient; names the server in Ping's error
 }
 
 var (
@@ -46,16 +53,16 @@ var (
 	releaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
 )
 
-// NewRedis connects to url (no TLS files) for pool; NewRedisConn with
-// RedisConn{URL: url}.
-func NewRedis(url, pool string) (*Redis, error) {
-	return NewRedisConn(RedisConn{URL: url}, pool)
+// New connects to url (no TLS files) for pool; NewConn with
+// Conn{URL: url}.
+func New(url, pool string) (*Store, error) {
+	return NewConn(Conn{URL: url}, pool)
 }
 
-// NewRedisConn connects to conn for pool. Timeouts are short: a sync that
+// NewConn connects to conn for pool. Timeouts are short: a sync that
 // cannot reach Redis should fail fast so the balancer carries on with local
 // counts. It does not dial: Ping tells whether the connection works.
-func NewRedisConn(conn RedisConn, pool string) (*Redis, error) {
+func NewConn(conn Conn, pool string) (*Store, error) {
 	opt, err := conn.Options()
 	if err != nil {
 		return nil, err
@@ -64,22 +71,22 @@ func NewRedisConn(conn RedisConn, pool string) (*Redis, error) {
 	opt.ReadTimeout = 500 * time.Millisecond
 	opt.WriteTimeout = 500 * time.Millisecond
 	opt.MaxRetries = 1
-	s := NewRedisClient(redis.NewClient(opt), pool)
+	s := NewClient(redis.NewClient(opt), pool)
 	s.conn = conn
 	return s, nil
 }
 
-// NewRedisClient wraps an existing client (a Sentinel or Cluster client works
+// NewClient wraps an existing client (a Sentinel or Cluster client works
 // unchanged: every key of a pool shares one hash slot).
-func NewRedisClient(rdb redis.UniversalClient, pool string) *Redis {
-	return &Redis{rdb: rdb, keys: NewKeys(pool)}
+func NewClient(rdb redis.UniversalClient, pool string) *Store {
+	return &Store{rdb: rdb, keys: state.NewKeys(pool)}
 }
 
 // Ping checks that Redis answers and accepts the credentials, for a
 // start-up log line. Its error says what to change when the cause is a
 // misconfiguration (wrong password, certificate not trusted, TLS on one
 // side only, client certificate missing); it never carries the password.
-func (s *Redis) Ping(ctx context.Context) error {
+func (s *Store) Ping(ctx context.Context) error {
 	err := s.rdb.Ping(ctx).Err()
 	if err == nil {
 		return nil
@@ -95,10 +102,10 @@ func (s *Redis) Ping(ctx context.Context) error {
 }
 
 // Keys returns the store's key names (for tests and tooling).
-func (s *Redis) Keys() Keys { return s.keys }
+func (s *Store) Keys() state.Keys { return s.keys }
 
 // Backends implements Registry.
-func (s *Redis) Backends(ctx context.Context) ([]Backend, error) {
+func (s *Store) Backends(ctx context.Context) ([]state.Backend, error) {
 	m, err := s.rdb.HGetAll(ctx, s.keys.Registry()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read registry: %w", err)
@@ -110,12 +117,12 @@ func (s *Redis) Backends(ctx context.Context) ([]Backend, error) {
 // that does not decode (another version's format, a hand edit) becomes an
 // Invalid one rather than an error: failing the whole read would make every
 // balancer think Redis is down, and the scaler's reconcile repairs it.
-func decodeRegistry(m map[string]string) []Backend {
-	out := make([]Backend, 0, len(m))
+func decodeRegistry(m map[string]string) []state.Backend {
+	out := make([]state.Backend, 0, len(m))
 	for id, v := range m {
 		b, err := decodeBackend(id, v)
 		if err != nil {
-			b = Backend{ID: id, State: Invalid}
+			b = state.Backend{ID: id, State: state.Invalid}
 		}
 		out = append(out, b)
 	}
@@ -123,39 +130,35 @@ func decodeRegistry(m map[string]string) []Backend {
 	return out
 }
 
-// MaxWeight is the largest backend weight, in the registry as in BACKENDS:
-// weights add up on the pick path, so they are kept small.
-const MaxWeight = 1000
-
 // decodeBackend decodes registry field id with value v. Valid JSON is not
 // enough: a state balancers do not know, a routable entry (ready, draining)
 // whose address they could not dial, or a weight outside 0..MaxWeight is
 // refused too, since the balancer would act on it.
-func decodeBackend(id, v string) (Backend, error) {
-	var b Backend
+func decodeBackend(id, v string) (state.Backend, error) {
+	var b state.Backend
 	if err := json.Unmarshal([]byte(v), &b); err != nil {
-		return Backend{}, fmt.Errorf("registry entry %q: %w", id, err)
+		return state.Backend{}, fmt.Errorf("registry entry %q: %w", id, err)
 	}
 	b.ID = id
 	switch b.State {
-	case Starting, Ready, Draining:
+	case state.Starting, state.Ready, state.Draining:
 	default:
-		return Backend{}, fmt.Errorf("registry entry %q: unknown state %q", id, b.State)
+		return state.Backend{}, fmt.Errorf("registry entry %q: unknown state %q", id, b.State)
 	}
-	if b.State != Starting || b.Addr != "" {
+	if b.State != state.Starting || b.Addr != "" {
 		host, port, err := net.SplitHostPort(b.Addr)
 		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-			return Backend{}, fmt.Errorf("registry entry %q: address %q is not host:port", id, b.Addr)
+			return state.Backend{}, fmt.Errorf("registry entry %q: address %q is not host:port", id, b.Addr)
 		}
 	}
-	if b.Weight < 0 || b.Weight > MaxWeight {
-		return Backend{}, fmt.Errorf("registry entry %q: weight %d is not from 0 to %d", id, b.Weight, MaxWeight)
+	if b.Weight < 0 || b.Weight > state.MaxWeight {
+		return state.Backend{}, fmt.Errorf("registry entry %q: weight %d is not from 0 to %d", id, b.Weight, state.MaxWeight)
 	}
 	return b, nil
 }
 
 // PutBackend implements Registry.
-func (s *Redis) PutBackend(ctx context.Context, b Backend) error {
+func (s *Store) PutBackend(ctx context.Context, b state.Backend) error {
 	v, err := json.Marshal(b)
 	if err != nil {
 		return fmt.Errorf("encode backend %s: %w", b.ID, err)
@@ -172,7 +175,7 @@ func (s *Redis) PutBackend(ctx context.Context, b Backend) error {
 }
 
 // RemoveBackend implements Registry.
-func (s *Redis) RemoveBackend(ctx context.Context, id string) error {
+func (s *Store) RemoveBackend(ctx context.Context, id string) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HDel(ctx, s.keys.Registry(), id)
 		p.HDel(ctx, s.keys.LastSeen(), id)
@@ -187,23 +190,23 @@ func (s *Redis) RemoveBackend(ctx context.Context, id string) error {
 
 // Sync implements Store: the script, the registry read and (when requests
 // are queued) the demand signal go in one pipelined round trip.
-func (s *Redis) Sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
+func (s *Store) Sync(ctx context.Context, req state.SyncRequest) (state.SyncResult, error) {
 	res, err := s.sync(ctx, req)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Redis restarted and forgot the script: load it and try once more.
 		if lerr := syncScript.Load(ctx, s.rdb).Err(); lerr != nil {
-			return SyncResult{}, fmt.Errorf("load sync script: %w", lerr)
+			return state.SyncResult{}, fmt.Errorf("load sync script: %w", lerr)
 		}
 		res, err = s.sync(ctx, req)
 	}
 	return res, err
 }
 
-func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
+func (s *Store) sync(ctx context.Context, req state.SyncRequest) (state.SyncResult, error) {
 	keys := []string{s.keys.Balancers(), s.keys.Balancer(req.Balancer), s.keys.LastSeen(), s.keys.Generation()}
 	epoch := req.Epoch
 	if epoch <= 0 {
-		epoch = DefaultEpoch
+		epoch = state.DefaultEpoch
 	}
 	hold := 0
 	if req.Hold {
@@ -239,13 +242,13 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 		if serr := script.Err(); serr != nil {
 			err = serr
 		}
-		return SyncResult{}, fmt.Errorf("sync balancer %s: %w", req.Balancer, err)
+		return state.SyncResult{}, fmt.Errorf("sync balancer %s: %w", req.Balancer, err)
 	}
 	raw, err := script.Slice()
 	if err != nil || len(raw) != 7 {
-		return SyncResult{}, fmt.Errorf("sync balancer %s: unexpected reply %v: %w", req.Balancer, raw, err)
+		return state.SyncResult{}, fmt.Errorf("sync balancer %s: unexpected reply %v: %w", req.Balancer, raw, err)
 	}
-	res := SyncResult{
+	res := state.SyncResult{
 		Grants:  ints(raw[0]),
 		Targets: ints(raw[1]),
 		Remote:  ints(raw[2]),
@@ -267,11 +270,11 @@ func (s *Redis) sync(ctx context.Context, req SyncRequest) (SyncResult, error) {
 		res.Generation = n
 	}
 	if len(res.Grants) != len(req.Slots) || len(res.Remote) != len(req.Slots) || len(res.LastSeen) != len(req.Slots) {
-		return SyncResult{}, fmt.Errorf("sync balancer %s: reply for %d backends, sent %d", req.Balancer, len(res.Grants), len(req.Slots))
+		return state.SyncResult{}, fmt.Errorf("sync balancer %s: reply for %d backends, sent %d", req.Balancer, len(res.Grants), len(req.Slots))
 	}
 	m, err := reg.Result()
 	if err != nil {
-		return SyncResult{}, fmt.Errorf("read registry: %w", err)
+		return state.SyncResult{}, fmt.Errorf("read registry: %w", err)
 	}
 	if len(m) > 0 || owned.Val() > 0 {
 		res.Registry, res.HasRegistry = decodeRegistry(m), true
@@ -293,7 +296,7 @@ func demandMessage(balancer string, queued int64) string {
 }
 
 // Leave implements Store.
-func (s *Redis) Leave(ctx context.Context, balancer string) error {
+func (s *Store) Leave(ctx context.Context, balancer string) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZRem(ctx, s.keys.Balancers(), balancer)
 		p.Del(ctx, s.keys.Balancer(balancer))
@@ -306,18 +309,18 @@ func (s *Redis) Leave(ctx context.Context, balancer string) error {
 }
 
 // ClusterLoad implements Store.
-func (s *Redis) ClusterLoad(ctx context.Context) (ClusterLoad, error) {
+func (s *Store) ClusterLoad(ctx context.Context) (state.ClusterLoad, error) {
 	raw, err := loadScript.Run(ctx, s.rdb, []string{s.keys.Balancers(), s.keys.LastSeen()}, s.keys.BalancerPrefix()).Slice()
 	if err != nil || len(raw) != 2 {
-		return ClusterLoad{}, fmt.Errorf("read cluster load: %w", errors.Join(err, errShape(raw, 2)))
+		return state.ClusterLoad{}, fmt.Errorf("read cluster load: %w", errors.Join(err, errShape(raw, 2)))
 	}
-	cl := ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}}
+	cl := state.ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}}
 	hashes, _ := raw[0].([]any)
 	cl.Balancers = len(hashes)
-	var flows []Flow
+	var flows []state.Flow
 	for _, h := range hashes {
 		kv, _ := h.([]any)
-		var f Flow
+		var f state.Flow
 		for j := 0; j+1 < len(kv); j += 2 {
 			k, _ := kv[j].(string)
 			v, _ := kv[j+1].(string)
@@ -339,7 +342,7 @@ func (s *Redis) ClusterLoad(ctx context.Context) (ClusterLoad, error) {
 		}
 		flows = append(flows, f)
 	}
-	cl.Arrivals, cl.Service = SumFlows(flows)
+	cl.Arrivals, cl.Service = state.SumFlows(flows)
 	seen, _ := raw[1].([]any)
 	for j := 0; j+1 < len(seen); j += 2 {
 		k, _ := seen[j].(string)
@@ -370,7 +373,7 @@ func errShape(raw []any, want int) error {
 }
 
 // PublishDemand implements Store.
-func (s *Redis) PublishDemand(ctx context.Context, balancer string, queued int64) error {
+func (s *Store) PublishDemand(ctx context.Context, balancer string, queued int64) error {
 	if err := s.rdb.Publish(ctx, s.keys.DemandChannel(), demandMessage(balancer, queued)).Err(); err != nil {
 		return fmt.Errorf("publish demand: %w", err)
 	}
@@ -380,7 +383,7 @@ func (s *Redis) PublishDemand(ctx context.Context, balancer string, queued int64
 // Demand implements Store. go-redis resubscribes by itself after a
 // connection loss; signals sent meanwhile are lost, which the scaler's
 // polling covers.
-func (s *Redis) Demand(ctx context.Context) <-chan int64 {
+func (s *Store) Demand(ctx context.Context) <-chan int64 {
 	out := make(chan int64, 16)
 	sub := s.rdb.Subscribe(ctx, s.keys.DemandChannel())
 	go func() {
@@ -411,21 +414,21 @@ func (s *Redis) Demand(ctx context.Context) <-chan int64 {
 }
 
 // AcquireLease implements Store.
-func (s *Redis) AcquireLease(ctx context.Context, holder string, ttl time.Duration) (Lease, error) {
+func (s *Store) AcquireLease(ctx context.Context, holder string, ttl time.Duration) (state.Lease, error) {
 	v, err := leaseScript.Run(ctx, s.rdb, []string{s.keys.Leader()}, holder, ttl.Milliseconds()).Slice()
 	if err != nil {
-		return Lease{}, fmt.Errorf("acquire lease for %s: %w", holder, err)
+		return state.Lease{}, fmt.Errorf("acquire lease for %s: %w", holder, err)
 	}
 	if len(v) != 2 {
-		return Lease{}, fmt.Errorf("acquire lease for %s: script answered %v", holder, v)
+		return state.Lease{}, fmt.Errorf("acquire lease for %s: script answered %v", holder, v)
 	}
 	who, _ := v[0].(string)
 	ms, _ := v[1].(int64)
-	return Lease{Holder: who, Left: time.Duration(max(ms, 0)) * time.Millisecond}, nil
+	return state.Lease{Holder: who, Left: time.Duration(max(ms, 0)) * time.Millisecond}, nil
 }
 
 // ReleaseLease implements Store.
-func (s *Redis) ReleaseLease(ctx context.Context, holder string) error {
+func (s *Store) ReleaseLease(ctx context.Context, holder string) error {
 	if err := releaseScript.Run(ctx, s.rdb, []string{s.keys.Leader()}, holder).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("release lease for %s: %w", holder, err)
 	}
@@ -433,4 +436,4 @@ func (s *Redis) ReleaseLease(ctx context.Context, holder string) error {
 }
 
 // Close implements Store.
-func (s *Redis) Close() error { return s.rdb.Close() }
+func (s *Store) Close() error { return s.rdb.Close() }

@@ -1,4 +1,4 @@
-package state
+package redisstore
 
 import (
 	"encoding/json"
@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"lbscale/balancer/state"
 )
 
 // FuzzDecodeBackend decodes arbitrary registry hash fields, as a hand edit
@@ -42,16 +44,16 @@ func FuzzDecodeBackend(f *testing.F) {
 			t.Fatalf("%q: decoded id %q", id, b.ID)
 		}
 		switch b.State {
-		case Starting, Ready, Draining:
+		case state.Starting, state.Ready, state.Draining:
 		default:
 			t.Fatalf("%q: accepted state %q", v, b.State)
 		}
-		if b.State != Starting {
+		if b.State != state.Starting {
 			if host, _, err := net.SplitHostPort(b.Addr); err != nil || host == "" {
 				t.Fatalf("%q: routable with address %q", v, b.Addr)
 			}
 		}
-		if b.Weight < 0 || b.Weight > MaxWeight {
+		if b.Weight < 0 || b.Weight > state.MaxWeight {
 			t.Fatalf("%q: weight %d", v, b.Weight)
 		}
 		enc, err := json.Marshal(b)
@@ -79,7 +81,7 @@ func FuzzDecodeRegistry(f *testing.F) {
 			if i > 0 && out[i-1].ID >= b.ID {
 				t.Fatalf("not sorted: %+v", out)
 			}
-			if _, err := decodeBackend(b.ID, m[b.ID]); (err != nil) != (b.State == Invalid) {
+			if _, err := decodeBackend(b.ID, m[b.ID]); (err != nil) != (b.State == state.Invalid) {
 				t.Fatalf("entry %q: state %q, decode error %v", b.ID, b.State, err)
 			}
 		}
