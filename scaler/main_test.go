@@ -66,7 +66,8 @@ func TestInvalidConfigurationExitsTwoNamingTheVariable(t *testing.T) {
 		want []string
 	}{
 		{map[string]string{"REDIS_URL": ""}, []string{"REDIS_URL", "required"}},
-		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "SCALER_DRIVER": "swarm"}, []string{"SCALER_DRIVER", "not implemented yet"}},
+		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "SCALER_DRIVER": "swarm"}, []string{"NETWORK", "overlay"}},
+		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "WEB_CONSTRAINTS": "node.role==worker"}, []string{"WEB_CONSTRAINTS", "SCALER_DRIVER=swarm"}},
 		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "MIN_REPLICAS": "4", "MAX_REPLICAS": "2", "CPU_LIMIT": "lots"}, []string{"MAX_REPLICAS", "CPU_LIMIT"}},
 	}
 	for _, tt := range tests {

@@ -40,6 +40,7 @@ const (
 	EnvWebPort           = "WEB_PORT"
 	EnvNetwork           = "NETWORK"
 	EnvDriver            = "SCALER_DRIVER"
+	EnvWebConstraints    = "WEB_CONSTRAINTS"
 	EnvHealthTimeout     = "HEALTH_TIMEOUT"
 	EnvLeaseTTL          = "LEASE_TTL"
 	EnvReconcileInterval = "RECONCILE_INTERVAL"
@@ -121,8 +122,13 @@ type Config struct {
 	// Network is the Docker network containers join; their address there is
 	// what balancers dial.
 	Network string
-	// Driver is the orchestration back end (only "docker" today).
+	// Driver is the orchestration back end: DriverDocker (one engine) or
+	// DriverSwarm (a swarm's manager; one service per web replica).
 	Driver string
+	// WebConstraints are Swarm placement constraints of every web service
+	// (e.g. node.labels.tier==web), from the comma-separated
+	// WEB_CONSTRAINTS; swarm driver only.
+	WebConstraints []string
 	// HealthTimeout bounds create → healthy; a container slower than this is
 	// removed and counted as a failed start.
 	HealthTimeout time.Duration
@@ -216,8 +222,15 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.WebEnv = webEnv(r, EnvWebEnv, c.WebPort)
 	c.Network = r.String(EnvNetwork, "bridge")
 	c.Driver = r.OneOf(EnvDriver, DriverDocker, DriverDocker, DriverSwarm)
-	if c.Driver == DriverSwarm {
-		r.Fail(EnvDriver, "%q is not implemented yet; use %q", DriverSwarm, DriverDocker)
+	c.WebConstraints = constraints(r, EnvWebConstraints)
+	switch {
+	case c.Driver == DriverDocker && len(c.WebConstraints) > 0:
+		// A plain engine has no placement: silently ignoring the
+		// constraint would put web servers where the user said not to.
+		r.Fail(EnvWebConstraints, "set, but placement constraints need %s=%s", EnvDriver, DriverSwarm)
+	case c.Driver == DriverSwarm && c.Network == "bridge":
+		// Tasks on other nodes are only reachable on an overlay network.
+		r.Fail(EnvNetwork, "%q cannot carry a swarm's web tasks: name an attachable overlay network (compose/stack.yml makes one)", c.Network)
 	}
 	c.HealthTimeout = r.Duration(EnvHealthTimeout, 30*time.Second, 100*time.Millisecond, 10*time.Minute)
 	c.LeaseTTL = r.Duration(EnvLeaseTTL, 5*time.Second, 300*time.Millisecond, 10*time.Minute)
@@ -323,6 +336,25 @@ func webEnv(r *envconf.Reader, name string, port int) []string {
 	}
 	if !listen {
 		out = append(out, fmt.Sprintf("%s=:%d", EnvWebListenAddr, port))
+	}
+	return out
+}
+
+// constraintExpr is a Swarm placement constraint: a node attribute, == or
+// !=, and a value (node.role==manager, node.labels.zone!=eu-1).
+var constraintExpr = regexp.MustCompile(`^\s*[A-Za-z][A-Za-z0-9_.\-]*\s*(==|!=)\s*[^=!\s][^=!]*$`)
+
+// constraints reads name as a comma-separated list of placement
+// constraints, refusing any that Swarm would refuse only at the first
+// scale-up (a typo then stops the pool from growing under load).
+func constraints(r *envconf.Reader, name string) []string {
+	var out []string
+	for _, c := range r.List(name) {
+		if !constraintExpr.MatchString(c) {
+			r.Fail(name, "%q is not a placement constraint (attribute==value or attribute!=value, e.g. node.role==worker)", c)
+			continue
+		}
+		out = append(out, strings.TrimSpace(c))
 	}
 	return out
 }

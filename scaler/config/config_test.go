@@ -2,6 +2,7 @@ package config
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,7 +101,11 @@ func TestInvalidNamesTheVariable(t *testing.T) {
 		{map[string]string{EnvMemoryLimit: "1m"}, EnvMemoryLimit},
 		{map[string]string{EnvWebEnv: "=x"}, EnvWebEnv},
 		{map[string]string{EnvWebPort: "70000"}, EnvWebPort},
-		{map[string]string{EnvDriver: "swarm"}, "not implemented yet"},
+		{map[string]string{EnvDriver: "swarm"}, EnvNetwork},
+		{map[string]string{EnvDriver: "swarm", EnvNetwork: "web", EnvWebConstraints: "node.role"}, EnvWebConstraints},
+		{map[string]string{EnvDriver: "swarm", EnvNetwork: "web", EnvWebConstraints: "node.role==manager,zone=eu"}, EnvWebConstraints},
+		{map[string]string{EnvDriver: "swarm", EnvNetwork: "web", EnvWebConstraints: "node.role=="}, EnvWebConstraints},
+		{map[string]string{EnvWebConstraints: "node.role==worker"}, EnvWebConstraints},
 		{map[string]string{EnvDriver: "k8s"}, EnvDriver},
 		{map[string]string{EnvLeaseTTL: "1ms"}, EnvLeaseTTL},
 		{map[string]string{EnvAdminAddr: "nope"}, EnvAdminAddr},
@@ -129,6 +134,20 @@ func TestInvalidNamesTheVariable(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("env %v: error %v, want one naming %s", tt.env, err, tt.want)
 		}
+	}
+}
+
+// TestSwarmSettings: the swarm driver takes an overlay network and
+// placement constraints, trimmed, in the order given.
+func TestSwarmSettings(t *testing.T) {
+	c, err := load(t, map[string]string{EnvDriver: DriverSwarm, EnvNetwork: "lbscale-web",
+		EnvWebConstraints: " node.role==worker , node.labels.zone != eu-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"node.role==worker", "node.labels.zone != eu-1"}
+	if c.Driver != DriverSwarm || c.Network != "lbscale-web" || !slices.Equal(c.WebConstraints, want) {
+		t.Fatalf("driver %q network %q constraints %q, want swarm, lbscale-web, %q", c.Driver, c.Network, c.WebConstraints, want)
 	}
 }
 

@@ -19,7 +19,7 @@ var fuzzVars = []string{
 	EnvWebImage, EnvWebEnv, EnvWebPort, EnvNetwork, EnvDriver, EnvHealthTimeout,
 	EnvLeaseTTL, EnvReconcileInterval, EnvPollInterval, EnvAdminAddr, EnvScalerID,
 	EnvLogLevel, EnvScaleDown, EnvStableWindow, EnvPanicWindow,
-	EnvMaxScaleDownRate, EnvBacklogDrain,
+	EnvMaxScaleDownRate, EnvBacklogDrain, EnvWebConstraints,
 }
 
 // FuzzLoad sets one variable of an otherwise valid environment to arbitrary
@@ -42,6 +42,8 @@ func FuzzLoad(f *testing.F) {
 		{EnvWebEnv, "A=1,LISTEN_ADDR=:9000"},
 		{EnvWebPort, "81"},
 		{EnvDriver, "swarm"},
+		{EnvWebConstraints, "node.role==worker"},
+		{EnvWebConstraints, "node.role=worker"},
 		{EnvPanicWindow, "2m"},
 		{EnvMaxScaleDownRate, "NaN"},
 	}
@@ -50,7 +52,9 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, which uint8, value string) {
 		name := fuzzVars[int(which)%len(fuzzVars)]
-		env := map[string]string{EnvRedisURL: "redis://127.0.0.1:6379/0", EnvWebEnv: "LISTEN_ADDR=:8080"}
+		// NETWORK names an overlay-like network, so that the valid base
+		// holds for either driver.
+		env := map[string]string{EnvRedisURL: "redis://127.0.0.1:6379/0", EnvWebEnv: "LISTEN_ADDR=:8080", EnvNetwork: "lbscale-web"}
 		env[name] = value
 		c, err := Load(envconf.FromMap(env))
 		if err != nil {
