@@ -34,6 +34,12 @@ type Server struct {
 	args []string
 	// probe is the client TLS configuration of the readiness check.
 	probe *tls.Config
+	// conf, when set, is a config file given to redis-server before the
+	// options (a sentinel's: Sentinel rewrites it, so it must be writable).
+	conf string
+	// out is the output of the running (or last) process, for failure
+	// messages.
+	out *syncBuffer
 }
 
 // StartRedis starts redis-server on a free port and stops it at cleanup.
@@ -107,8 +113,12 @@ func (s *Server) Start() {
 		args[1] = "0"
 		args = append(args, "--tls-port", strconv.Itoa(s.Port))
 	}
+	if s.conf != "" {
+		args = append([]string{s.conf}, args...)
+	}
 	cmd := exec.Command("redis-server", append(args, s.args...)...)
 	out := &syncBuffer{}
+	s.out = out
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
@@ -176,6 +186,15 @@ func (w *syncBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
+}
+
+// Output is what the server process wrote to stdout and stderr (its log),
+// for a failure message.
+func (s *Server) Output() string {
+	if s.out == nil {
+		return ""
+	}
+	return s.out.String()
 }
 
 // Stop kills the server (as a crash would) and waits for it to exit.
