@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"lbscale/balancer/proctest"
 	"lbscale/balancer/state"
 	"lbscale/balancer/state/redisstore"
@@ -45,7 +43,7 @@ func TestBalancerOverRedisTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := redis.NewClient(opt)
+	rdb := opt.NewClient()
 	defer rdb.Close()
 	keys := state.NewKeys("tls")
 	ctx := context.Background()

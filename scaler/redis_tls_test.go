@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"lbscale/balancer/state"
 	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/state/statetest"
@@ -34,7 +32,7 @@ func TestScalerOverMutualTLSRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := redis.NewClient(opt)
+	rdb := opt.NewClient()
 	defer rdb.Close()
 	leader := state.NewKeys("tlsscaler").Leader()
 	waitFor(t, 15*time.Second, "the scaler's lease in Redis", func() bool {

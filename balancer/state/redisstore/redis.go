@@ -67,11 +67,8 @@ func NewConn(conn Conn, pool string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt.DialTimeout = 500 * time.Millisecond
-	opt.ReadTimeout = 500 * time.Millisecond
-	opt.WriteTimeout = 500 * time.Millisecond
-	opt.MaxRetries = 1
-	s := NewClient(redis.NewClient(opt), pool)
+	opt.SetTimeouts(500*time.Millisecond, 1)
+	s := NewClient(opt.NewClient(), pool)
 	s.conn = conn
 	return s, nil
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -24,8 +25,19 @@ import (
 // the scaler both read them through ReadConn, so they are named here
 // once.
 const (
-	// EnvRedisURL is redis://[[user]:password@]host:port/db, or rediss://
-	// for TLS.
+	// EnvRedisURL is where the shared state lives, in one of three forms
+	// (rediss:// instead of redis:// for TLS, to every server named):
+	//
+	//   - one server: redis://[[user]:password@]host:port/db
+	//   - a primary found through Sentinels, which follows a failover:
+	//     redis://[[user]:password@]sentinel1:port/db?addr=sentinel2:port&addr=sentinel3:port&master_name=NAME[&username=U&password=P]
+	//     (redis.ParseFailoverURL: the user info is the Sentinels'
+	//     credentials, username= and password= the primary's)
+	//   - a Redis Cluster: redis://[[user]:password@]node1:port?addr=node2:port&addr=node3:port
+	//     (redis.ParseClusterURL; any form with addr= and no master_name=)
+	//
+	// Other go-redis query options (client_name=, protocol= …) are
+	// accepted; the timeouts and retries are the store's own.
 	EnvRedisURL = "REDIS_URL"
 	// EnvRedisCAFile is a PEM bundle trusted for the server's certificate
 	// (a private CA); unset, the system roots.
@@ -79,7 +91,7 @@ func ReadConn(r *envconf.Reader) Conn {
 	}
 	if c.URL != "" {
 		if _, err := parseURL(c.URL); err != nil {
-			r.Fail(EnvRedisURL, "%s is not a usable redis:// or rediss:// URL: %v", RedactURL(c.URL), err)
+			r.Fail(EnvRedisURL, "%s is not a usable redis:// or rediss:// URL (one server, a Sentinel group with master_name=, or a cluster with addr=): %v", RedactURL(c.URL), err)
 		}
 	}
 	for _, v := range []struct{ name, file string }{{EnvRedisCAFile, c.CAFile}, {EnvRedisCertFile, c.CertFile}, {EnvRedisKeyFile, c.KeyFile}} {
@@ -114,54 +126,158 @@ func ReadConn(r *envconf.Reader) Conn {
 	return c
 }
 
+// Options is the go-redis configuration of one REDIS_URL: exactly one of
+// its fields is set, by the form of the URL (see EnvRedisURL).
+type Options struct {
+	// Single is one server: redis://host:port/db.
+	Single *redis.Options
+	// Failover is a primary found through Sentinels: a URL with
+	// master_name=.
+	Failover *redis.FailoverOptions
+	// Cluster is a Redis Cluster: a URL with addr= and no master_name=.
+	Cluster *redis.ClusterOptions
+}
+
+// NewClient builds the client of o: a failover client for Sentinel, a
+// cluster client for a Cluster, a plain client for one server. The store's
+// scripts run unchanged on each, since every key of a pool shares one hash
+// slot (state.Keys).
+func (o Options) NewClient() redis.UniversalClient {
+	switch {
+	case o.Failover != nil:
+		return redis.NewFailoverClient(o.Failover)
+	case o.Cluster != nil:
+		return redis.NewClusterClient(o.Cluster)
+	default:
+		return redis.NewClient(o.Single)
+	}
+}
+
+// SetTimeouts sets the dial, read and write timeouts and the retries of
+// a command, whichever the form. A failover client dials and reads its
+// Sentinels with the same timeouts, so a dead Sentinel costs no more than
+// a dead server.
+func (o Options) SetTimeouts(timeout time.Duration, retries int) {
+	switch {
+	case o.Failover != nil:
+		o.Failover.DialTimeout, o.Failover.ReadTimeout, o.Failover.WriteTimeout = timeout, timeout, timeout
+		o.Failover.MaxRetries = retries
+	case o.Cluster != nil:
+		o.Cluster.DialTimeout, o.Cluster.ReadTimeout, o.Cluster.WriteTimeout = timeout, timeout, timeout
+		o.Cluster.MaxRetries = retries
+	default:
+		o.Single.DialTimeout, o.Single.ReadTimeout, o.Single.WriteTimeout = timeout, timeout, timeout
+		o.Single.MaxRetries = retries
+	}
+}
+
+// TLSConfig is the TLS configuration of whichever form o is; nil for a
+// redis:// URL.
+func (o Options) TLSConfig() *tls.Config {
+	switch {
+	case o.Failover != nil:
+		return o.Failover.TLSConfig
+	case o.Cluster != nil:
+		return o.Cluster.TLSConfig
+	default:
+		return o.Single.TLSConfig
+	}
+}
+
+// Addr is the first address the URL names: the server, the first Sentinel
+// or the first cluster node. Error hints probe it.
+func (o Options) Addr() string {
+	switch {
+	case o.Failover != nil:
+		return o.Failover.SentinelAddrs[0]
+	case o.Cluster != nil:
+		return o.Cluster.Addrs[0]
+	default:
+		return o.Single.Addr
+	}
+}
+
 // Options is the go-redis configuration for c: the URL's options and, for
-// rediss://, TLS 1.2 or later, the server name from the URL's host, the CA
-// file's roots and the client certificate.
-func (c Conn) Options() (*redis.Options, error) {
+// rediss://, TLS 1.2 or later, the CA file's roots and the client
+// certificate. One server is verified as the URL's host; the Sentinels,
+// the primary they name and cluster nodes each as the host it is dialled
+// at (go-redis would verify them all as the URL's first host).
+func (c Conn) Options() (Options, error) {
 	opt, err := parseURL(c.URL)
 	if err != nil {
-		return nil, fmt.Errorf("redis url %s: %w", RedactURL(c.URL), err)
+		return Options{}, fmt.Errorf("redis url %s: %w", RedactURL(c.URL), err)
 	}
-	if opt.TLSConfig == nil {
+	tc := opt.TLSConfig()
+	if tc == nil {
 		if c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" {
-			return nil, fmt.Errorf("redis url %s: TLS files given for a plain redis:// URL (use rediss://)", RedactURL(c.URL))
+			return Options{}, fmt.Errorf("redis url %s: TLS files given for a plain redis:// URL (use rediss://)", RedactURL(c.URL))
 		}
 		return opt, nil
 	}
-	tc := opt.TLSConfig
 	tc.MinVersion = max(tc.MinVersion, tls.VersionTLS12)
-	if tc.ServerName == "" {
-		tc.ServerName, _, _ = net.SplitHostPort(opt.Addr)
+	switch {
+	case opt.Single != nil && tc.ServerName == "":
+		tc.ServerName, _, _ = net.SplitHostPort(opt.Single.Addr)
+	case opt.Single == nil:
+		// tls.DialWithDialer, which go-redis dials with, takes the server
+		// name from the address when this is empty.
+		tc.ServerName = ""
 	}
 	if c.CAFile != "" {
 		if tc.RootCAs, err = loadCAFile(c.CAFile); err != nil {
-			return nil, err
+			return Options{}, err
 		}
 	}
 	if c.CertFile != "" || c.KeyFile != "" {
 		cert, err := tlsterm.Load(c.CertFile, c.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("redis client certificate: %w", err)
+			return Options{}, fmt.Errorf("redis client certificate: %w", err)
 		}
 		tc.Certificates = []tls.Certificate{*cert}
 	}
 	return opt, nil
 }
 
-// parseURL is redis.ParseURL for redis:// and rediss:// only, with the
-// password scrubbed from its errors (net/url quotes the whole URL in its
-// own).
-func parseURL(raw string) (*redis.Options, error) {
+// parseURL parses the three forms of REDIS_URL, redis:// and rediss://
+// only, with every password scrubbed from its errors (net/url quotes the
+// whole URL in its own). The form is chosen by the query: master_name=
+// is Sentinel (redis.ParseFailoverURL), addr= without it is a Cluster
+// (redis.ParseClusterURL), neither is one server (redis.ParseURL).
+func parseURL(raw string) (Options, error) {
 	scheme, _, _ := strings.Cut(raw, "://")
 	if s := strings.ToLower(scheme); s != "redis" && s != "rediss" {
-		return nil, errors.New("the scheme must be redis:// or rediss://")
+		return Options{}, errors.New("the scheme must be redis:// or rediss://")
 	}
-	opt, err := redis.ParseURL(raw)
-	if err != nil {
-		if _, pass, ok := userinfo(raw); ok && pass != "" {
-			return nil, errors.New(strings.ReplaceAll(err.Error(), pass, redacted))
+	var (
+		opt Options
+		err error
+	)
+	u, perr := url.Parse(raw)
+	q := url.Values{}
+	if perr == nil {
+		q = u.Query()
+	}
+	switch {
+	case q.Has("master_name"):
+		opt.Failover, err = redis.ParseFailoverURL(raw)
+		if err == nil && opt.Failover.MasterName == "" {
+			err = errors.New("master_name is empty")
 		}
-		return nil, err
+	case q.Has("addr"):
+		if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
+			err = fmt.Errorf("database %q: a cluster has only database 0", p)
+			break
+		}
+		opt.Cluster, err = redis.ParseClusterURL(raw)
+	default:
+		opt.Single, err = redis.ParseURL(raw)
+	}
+	if err != nil {
+		msg := err.Error()
+		for _, secret := range secrets(raw) {
+			msg = strings.ReplaceAll(msg, secret, redacted)
+		}
+		return Options{}, errors.New(msg)
 	}
 	return opt, nil
 }
@@ -179,12 +295,16 @@ func loadCAFile(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// RedactURL returns raw with the password replaced by xxxxx, for logs and
-// error messages. It works on text, not on a parsed URL, so that a URL that
-// does not parse (the case that gets reported) is redacted too: the user
-// info is everything between "://" and the last "@", which may hide more
-// than the password but never less.
+// RedactURL returns raw with every password replaced by xxxxx, for logs
+// and error messages: the user info's (a server's, or the Sentinels' in a
+// failover URL) and the value of a password= parameter (the primary's, in
+// a failover URL). It works on text, not on a parsed URL, so that a URL
+// that does not parse (the case that gets reported) is redacted too: the
+// user info is everything between "://" and the last "@", and a password=
+// value runs to the next "&name=" or the end, which may hide more than
+// the password but never less.
 func RedactURL(raw string) string {
+	raw = redactQuery(raw)
 	user, pass, ok := userinfo(raw)
 	if !ok || pass == "" {
 		return raw
@@ -192,6 +312,91 @@ func RedactURL(raw string) string {
 	i := strings.Index(raw, "://") + len("://")
 	at := strings.LastIndex(raw, "@")
 	return raw[:i] + user + ":" + redacted + raw[at:]
+}
+
+// redactQuery replaces the values of password= parameters (any name
+// ending in "password") with xxxxx.
+func redactQuery(raw string) string {
+	start, end, ok := queryPasswords(raw)
+	if !ok {
+		return raw
+	}
+	var b strings.Builder
+	last := 0
+	for i := range start {
+		b.WriteString(raw[last:start[i]])
+		b.WriteString(redacted)
+		last = end[i]
+	}
+	b.WriteString(raw[last:])
+	return b.String()
+}
+
+// queryPasswords finds the values of password parameters in raw's query:
+// raw[start[i]:end[i]] is one. A value runs to the next "&" that starts
+// another name=, so a stray "&" in a password does not end it early.
+func queryPasswords(raw string) (start, end []int, ok bool) {
+	q := strings.Index(raw, "?")
+	if q < 0 {
+		return nil, nil, false
+	}
+	params := splitParams(raw, q+1)
+	for i, p := range params {
+		name, _, hasValue := strings.Cut(raw[p:], "=")
+		name, _, _ = strings.Cut(name, "&")
+		if !hasValue || !strings.HasSuffix(strings.ToLower(name), "password") {
+			continue
+		}
+		e := len(raw)
+		if i+1 < len(params) {
+			e = params[i+1] - 1 // the "&" before the next parameter
+		}
+		start = append(start, p+len(name)+1)
+		end = append(end, e)
+	}
+	return start, end, len(start) > 0
+}
+
+// splitParams returns the offsets in raw, from 'from' on, of each
+// parameter that starts with a name and "=": the first one, and each after
+// an "&" whose next "=" comes before any other "&".
+func splitParams(raw string, from int) []int {
+	offsets := []int{from}
+	for i := from; i < len(raw); i++ {
+		if raw[i] != '&' {
+			continue
+		}
+		rest := raw[i+1:]
+		eq, amp := strings.IndexByte(rest, '='), strings.IndexByte(rest, '&')
+		if eq > 0 && (amp < 0 || eq < amp) {
+			offsets = append(offsets, i+1)
+		}
+	}
+	return offsets
+}
+
+// secrets are the passwords in raw, as written and decoded, to scrub from
+// a parser's error.
+func secrets(raw string) []string {
+	var out []string
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		out = append(out, s)
+		if d, err := url.QueryUnescape(s); err == nil && d != s {
+			out = append(out, d)
+		}
+	}
+	if start, end, ok := queryPasswords(raw); ok {
+		for i := range start {
+			add(raw[start[i]:end[i]])
+		}
+	}
+	if _, pass, ok := userinfo(redactQuery(raw)); ok {
+		add(pass)
+	}
+	return out
 }
 
 // userinfo splits the user info of a URL string at its first colon.
@@ -224,7 +429,7 @@ func speaksPlainRESP(c Conn) bool {
 	if err != nil {
 		return false
 	}
-	conn, err := net.DialTimeout("tcp", opt.Addr, 500*time.Millisecond)
+	conn, err := net.DialTimeout("tcp", opt.Addr(), 500*time.Millisecond)
 	if err != nil {
 		return false
 	}

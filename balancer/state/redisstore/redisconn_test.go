@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/state"
 	"lbscale/balancer/state/redisstore"
@@ -73,7 +71,7 @@ func whoami(t *testing.T, conn redisstore.Conn) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := redis.NewClient(opt)
+	rdb := opt.NewClient()
 	defer rdb.Close()
 	name, err := rdb.Do(context.Background(), "ACL", "WHOAMI").Text()
 	if err != nil {
@@ -259,22 +257,122 @@ func TestOptionsTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := opt.TLSConfig
+	tc := opt.Single.TLSConfig
 	switch {
 	case tc == nil:
 		t.Fatal("no TLS for rediss://")
 	case tc.ServerName != "redis.internal" || tc.MinVersion < 0x0303 || tc.RootCAs == nil || tc.InsecureSkipVerify:
 		t.Fatalf("TLS config: server name %q, min version %#x, roots %v, skip verify %v",
 			tc.ServerName, tc.MinVersion, tc.RootCAs != nil, tc.InsecureSkipVerify)
-	case opt.Password != "pw" || opt.DB != 1 || opt.Addr != "redis.internal:6380":
-		t.Fatalf("options %+v", opt)
+	case opt.Single.Password != "pw" || opt.Single.DB != 1 || opt.Single.Addr != "redis.internal:6380":
+		t.Fatalf("options %+v", opt.Single)
 	}
 	opt, err = redisstore.Conn{URL: "rediss://redis.internal:6380/0"}.Options()
-	if err != nil || opt.TLSConfig.RootCAs != nil {
-		t.Fatalf("without REDIS_CA_FILE the system roots are used: %v %v", opt.TLSConfig, err)
+	if err != nil || opt.Single.TLSConfig.RootCAs != nil {
+		t.Fatalf("without REDIS_CA_FILE the system roots are used: %v %v", opt.Single.TLSConfig, err)
 	}
-	if opt, err := (redisstore.Conn{URL: "redis://r:6379/0"}).Options(); err != nil || opt.TLSConfig != nil {
+	if opt, err := (redisstore.Conn{URL: "redis://r:6379/0"}).Options(); err != nil || opt.Single.TLSConfig != nil {
 		t.Fatalf("redis:// must not use TLS: %v %v", opt, err)
+	}
+
+	// Sentinels and the primary they name are each verified as the host
+	// they are dialled at, with the same CA and client certificate.
+	fo, err := redisstore.Conn{URL: "rediss://s1.internal:26379/2?addr=s2.internal:26379&master_name=m&password=pw", CAFile: caFile}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch f := fo.Failover; {
+	case f == nil || fo.Single != nil || fo.Cluster != nil:
+		t.Fatalf("master_name= is not a failover config: %+v", fo)
+	case f.TLSConfig == nil || f.TLSConfig.ServerName != "" || f.TLSConfig.MinVersion < 0x0303 || f.TLSConfig.RootCAs == nil:
+		t.Fatalf("failover TLS config %+v", f.TLSConfig)
+	case f.MasterName != "m" || f.Password != "pw" || f.DB != 2 || len(f.SentinelAddrs) != 2:
+		t.Fatalf("failover options %+v", f)
+	}
+}
+
+// TestParseURLForms: REDIS_URL's three forms, told apart by the query, and
+// the URLs refused, naming REDIS_URL and never carrying a password.
+func TestParseURLForms(t *testing.T) {
+	const pass = "q-Pa55-0e7a"
+	type want struct {
+		form  string // single, failover, cluster; "" when refused
+		addrs []string
+		tls   bool
+	}
+	cases := []struct {
+		name string
+		url  string
+		want want
+	}{
+		{"one server", "redis://:" + pass + "@r:6379/1", want{"single", []string{"r:6379"}, false}},
+		{"sentinel", "redis://s1:26379?addr=s2:26379&addr=s3:26379&master_name=lb", want{"failover", []string{"s1:26379", "s2:26379", "s3:26379"}, false}},
+		{"sentinel, one sentinel", "redis://s1:26379/0?master_name=lb", want{"failover", []string{"s1:26379"}, false}},
+		{"sentinel, passwords", "rediss://sentinel:" + pass + "@s1:26379/3?addr=s2:26379&master_name=lb&username=lbscale&password=" + pass, want{"failover", []string{"s1:26379", "s2:26379"}, true}},
+		{"sentinel, master option", "redis://s1:26379?master_name=lb&client_name=b1", want{"failover", []string{"s1:26379"}, false}},
+		{"cluster", "redis://:" + pass + "@n1:7000?addr=n2:7001&addr=n3:7002", want{"cluster", []string{"n1:7000", "n2:7001", "n3:7002"}, false}},
+		{"cluster over tls", "rediss://n1:7000?addr=n2:7001", want{"cluster", []string{"n1:7000", "n2:7001"}, true}},
+
+		{"sentinel, empty master name", "redis://s1:26379?addr=s2:26379&master_name=&password=" + pass, want{}},
+		{"sentinel, bad addr", "redis://s1:26379?addr=s2&master_name=lb&password=" + pass, want{}},
+		{"sentinel, unknown option", "redis://s1:26379?master_name=lb&sentinel_pass=x&password=" + pass, want{}},
+		{"sentinel, bad database", "redis://s1:26379/x?master_name=lb&password=" + pass, want{}},
+		{"sentinel, not redis", "http://s1:26379?master_name=lb&password=" + pass, want{}},
+		{"sentinel, does not parse", "redis://:" + pass + "@s1:port?master_name=lb&password=" + pass, want{}},
+		{"cluster, database", "redis://n1:7000/3?addr=n2:7001&password=" + pass, want{}},
+		{"cluster, bad addr", "redis://:" + pass + "@n1:7000?addr=:7001", want{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := envconf.New(envconf.FromMap(map[string]string{redisstore.EnvRedisURL: tc.url}))
+			c := redisstore.ReadConn(r)
+			if tc.want.form == "" {
+				err := r.Err()
+				if err == nil {
+					t.Fatalf("accepted %s", tc.url)
+				}
+				if !strings.Contains(err.Error(), redisstore.EnvRedisURL+":") {
+					t.Errorf("error does not name %s: %v", redisstore.EnvRedisURL, err)
+				}
+				if _, oerr := c.Options(); oerr == nil {
+					t.Errorf("Options accepts what ReadConn refused")
+				} else if strings.Contains(oerr.Error(), pass) {
+					t.Errorf("Options error carries the password: %v", oerr)
+				}
+				if strings.Contains(err.Error(), pass) {
+					t.Errorf("error carries the password: %v", err)
+				}
+				return
+			}
+			if err := r.Err(); err != nil {
+				t.Fatal(err)
+			}
+			opt, err := c.Options()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var form string
+			var addrs []string
+			switch {
+			case opt.Single != nil:
+				form, addrs = "single", []string{opt.Single.Addr}
+			case opt.Failover != nil:
+				form, addrs = "failover", opt.Failover.SentinelAddrs
+			case opt.Cluster != nil:
+				form, addrs = "cluster", opt.Cluster.Addrs
+			}
+			if form != tc.want.form || strings.Join(addrs, ",") != strings.Join(tc.want.addrs, ",") {
+				t.Fatalf("parsed as %s %v, want %s %v", form, addrs, tc.want.form, tc.want.addrs)
+			}
+			if (opt.TLSConfig() != nil) != tc.want.tls {
+				t.Fatalf("TLS %v, want %v", opt.TLSConfig() != nil, tc.want.tls)
+			}
+			if got := c.String(); strings.Contains(got, pass) {
+				t.Fatalf("String carries the password: %s", got)
+			}
+			rdb := opt.NewClient()
+			rdb.Close()
+		})
 	}
 }
 
@@ -291,6 +389,17 @@ func TestRedactURL(t *testing.T) {
 		"rediss://u:p%40ss@r:6380/0?protocol=3":  "rediss://u:xxxxx@r:6380/0?protocol=3",
 		"redis://r:6379/0?client_name=a@b":       "redis://r:xxxxx@b", // over-redacted, never under
 		"redis://:secret@r:6379/0?client_name=x": "redis://:xxxxx@r:6379/0?client_name=x",
+		// Failover URLs: the Sentinels' password in the user info, the
+		// primary's in password=.
+		"redis://s1:26379?addr=s2:26379&master_name=m":                                       "redis://s1:26379?addr=s2:26379&master_name=m",
+		"redis://s1:26379?addr=s2:26379&master_name=m&password=secret":                       "redis://s1:26379?addr=s2:26379&master_name=m&password=xxxxx",
+		"redis://s1:26379?password=secret&master_name=m":                                     "redis://s1:26379?password=xxxxx&master_name=m",
+		"rediss://sent:s1pass@s1:26379/0?master_name=m&username=u&password=secret&addr=s2:1": "rediss://sent:xxxxx@s1:26379/0?master_name=m&username=u&password=xxxxx&addr=s2:1",
+		"redis://s1:26379?master_name=m&password=se@cret":                                    "redis://s1:26379?master_name=m&password=xxxxx",
+		"redis://s1:26379?master_name=m&password=se&cret&addr=s2:1":                          "redis://s1:26379?master_name=m&password=xxxxx&addr=s2:1",
+		"redis://s1:26379?master_name=m&password=se&cr=et":                                   "redis://s1:26379?master_name=m&password=xxxxx&cr=et", // a "name=" ends it
+		"redis://s1:26379?master_name=m&sentinel_password=secret":                            "redis://s1:26379?master_name=m&sentinel_password=xxxxx",
+		"redis://s1:port?master_name=m&PASSWORD=secret":                                      "redis://s1:port?master_name=m&PASSWORD=xxxxx",
 	} {
 		if got := redisstore.RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
