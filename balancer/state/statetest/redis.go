@@ -117,6 +117,9 @@ func (s *Server) Start() {
 		args = append([]string{s.conf}, args...)
 	}
 	cmd := exec.Command("redis-server", append(args, s.args...)...)
+	// A primary writes an RDB file for a replica's full sync even with
+	// --save "": in a directory of the test's, not the package's.
+	cmd.Dir = s.t.TempDir()
 	out := &syncBuffer{}
 	s.out = out
 	cmd.Stdout, cmd.Stderr = out, out
