@@ -38,6 +38,9 @@ type fakeEngine struct {
 	reject string
 	// linger: how many task-list calls a removed service's tasks survive.
 	linger int
+	// localLinger: how many inspections a removed task's container
+	// survives on this node (the agent removes it after the task is gone).
+	localLinger int
 	// removed lists the ids of services removed, in order.
 	removed []string
 	// unexpected lists calls to endpoints the fake does not serve.
@@ -238,6 +241,13 @@ func (e *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
+	case strings.HasPrefix(path, "/containers/") && strings.HasSuffix(path, "/json") && r.Method == http.MethodGet:
+		if e.localLinger <= 0 {
+			httpError(w, http.StatusNotFound, "No such container")
+			return
+		}
+		e.localLinger--
+		writeJSON(w, map[string]any{"Id": strings.TrimSuffix(strings.TrimPrefix(path, "/containers/"), "/json")})
 	case path == "/tasks" && r.Method == http.MethodGet:
 		e.serveTasks(w, args)
 	default:

@@ -486,6 +486,18 @@ func (s *Swarm) Stop(ctx context.Context, id string, grace time.Duration) error 
 	if len(tasks) == 0 {
 		return nil
 	}
+	if err := s.awaitTasksGone(ctx, tasks); err != nil {
+		return fmt.Errorf("service %s removed: %w", id, err)
+	}
+	return nil
+}
+
+// awaitTasksGone waits until Swarm has deleted tasks (it does once they
+// stopped) and then until those of their containers that are on this node
+// are removed too: the task goes from the manager's list a moment before
+// the agent removes its container. Containers on other nodes cannot be
+// seen from here; their tasks' end is all there is to wait for.
+func (s *Swarm) awaitTasksGone(ctx context.Context, tasks []swarm.Task) error {
 	args := filters.NewArgs()
 	for _, t := range tasks {
 		args.Add("id", t.ID)
@@ -493,8 +505,7 @@ func (s *Swarm) Stop(ctx context.Context, id string, grace time.Duration) error 
 	for {
 		left, err := s.api(ctx).TaskList(ctx, swarm.TaskListOptions{Filters: args})
 		if err == nil && len(left) == 0 {
-			// Swarm deletes a removed service's task once its container is.
-			return nil
+			break
 		}
 		select {
 		case <-ctx.Done():
@@ -503,10 +514,27 @@ func (s *Swarm) Stop(ctx context.Context, id string, grace time.Duration) error 
 				// down keeps its tasks until it returns).
 				return nil
 			}
-			return fmt.Errorf("service %s removed, its task still running: %w", id, ctx.Err())
+			return fmt.Errorf("task still running: %w", ctx.Err())
 		case <-time.After(s.poll):
 		}
 	}
+	for _, t := range tasks {
+		if t.Status.ContainerStatus == nil || t.Status.ContainerStatus.ContainerID == "" {
+			continue
+		}
+		for {
+			_, err := s.api(ctx).ContainerInspect(ctx, t.Status.ContainerStatus.ContainerID)
+			if cerrdefs.IsNotFound(err) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("container %s of task %s not removed: %w", t.Status.ContainerStatus.ContainerID, t.ID, ctx.Err())
+			case <-time.After(s.poll):
+			}
+		}
+	}
+	return nil
 }
 
 func anyAlive(tasks []swarm.Task) bool {

@@ -255,12 +255,14 @@ func TestStop(t *testing.T) {
 		name        string
 		labels      map[string]string
 		id          string // what Stop is asked for; "" is the service's name
-		linger      int
+		linger      int    // task-list calls the task survives its service
+		localLinger int    // inspections its container survives the task
 		wantErr     error
 		wantRemoved bool
 	}{
 		{name: "own service is removed", labels: poolLabels(pool), wantRemoved: true},
 		{name: "own service, its task lingering a while", labels: poolLabels(pool), linger: 4, wantRemoved: true},
+		{name: "own service, its container lingering after its task", labels: poolLabels(pool), localLinger: 3, wantRemoved: true},
 		{name: "other pool refused", labels: poolLabels("p2"), wantErr: driver.ErrNotInPool},
 		{name: "unlabelled refused", labels: map[string]string{"x": "y"}, wantErr: driver.ErrNotInPool},
 		{name: "not found is not an error", labels: poolLabels(pool), id: "no-such-service"},
@@ -268,7 +270,7 @@ func TestStop(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newFakeEngine(t)
-			e.linger = tc.linger
+			e.linger, e.localLinger = tc.linger, tc.localLinger
 			svc := e.addService("web-1", tc.labels, t0)
 			e.addTask(svc, swarm.TaskStateRunning, swarm.TaskStateRunning, t0, fakeNetwork, "10.0.1.5/24")
 			id := tc.id
@@ -284,8 +286,8 @@ func TestStop(t *testing.T) {
 			if removed := len(e.removed) == 1; removed != tc.wantRemoved {
 				t.Fatalf("service removed: %v, want %v", removed, tc.wantRemoved)
 			}
-			if tc.wantRemoved && len(e.tasks) != 0 {
-				t.Fatalf("Stop returned with %d task(s) of the service left", len(e.tasks))
+			if tc.wantRemoved && (len(e.tasks) != 0 || e.localLinger != 0) {
+				t.Fatalf("Stop returned with %d task(s) of the service left, its container visible %d more times", len(e.tasks), e.localLinger)
 			}
 		})
 	}
