@@ -41,6 +41,9 @@ type fakeEngine struct {
 	// localLinger: how many inspections a removed task's container
 	// survives on this node (the agent removes it after the task is gone).
 	localLinger int
+	// vanish names a service removed just before the next task list is
+	// served, as by a Stop racing a List.
+	vanish string
 	// removed lists the ids of services removed, in order.
 	removed []string
 	// unexpected lists calls to endpoints the fake does not serve.
@@ -259,6 +262,10 @@ func (e *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 // serveTasks lists tasks (filters service, id); each call is also a tick
 // that boots created tasks and ends removed ones.
 func (e *fakeEngine) serveTasks(w http.ResponseWriter, args filters.Args) {
+	if svc := e.serviceByRef(e.vanish); svc != nil {
+		delete(e.services, svc.ID)
+		e.vanish = ""
+	}
 	svcs := map[string]bool{}
 	for _, ref := range args.Get("service") {
 		svc := e.serviceByRef(ref)

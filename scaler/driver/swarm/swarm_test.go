@@ -46,6 +46,7 @@ func TestList(t *testing.T) {
 		name         string
 		services     []service
 		ignoreLabels bool
+		vanish       string            // a service removed between the service and task lists
 		want         []driver.Instance // ContainerID is not compared
 	}{
 		{
@@ -116,12 +117,21 @@ func TestList(t *testing.T) {
 			},
 			want: []driver.Instance{{ID: "mine", State: "running", Addr: "10.0.1.5:8080", Created: minutes(1)}},
 		},
+		{
+			name:   "a service removed between the two lists costs a retry, not an error",
+			vanish: "gone",
+			services: []service{
+				{"mine", poolLabels(pool), []task{{running, running, minutes(1), fakeNetwork, "10.0.1.5/24"}}},
+				{"gone", poolLabels(pool), []task{{running, running, minutes(1), fakeNetwork, "10.0.1.6/24"}}},
+			},
+			want: []driver.Instance{{ID: "mine", State: "running", Addr: "10.0.1.5:8080", Created: minutes(1)}},
+		},
 		{name: "empty pool", want: []driver.Instance{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newFakeEngine(t)
-			e.ignoreLabels = tc.ignoreLabels
+			e.ignoreLabels, e.vanish = tc.ignoreLabels, tc.vanish
 			e.boot = -1
 			for _, svc := range tc.services {
 				id := e.addService(svc.name, svc.labels, t0)
@@ -189,6 +199,10 @@ func TestStartSpec(t *testing.T) {
 		{"one replica", got.Mode.Replicated != nil && got.Mode.Replicated.Replicas != nil && *got.Mode.Replicated.Replicas == 1},
 		{"restart on any exit", got.TaskTemplate.RestartPolicy != nil && got.TaskTemplate.RestartPolicy.Condition == swarm.RestartPolicyConditionAny &&
 			got.TaskTemplate.RestartPolicy.Delay != nil && *got.TaskTemplate.RestartPolicy.Delay == time.Second},
+		{"restarts given up on in a crash loop", got.TaskTemplate.RestartPolicy != nil &&
+			got.TaskTemplate.RestartPolicy.MaxAttempts != nil && *got.TaskTemplate.RestartPolicy.MaxAttempts > 0 &&
+			got.TaskTemplate.RestartPolicy.Window != nil && *got.TaskTemplate.RestartPolicy.Window > 0},
+		{"no new privileges (for engines that honour it)", cs != nil && cs.Privileges != nil && cs.Privileges.NoNewPrivileges},
 	}
 	for _, c := range checks {
 		if !c.ok {
