@@ -117,7 +117,8 @@ func TestSwarmDriver(t *testing.T) {
 		break
 	}
 
-	// Kill one task's container: Swarm restarts it, List follows.
+	// Kill one task's container: Swarm restarts it, List follows (and never
+	// calls it gone meanwhile).
 	victim := list[0]
 	if err := cli.ContainerKill(ctx, victim.ContainerID, "KILL"); err != nil {
 		t.Fatal(err)
@@ -127,6 +128,9 @@ func TestSwarmDriver(t *testing.T) {
 	for {
 		var back *driver.Instance
 		for _, inst := range listed(t, d) {
+			if inst.ID == victim.ID && inst.Gone() {
+				t.Fatalf("%s listed as %s while Swarm restarts it: the scaler would replace it", inst.ID, inst.State)
+			}
 			if inst.ID == victim.ID && inst.Running() && inst.Addr != "" && inst.ContainerID != victim.ContainerID {
 				back = &inst
 			}
