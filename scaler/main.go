@@ -26,6 +26,7 @@ import (
 	"lbscale/scaler/control"
 	"lbscale/scaler/driver"
 	"lbscale/scaler/driver/docker"
+	"lbscale/scaler/driver/swarm"
 	"lbscale/webserver/healthcheck"
 )
 
@@ -96,7 +97,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 }
 
 // newDriver builds the SCALER_DRIVER back end (config.Load already refused
-// the ones not implemented). An engine that does not answer yet is not
+// unknown names). An engine that does not answer yet is not
 // fatal: the controller backs off and retries.
 func newDriver(ctx context.Context, cfg config.Config, log *slog.Logger) (driver.Driver, func(), error) {
 	switch cfg.Driver {
@@ -109,6 +110,18 @@ func newDriver(ctx context.Context, cfg config.Config, log *slog.Logger) (driver
 		defer cancel()
 		if err := d.Ping(pctx); err != nil {
 			log.Warn("docker engine not answering yet; will keep retrying", "err", err)
+		}
+		return d, func() { _ = d.Close() }, nil
+	case config.DriverSwarm:
+		d, err := swarm.New(swarm.Config{Pool: cfg.Pool, Network: cfg.Network, Port: cfg.WebPort, Creator: cfg.ID,
+			Constraints: cfg.WebConstraints, StopGrace: cfg.StopGrace, Logger: log})
+		if err != nil {
+			return nil, nil, err
+		}
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := d.Ping(pctx); err != nil {
+			log.Warn("swarm manager not answering yet; will keep retrying", "err", err)
 		}
 		return d, func() { _ = d.Close() }, nil
 	}

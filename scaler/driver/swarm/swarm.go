@@ -25,6 +25,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
@@ -32,6 +33,10 @@ import (
 
 	"lbscale/scaler/driver"
 )
+
+// healthInterval is the web tasks' health-check period (see
+// serviceSpec): the bound on how long a started task waits to be running.
+const healthInterval = time.Second
 
 // Config is what a Swarm driver needs to know about its pool.
 type Config struct {
@@ -68,6 +73,9 @@ type Swarm struct {
 	// interval of that wait and of Stop's. Fields so tests can shorten them.
 	startTimeout time.Duration
 	poll         time.Duration
+	// now is the clock of List's mapping (see giveUpAfter); a field so
+	// tests can set it.
+	now func() time.Time
 
 	// negotiateMu guards negotiated; see api.
 	negotiateMu sync.Mutex
@@ -100,6 +108,15 @@ const (
 	restartWindow      = time.Minute
 )
 
+// giveUpAfter is how long a service may have no task wanted running before
+// List calls it exited. Between a task's death and the creation of its
+// replacement, Swarm briefly wants no task of the service running at all;
+// calling that "exited" would have the scaler remove a service Swarm is
+// about to restart (seen here: a killed task's service replaced instead of
+// restarted). Swarm creates the replacement within the restart delay and
+// a beat of its orchestrator, so a gap longer than this is Swarm giving up.
+const giveUpAfter = restartDelay + 10*time.Second
+
 // New returns a driver for cfg's pool. By default it connects to the engine
 // named by the DOCKER_* environment; opts are applied after those defaults
 // (tests use client.WithHost and client.WithHTTPClient). It does not contact
@@ -129,6 +146,7 @@ func New(cfg Config, opts ...client.Opt) (*Swarm, error) {
 		cfg:          cfg,
 		log:          log.With("driver", "swarm", "pool", cfg.Pool),
 		startTimeout: defaultStartTimeout,
+		now:          time.Now,
 		poll:         250 * time.Millisecond,
 	}, nil
 }
@@ -197,6 +215,13 @@ func (s *Swarm) serviceSpec(spec driver.Spec) swarm.ServiceSpec {
 		// (services gained it later); newer engines apply both.
 		CapabilityDrop: []string{"ALL"},
 		Privileges:     &swarm.Privileges{NoNewPrivileges: true},
+		// Swarm calls a task running only once the image's health check
+		// passes, and the web image probes every 10 s: a scale-up or a
+		// restart would wait up to 10 s for its first probe. The image's
+		// own check (Test left empty, so the engine keeps it; an image
+		// without one is unaffected) then runs every second instead, and
+		// three misses in a row still have Swarm replace a hung task.
+		Healthcheck: &container.HealthConfig{Interval: healthInterval, Timeout: 3 * time.Second, Retries: 3},
 	}
 	if s.cfg.StopGrace > 0 {
 		grace := s.cfg.StopGrace
@@ -398,8 +423,9 @@ func (s *Swarm) instances(svcs []swarm.Service, tasks []swarm.Task) []driver.Ins
 		bySvc[t.ServiceID] = append(bySvc[t.ServiceID], t)
 	}
 	out := make([]driver.Instance, 0, len(svcs))
+	now := s.now()
 	for _, svc := range svcs {
-		out = append(out, s.instance(svc, bySvc[svc.ID]))
+		out = append(out, s.instance(svc, bySvc[svc.ID], now))
 	}
 	return out
 }
@@ -415,10 +441,13 @@ func (s *Swarm) instances(svcs []swarm.Service, tasks []swarm.Task) []driver.Ins
 //     replaces it): created, Created = when it died, so the scaler waits a
 //     start timeout for the replacement before giving up on the service.
 //
-// No task wanted running while tasks exist means Swarm gave up (restart
-// attempts spent): exited, which the scaler removes and replaces. No task
-// at all (not yet scheduled): created, Created = the service's creation.
-func (s *Swarm) instance(svc swarm.Service, tasks []swarm.Task) driver.Instance {
+// No task wanted running while tasks exist, for longer than giveUpAfter
+// since the last one ended, means Swarm gave up (restart attempts spent):
+// exited, which the scaler removes and replaces; a shorter gap is Swarm
+// between a task's death and its replacement: created, Created = that
+// death. No task at all (not yet scheduled): created, Created = the
+// service's creation.
+func (s *Swarm) instance(svc swarm.Service, tasks []swarm.Task, now time.Time) driver.Instance {
 	inst := driver.Instance{ID: svc.Spec.Name, ContainerID: svc.ID, State: driver.StateCreated, Created: svc.CreatedAt}
 	var cur *swarm.Task
 	for i := range tasks {
@@ -432,7 +461,17 @@ func (s *Swarm) instance(svc swarm.Service, tasks []swarm.Task) driver.Instance 
 	}
 	switch {
 	case cur == nil && len(tasks) > 0:
-		inst.State = driver.StateExited
+		var ended time.Time
+		for _, t := range tasks {
+			if t.Status.Timestamp.After(ended) {
+				ended = t.Status.Timestamp
+			}
+		}
+		if now.Sub(ended) > giveUpAfter {
+			inst.State = driver.StateExited
+		} else {
+			inst.Created = ended
+		}
 	case cur == nil:
 	case cur.Status.State == swarm.TaskStateRunning:
 		inst.State = driver.StateRunning

@@ -47,6 +47,7 @@ func TestList(t *testing.T) {
 		services     []service
 		ignoreLabels bool
 		vanish       string            // a service removed between the service and task lists
+		now          time.Time         // List's clock; zero: an hour after t0
 		want         []driver.Instance // ContainerID is not compared
 	}{
 		{
@@ -95,6 +96,24 @@ func TestList(t *testing.T) {
 			want: []driver.Instance{{ID: "a", State: "exited", Created: t0}},
 		},
 		{
+			name: "none wanted for a moment: Swarm between a death and the replacement, created since the death",
+			now:  minutes(3).Add(diedAfter + giveUpAfter),
+			services: []service{{"a", poolLabels(pool), []task{
+				{shutdown, failed, minutes(1), "", ""},
+				{shutdown, failed, minutes(3), "", ""},
+			}}},
+			want: []driver.Instance{{ID: "a", State: "created", Created: minutes(3).Add(diedAfter)}},
+		},
+		{
+			name: "none wanted for longer than giveUpAfter: exited",
+			now:  minutes(3).Add(diedAfter + giveUpAfter + time.Second),
+			services: []service{{"a", poolLabels(pool), []task{
+				{shutdown, failed, minutes(1), "", ""},
+				{shutdown, failed, minutes(3), "", ""},
+			}}},
+			want: []driver.Instance{{ID: "a", State: "exited", Created: t0}},
+		},
+		{
 			name:     "no task yet: created, as old as the service",
 			services: []service{{"a", poolLabels(pool), nil}},
 			want:     []driver.Instance{{ID: "a", State: "created", Created: t0}},
@@ -139,7 +158,13 @@ func TestList(t *testing.T) {
 					e.addTask(id, tk.desired, tk.state, tk.created, tk.network, tk.addr)
 				}
 			}
-			got, err := e.driver(t, Config{Pool: pool}).List(context.Background())
+			d := e.driver(t, Config{Pool: pool})
+			now := tc.now
+			if now.IsZero() {
+				now = t0.Add(time.Hour)
+			}
+			d.now = func() time.Time { return now }
+			got, err := d.List(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -202,6 +227,8 @@ func TestStartSpec(t *testing.T) {
 		{"restarts given up on in a crash loop", got.TaskTemplate.RestartPolicy != nil &&
 			got.TaskTemplate.RestartPolicy.MaxAttempts != nil && *got.TaskTemplate.RestartPolicy.MaxAttempts > 0 &&
 			got.TaskTemplate.RestartPolicy.Window != nil && *got.TaskTemplate.RestartPolicy.Window > 0},
+		{"a health check every second, the image's own", cs != nil && cs.Healthcheck != nil && len(cs.Healthcheck.Test) == 0 &&
+			cs.Healthcheck.Interval == time.Second && cs.Healthcheck.Retries > 0},
 		{"no new privileges (for engines that honour it)", cs != nil && cs.Privileges != nil && cs.Privileges.NoNewPrivileges},
 	}
 	for _, c := range checks {
