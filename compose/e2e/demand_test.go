@@ -38,6 +38,17 @@ type outcome struct {
 // intended time. It returns every request's outcome once all have ended.
 func drive(t *testing.T, sh shape) []outcome {
 	t.Helper()
+	return driveTo(t, sh, func(k int) string {
+		if k%10 == 9 {
+			return proxyB + "/"
+		}
+		return proxyA + "/"
+	})
+}
+
+// driveTo is drive with the k-th request's URL from target.
+func driveTo(t *testing.T, sh shape, target func(k int) string) []outcome {
+	t.Helper()
 	client := &http.Client{Timeout: 120 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 500}}
 	defer client.CloseIdleConnections()
 	var (
@@ -54,10 +65,7 @@ func drive(t *testing.T, sh shape) []outcome {
 		for sum >= float64(k)+0.5 {
 			due := start.Add(time.Duration(s * float64(time.Second)))
 			time.Sleep(time.Until(due))
-			url := proxyA + "/"
-			if k%10 == 9 {
-				url = proxyB + "/"
-			}
+			url := target(k)
 			k++
 			wg.Add(1)
 			go func(at float64) {

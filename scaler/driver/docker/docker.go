@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -19,6 +18,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"lbscale/scaler/driver"
+	"lbscale/scaler/driver/engine"
 )
 
 // Config is what a Docker driver needs to know about its pool.
@@ -41,45 +41,26 @@ type Config struct {
 // DOCKER_HOST socket, with API version negotiation so that a newer client
 // talks to an older engine).
 type Docker struct {
-	cli *client.Client
+	eng *engine.Client
 	cfg Config
 	log *slog.Logger
-
-	// negotiateMu guards negotiated. The client negotiates the API version
-	// lazily inside its first request and writes its version field without a
-	// lock, so the first calls of several goroutines (the event watch and a
-	// reconcile, say) race on it; api negotiates once, before any other call.
-	negotiateMu sync.Mutex
-	negotiated  bool
 }
 
-// api returns the client once its API version is negotiated. A failed
-// ping leaves negotiation to the client's own request (which will most
-// likely fail the same way) and tries again at the next call.
-func (d *Docker) api(ctx context.Context) *client.Client {
-	d.negotiateMu.Lock()
-	defer d.negotiateMu.Unlock()
-	if !d.negotiated {
-		if ping, err := d.cli.Ping(ctx); err == nil {
-			d.cli.NegotiateAPIVersionPing(ping)
-			d.negotiated = true
-		}
-	}
-	return d.cli
-}
+// api is the engine client, its API version negotiated.
+func (d *Docker) api(ctx context.Context) *client.Client { return d.eng.API(ctx) }
 
-// NewDocker connects to the engine named by the DOCKER_* environment.
+// New connects to the engine named by the DOCKER_* environment.
 // It does not contact the engine; call Ping to check it is there.
 func New(cfg Config) (*Docker, error) {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	eng, err := engine.New()
 	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Docker{cli: cli, cfg: cfg, log: log.With("driver", "docker", "pool", cfg.Pool)}, nil
+	return &Docker{eng: eng, cfg: cfg, log: log.With("driver", "docker", "pool", cfg.Pool)}, nil
 }
 
 // callTimeout bounds one Engine API call. Every decision of the leading
@@ -97,7 +78,7 @@ func (d *Docker) Ping(ctx context.Context) error {
 }
 
 // Close releases the client's connections.
-func (d *Docker) Close() error { return d.cli.Close() }
+func (d *Docker) Close() error { return d.eng.Close() }
 
 func (d *Docker) poolArgs() filters.Args {
 	return filters.NewArgs(filters.Arg("label", driver.PoolFilter(d.cfg.Pool)))
@@ -256,46 +237,7 @@ var watchedActions = map[events.Action]bool{
 // stream is re-opened after an error with capped exponential back-off, and
 // a nudge follows every re-open, since events may have been missed.
 func (d *Docker) Watch(ctx context.Context) <-chan struct{} {
-	out := make(chan struct{}, 1)
-	nudge := func() {
-		select {
-		case out <- struct{}{}:
-		default:
-		}
-	}
-	go func() {
-		args := d.poolArgs()
-		args.Add("type", string(events.ContainerEventType))
-		delay := 100 * time.Millisecond
-		for ctx.Err() == nil {
-			msgs, errs := d.api(ctx).Events(ctx, events.ListOptions{Filters: args})
-			opened := time.Now()
-			nudge()
-		read:
-			for {
-				select {
-				case m := <-msgs:
-					if watchedActions[m.Action] {
-						nudge()
-					}
-				case err := <-errs:
-					if ctx.Err() != nil {
-						return
-					}
-					d.log.Warn("docker event stream broke; reopening", "err", err, "after", delay.String())
-					break read
-				}
-			}
-			if time.Since(opened) > time.Minute {
-				delay = 100 * time.Millisecond
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			delay = min(2*delay, 10*time.Second)
-		}
-	}()
-	return out
+	args := d.poolArgs()
+	args.Add("type", string(events.ContainerEventType))
+	return engine.Watch(ctx, d.eng, args, func(m events.Message) bool { return watchedActions[m.Action] }, d.log)
 }

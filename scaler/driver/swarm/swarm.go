@@ -21,7 +21,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -32,6 +31,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"lbscale/scaler/driver"
+	"lbscale/scaler/driver/engine"
 )
 
 // healthInterval is the web tasks' health-check period (see
@@ -65,7 +65,7 @@ type Config struct {
 // (the DOCKER_HOST socket by default, with API version negotiation so that
 // a newer client talks to an older engine).
 type Swarm struct {
-	cli *client.Client
+	eng *engine.Client
 	cfg Config
 	log *slog.Logger
 
@@ -76,10 +76,6 @@ type Swarm struct {
 	// now is the clock of List's mapping (see giveUpAfter); a field so
 	// tests can set it.
 	now func() time.Time
-
-	// negotiateMu guards negotiated; see api.
-	negotiateMu sync.Mutex
-	negotiated  bool
 }
 
 var _ driver.Driver = (*Swarm)(nil)
@@ -132,17 +128,16 @@ func New(cfg Config, opts ...client.Opt) (*Swarm, error) {
 	case cfg.StopGrace < 0:
 		return nil, fmt.Errorf("swarm driver: negative stop grace %s", cfg.StopGrace)
 	}
-	all := append([]client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}, opts...)
-	cli, err := client.NewClientWithOpts(all...)
+	eng, err := engine.New(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	return &Swarm{
-		cli:          cli,
+		eng:          eng,
 		cfg:          cfg,
 		log:          log.With("driver", "swarm", "pool", cfg.Pool),
 		startTimeout: defaultStartTimeout,
@@ -151,22 +146,8 @@ func New(cfg Config, opts ...client.Opt) (*Swarm, error) {
 	}, nil
 }
 
-// api returns the client once its API version is negotiated. The client
-// negotiates lazily inside its first request and writes its version without
-// a lock, so the first calls of several goroutines (the event watch and a
-// reconcile) would race; api negotiates once, before any other call. A
-// failed ping leaves negotiation to the next call.
-func (s *Swarm) api(ctx context.Context) *client.Client {
-	s.negotiateMu.Lock()
-	defer s.negotiateMu.Unlock()
-	if !s.negotiated {
-		if ping, err := s.cli.Ping(ctx); err == nil {
-			s.cli.NegotiateAPIVersionPing(ping)
-			s.negotiated = true
-		}
-	}
-	return s.cli
-}
+// api is the engine client, its API version negotiated.
+func (s *Swarm) api(ctx context.Context) *client.Client { return s.eng.API(ctx) }
 
 // Ping checks that the engine answers and is a swarm manager: a worker or a
 // standalone engine answers the ping but refuses every service call.
@@ -188,7 +169,7 @@ func (s *Swarm) Ping(ctx context.Context) error {
 }
 
 // Close releases the client's connections.
-func (s *Swarm) Close() error { return s.cli.Close() }
+func (s *Swarm) Close() error { return s.eng.Close() }
 
 func (s *Swarm) labels() map[string]string {
 	return map[string]string{
@@ -608,53 +589,14 @@ var watchedActions = map[events.Action]bool{
 // The stream is re-opened after an error with capped exponential back-off,
 // and a nudge follows every re-open, since events may have been missed.
 func (s *Swarm) Watch(ctx context.Context) <-chan struct{} {
-	out := make(chan struct{}, 1)
-	nudge := func() {
-		select {
-		case out <- struct{}{}:
-		default:
-		}
+	args := filters.NewArgs(
+		filters.Arg("type", string(events.ServiceEventType)),
+		filters.Arg("type", string(events.ContainerEventType)),
+	)
+	for a := range watchedActions {
+		args.Add("event", string(a))
 	}
-	go func() {
-		args := filters.NewArgs(
-			filters.Arg("type", string(events.ServiceEventType)),
-			filters.Arg("type", string(events.ContainerEventType)),
-		)
-		for a := range watchedActions {
-			args.Add("event", string(a))
-		}
-		delay := 100 * time.Millisecond
-		for ctx.Err() == nil {
-			msgs, errs := s.api(ctx).Events(ctx, events.ListOptions{Filters: args})
-			opened := time.Now()
-			nudge()
-		read:
-			for {
-				select {
-				case m := <-msgs:
-					if s.relevant(m) {
-						nudge()
-					}
-				case err := <-errs:
-					if ctx.Err() != nil {
-						return
-					}
-					s.log.Warn("docker event stream broke; reopening", "err", err, "after", delay.String())
-					break read
-				}
-			}
-			if time.Since(opened) > time.Minute {
-				delay = 100 * time.Millisecond
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			delay = min(2*delay, 10*time.Second)
-		}
-	}()
-	return out
+	return engine.Watch(ctx, s.eng, args, s.relevant, s.log)
 }
 
 func (s *Swarm) relevant(m events.Message) bool {
