@@ -131,7 +131,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		ListenAddr:      r.Addr("LISTEN_ADDR", ":8080"),
 		AdminAddr:       r.Addr("ADMIN_ADDR", ":9090"),
 		Redis:           redisstore.ReadConn(r),
-		Pool:            r.String("POOL", "web"),
+		Pool:            r.String(state.EnvPool, "web"),
 		Policy:          r.OneOf("LB_POLICY", "least-connections", policy.Names()...),
 		HashKey:         r.String("HASH_KEY", "ip"),
 		HashLoadFactor:  r.Float("HASH_LOAD_FACTOR", 1.25, 1, 100),
@@ -210,6 +210,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	}
 	if err := (&http.Cookie{Name: c.StickyCookie}).Valid(); err != nil {
 		r.Fail("STICKY_COOKIE", "%q is not a valid cookie name", c.StickyCookie)
+	}
+	if err := state.CheckPool(c.Pool); err != nil {
+		// The balancer finds the scaler's registry under this name; the
+		// scaler refuses the same names.
+		r.Fail(state.EnvPool, "%v", err)
 	}
 	if c.Redis.URL == "" && len(c.Backends) == 0 && r.Err() == nil {
 		r.Fail("BACKENDS", "no backends: set BACKENDS (host:port,...) or REDIS_URL to follow the scaler's registry")

@@ -40,6 +40,8 @@ func TestLoad(t *testing.T) {
 		{name: "hash key", env: map[string]string{"BACKENDS": "a:1", "HASH_KEY": "body"}, wantErr: "HASH_KEY"},
 		{name: "hash key header with a bad name", env: map[string]string{"BACKENDS": "a:1", "HASH_KEY": "header:a(b"}, wantErr: "HASH_KEY"},
 		{name: "sticky cookie name", env: map[string]string{"BACKENDS": "a:1", "STICKY_COOKIE": "a;b"}, wantErr: "STICKY_COOKIE"},
+		{name: "pool with a brace breaks the keys' hash tag", env: map[string]string{"BACKENDS": "a:1", "POOL": "a}b"}, wantErr: "POOL"},
+		{name: "upper-case pool", env: map[string]string{"BACKENDS": "a:1", "POOL": "Web"}, wantErr: "POOL"},
 		{name: "load factor NaN", env: map[string]string{"BACKENDS": "a:1", "HASH_LOAD_FACTOR": "NaN"}, wantErr: "HASH_LOAD_FACTOR"},
 		{name: "backend listed twice", env: map[string]string{"BACKENDS": "a:1,b:2,a:1=3"}, wantErr: "BACKENDS"},
 		{name: "backend with a scheme", env: map[string]string{"BACKENDS": "http://a:1"}, wantErr: "BACKENDS"},

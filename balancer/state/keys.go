@@ -1,5 +1,27 @@
 package state
 
+import (
+	"fmt"
+	"regexp"
+)
+
+// EnvPool is the variable that names the pool, read by the balancer and
+// the scaler alike.
+const EnvPool = "POOL"
+
+// poolName is what a pool may be called: it stands inside container and
+// service names, label values and the keys' hash tag, where a brace or an
+// empty name would break the one-slot rule below.
+var poolName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,39}$`)
+
+// CheckPool reports whether pool is usable as a pool name.
+func CheckPool(pool string) error {
+	if !poolName.MatchString(pool) {
+		return fmt.Errorf("%q must be 1-40 characters of a-z 0-9 _ . - starting with a letter or digit", pool)
+	}
+	return nil
+}
+
 // Keys names every Redis key of one pool. All keys carry the same hash tag
 // ({pool}) so that the sync script, which touches several of them, works on
 // Redis Cluster as well as on one server.

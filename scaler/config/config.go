@@ -16,13 +16,14 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"lbscale/balancer/envconf"
+	"lbscale/balancer/state"
 	"lbscale/balancer/state/redisstore"
 )
 
 // Environment variable names (the design's contract; do not rename).
 const (
 	EnvRedisURL          = redisstore.EnvRedisURL // and REDIS_CA_FILE, REDIS_CERT_FILE, REDIS_KEY_FILE (state)
-	EnvPool              = "POOL"
+	EnvPool              = state.EnvPool
 	EnvMinReplicas       = "MIN_REPLICAS"
 	EnvMaxReplicas       = "MAX_REPLICAS"
 	EnvMaxInflight       = "MAX_INFLIGHT"
@@ -162,10 +163,6 @@ type Config struct {
 	BacklogDrain time.Duration
 }
 
-// poolName keeps POOL usable inside container names, label values and Redis
-// hash tags.
-var poolName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,39}$`)
-
 // Load reads and validates the configuration; the error names every bad
 // variable. main passes os.LookupEnv and calls envconf.Exit on error.
 func Load(lookup func(string) (string, bool)) (Config, error) {
@@ -182,8 +179,8 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		r.Fail(EnvRedisURL, "is required (e.g. redis://redis:6379/0): the scaler publishes the registry and reads the load there")
 	}
 	c.Pool = r.String(EnvPool, "web")
-	if !poolName.MatchString(c.Pool) {
-		r.Fail(EnvPool, "%q must be 1-40 characters of a-z 0-9 _ . - starting with a letter or digit", c.Pool)
+	if err := state.CheckPool(c.Pool); err != nil {
+		r.Fail(EnvPool, "%v", err)
 	}
 	c.MinReplicas = r.Int(EnvMinReplicas, 1, 0, 1000)
 	c.MaxReplicas = r.Int(EnvMaxReplicas, 10, 1, 1000)

@@ -9,6 +9,7 @@ import (
 
 	"lbscale/balancer/envconf"
 	"lbscale/balancer/envconf/envconftest"
+	"lbscale/balancer/state"
 )
 
 // fuzzVars are every variable the scaler reads.
@@ -63,7 +64,7 @@ func FuzzLoad(f *testing.F) {
 		}
 		switch {
 		case c.MinReplicas > c.MaxReplicas, c.DrainTimeout < c.DrainSettle, c.PanicWindow > c.StableWindow,
-			c.NanoCPUs < 0, c.MemoryBytes != 0 && c.MemoryBytes < 6<<20, !poolName.MatchString(c.Pool):
+			c.NanoCPUs < 0, c.MemoryBytes != 0 && c.MemoryBytes < 6<<20, state.CheckPool(c.Pool) != nil:
 			t.Fatalf("%s=%q: accepted %+v", name, value, c)
 		}
 	})
