@@ -86,3 +86,26 @@ func TestSlot(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckPool(t *testing.T) {
+	for _, tc := range []struct {
+		pool string
+		ok   bool
+	}{
+		{"web", true},
+		{"e2e-swarm.2_b", true},
+		{"0pool", true},
+		{"", false},
+		{"Web", false},
+		{"a}b", false},
+		{"{web}", false},
+		{"-web", false},
+		{"a b", false},
+		{"p234567890123456789012345678901234567890", true},
+		{"p2345678901234567890123456789012345678901", false},
+	} {
+		if err := state.CheckPool(tc.pool); (err == nil) != tc.ok {
+			t.Errorf("CheckPool(%q) = %v, want ok %v", tc.pool, err, tc.ok)
+		}
+	}
+}
