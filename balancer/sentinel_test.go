@@ -31,9 +31,15 @@ func TestBalancersThroughSentinelFailover(t *testing.T) {
 	a, b := balancer(t, append(env, "BALANCER_ID=a")...), balancer(t, append(env, "BALANCER_ID=b")...)
 	waitReplicas(t, a.admin, 2)
 	waitReplicas(t, b.admin, 2)
+	// Each sees the other once both have synced: the first sync of the
+	// balancer that started first may precede the other's.
 	for _, bal := range []lb{a, b} {
-		if st := status(t, bal.admin); !st.StoreUp || st.Balancers != 2 {
-			t.Fatalf("before the kill %s: store up %v, %d balancers", bal.admin, st.StoreUp, st.Balancers)
+		deadline := time.Now().Add(10 * time.Second)
+		for st := status(t, bal.admin); !st.StoreUp || st.Balancers != 2; st = status(t, bal.admin) {
+			if time.Now().After(deadline) {
+				t.Fatalf("before the kill %s: store up %v, %d balancers", bal.admin, st.StoreUp, st.Balancers)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 
