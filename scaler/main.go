@@ -96,34 +96,37 @@ func run(cfg config.Config, log *slog.Logger) error {
 	return err
 }
 
+// engineDriver is a driver over an Engine API: it can be pinged and closed.
+type engineDriver interface {
+	driver.Driver
+	Ping(ctx context.Context) error
+	Close() error
+}
+
 // newDriver builds the SCALER_DRIVER back end (config.Load already refused
 // unknown names). An engine that does not answer yet is not
 // fatal: the controller backs off and retries.
 func newDriver(ctx context.Context, cfg config.Config, log *slog.Logger) (driver.Driver, func(), error) {
+	var (
+		d   engineDriver
+		err error
+	)
 	switch cfg.Driver {
 	case config.DriverDocker:
-		d, err := docker.New(docker.Config{Pool: cfg.Pool, Network: cfg.Network, Port: cfg.WebPort, Creator: cfg.ID, Logger: log})
-		if err != nil {
-			return nil, nil, err
-		}
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		if err := d.Ping(pctx); err != nil {
-			log.Warn("docker engine not answering yet; will keep retrying", "err", err)
-		}
-		return d, func() { _ = d.Close() }, nil
+		d, err = docker.New(docker.Config{Pool: cfg.Pool, Network: cfg.Network, Port: cfg.WebPort, Creator: cfg.ID, Logger: log})
 	case config.DriverSwarm:
-		d, err := swarm.New(swarm.Config{Pool: cfg.Pool, Network: cfg.Network, Port: cfg.WebPort, Creator: cfg.ID,
+		d, err = swarm.New(swarm.Config{Pool: cfg.Pool, Network: cfg.Network, Port: cfg.WebPort, Creator: cfg.ID,
 			Constraints: cfg.WebConstraints, StopGrace: cfg.StopGrace, Logger: log})
-		if err != nil {
-			return nil, nil, err
-		}
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		if err := d.Ping(pctx); err != nil {
-			log.Warn("swarm manager not answering yet; will keep retrying", "err", err)
-		}
-		return d, func() { _ = d.Close() }, nil
+	default:
+		return nil, nil, fmt.Errorf("%s=%q: no such driver", config.EnvDriver, cfg.Driver)
 	}
-	return nil, nil, fmt.Errorf("%s=%q: no such driver", config.EnvDriver, cfg.Driver)
+	if err != nil {
+		return nil, nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := d.Ping(pctx); err != nil {
+		log.Warn("engine not answering yet; will keep retrying", "driver", cfg.Driver, "err", err)
+	}
+	return d, func() { _ = d.Close() }, nil
 }
