@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -45,6 +46,12 @@ func main() {
 		envconf.Exit("balancer", err)
 	}
 	log := envconf.Logger(cfg.LogLevel)
+	if cfg.DebugPprof {
+		// Sample contended locks and blocking too, so /debug/pprof/mutex
+		// and /block have something to show; off otherwise (they cost).
+		runtime.SetMutexProfileFraction(100)
+		runtime.SetBlockProfileRate(int((100 * time.Microsecond).Nanoseconds()))
+	}
 	if err := run(cfg, log); err != nil {
 		log.Error("balancer stopped", "err", err)
 		os.Exit(1)
@@ -116,7 +123,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 		HeaderTimeout: cfg.ClientHeaderTimeout, IdleTimeout: cfg.ClientIdleTimeout,
 	}
 	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth,
-		Retries: budget.Counts, Overflows: detector.Overflows, Gather: reg}
+		Retries: budget.Counts, Overflows: detector.Overflows, Gather: reg, Pprof: cfg.DebugPprof}
 
 	var certs *tlsterm.Reloader
 	if cfg.TLS() {

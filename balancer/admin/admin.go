@@ -1,13 +1,16 @@
 // Package admin serves the balancer's admin port: /healthz for probes,
 // /status (JSON: the replica count and every backend's counts, the contract
 // loadtest and users rely on) and /metrics (Prometheus). With ADMIN_TOKEN
-// set, /status and /metrics want "Authorization: Bearer <token>".
+// set, /status and /metrics want "Authorization: Bearer <token>". With
+// DEBUG_PPROF, Go's profiles are served under /debug/pprof/ behind the same
+// check.
 package admin
 
 import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -87,6 +90,10 @@ type Server struct {
 	// Overflows reports ejections refused by the pool share (nil: none).
 	Overflows func() uint64
 	Gather    prometheus.Gatherer
+	// Pprof serves Go's profiles under /debug/pprof/ (DEBUG_PPROF), behind
+	// the same token as /status: a profile of the running balancer is how
+	// its request path is measured, and it tells about the process.
+	Pprof bool
 }
 
 // Handler returns the admin router.
@@ -97,6 +104,13 @@ func (s *Server) Handler() http.Handler {
 		r.Use(s.auth)
 		r.Get("/status", s.status)
 		r.Handle("/metrics", promhttp.HandlerFor(s.Gather, promhttp.HandlerOpts{}))
+		if s.Pprof {
+			r.HandleFunc("/debug/pprof/*", pprof.Index)
+			r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 	})
 	return r
 }

@@ -100,6 +100,7 @@ type Config struct {
 	MaxHeaderLineBytes  int           // MAX_HEADER_LINE_BYTES: 431 past it
 	MaxHeaderBytes      int           // MAX_HEADER_BYTES: request line + headers, 431 past it
 	DebugBackendHeader  bool          // DEBUG_BACKEND_HEADER: X-Lbscale-Backend on responses
+	DebugPprof          bool          // DEBUG_PPROF: /debug/pprof/ on the admin port (behind ADMIN_TOKEN)
 
 	// TLSCertFile and TLSKeyFile (TLS_CERT_FILE, TLS_KEY_FILE): both set,
 	// the proxy listener serves HTTPS and HTTP/2; both empty, plain HTTP.
@@ -163,6 +164,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		MaxHeaderLineBytes:  r.Int("MAX_HEADER_LINE_BYTES", 16<<10, 256, 1<<20),
 		MaxHeaderBytes:      r.Int("MAX_HEADER_BYTES", 64<<10, 1<<10, 16<<20),
 		DebugBackendHeader:  r.Bool("DEBUG_BACKEND_HEADER", false),
+		DebugPprof:          r.Bool("DEBUG_PPROF", false),
 
 		OutlierConsecutive:  r.Int("OUTLIER_CONSECUTIVE_5XX", 5, 0, 1000),
 		OutlierBase:         r.Duration("OUTLIER_BASE_EJECTION", 30*time.Second, time.Millisecond, time.Hour),
