@@ -43,8 +43,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// codeLabels holds every status code's label, made once: strconv.Itoa
+// allocates for numbers past 99, which is every status code.
+var codeLabels = func() (l [600]string) {
+	for i := range l {
+		l[i] = strconv.Itoa(i)
+	}
+	return l
+}()
+
+func codeLabel(code int) string {
+	if code >= 0 && code < len(codeLabels) {
+		return codeLabels[code]
+	}
+	return strconv.Itoa(code)
+}
+
 func (m *Metrics) observe(code int, d time.Duration) {
-	m.Requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	m.Requests.WithLabelValues(codeLabel(code)).Inc()
 	if d > 0 {
 		m.Duration.Observe(d.Seconds())
 	}

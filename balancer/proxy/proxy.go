@@ -8,16 +8,16 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"lbscale/balancer/flow"
 	"lbscale/balancer/outlier"
@@ -105,9 +105,16 @@ var errRetryStatus = errors.New("answer in RETRY_ON: retried on another backend"
 
 type ctxKey struct{}
 
-// attempt travels in the request context from ServeHTTP to the
-// ReverseProxy hooks: which backend holds this request's slot.
+// attempt is one request's state from ServeHTTP to the ReverseProxy hooks:
+// which backend holds its slot, and what a retry needs. It is also the
+// request's context (Value answers ctxKey with the attempt itself), the
+// policy's Picker, and it holds the status writer and the request id's
+// bytes, so that lbscale's own code makes one allocation per request here
+// and one more for the request copy WithContext makes (TestHandlerAllocs).
 type attempt struct {
+	context.Context // the client request's
+	h               *Handler
+
 	backend *pool.Backend
 	start   time.Time // when this attempt was placed, for Observer
 	retried bool
@@ -116,12 +123,46 @@ type attempt struct {
 	// next is the slot modifyResponse took for a retry on a status in
 	// RetryOn; errorHandler moves it to backend at once.
 	next *pool.Backend
-	// w and in are what the policy sees when modifyResponse picks the
-	// retry's backend (ReverseProxy hands it only the response).
+	// w and in are what the policy sees when it picks (ReverseProxy hands
+	// modifyResponse only the response): the client's writer and request
+	// until the slot is taken, then sw and the request bound to this
+	// context.
 	w    http.ResponseWriter
 	in   *http.Request
+	sw   statusWriter
 	id   string      // X-Request-Id, for the logs
 	body *clientBody // the streamed rest of the body (nil: none)
+
+	// idv is the X-Request-Id header value, shared by the response and
+	// the request sent on (header values are never written in place, so
+	// one slice serves both); idBuf holds a generated id's bytes.
+	idv   [1]string
+	idBuf [16]byte
+}
+
+// Value answers ctxKey with the attempt; every other key goes to the
+// client request's context.
+func (a *attempt) Value(key any) any {
+	if key == (ctxKey{}) {
+		return a
+	}
+	return a.Context.Value(key)
+}
+
+// Pick takes a slot for the request's first attempt: the queue calls it.
+func (a *attempt) Pick() *pool.Backend { return a.h.pick(a.w, a.in, nil) }
+
+// newID makes a request id: 64 random bits in hex. Unique is what it must
+// be, not secret, so it comes from the runtime's fast generator rather than
+// from the kernel (a system call per request). The string's bytes live in
+// the attempt, which is never written again, so it costs no allocation.
+func (a *attempt) newID() string {
+	v := mrand.Uint64()
+	const digits = "0123456789abcdef"
+	for i := range a.idBuf {
+		a.idBuf[i] = digits[(v>>(60-4*i))&0xf]
+	}
+	return unsafe.String(&a.idBuf[0], len(a.idBuf))
 }
 
 // New returns a Handler.
@@ -187,15 +228,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "CONNECT is not proxied", http.StatusMethodNotAllowed)
 		return
 	}
+	a := &attempt{Context: r.Context(), h: h, w: w, in: r}
 	id := r.Header.Get("X-Request-Id")
 	if id == "" {
-		id = newRequestID()
-		r.Header.Set("X-Request-Id", id)
+		id = a.newID()
 	} else if len(id) > 128 {
 		http.Error(w, "X-Request-Id longer than 128 bytes", http.StatusBadRequest)
 		return
 	}
-	w.Header().Set("X-Request-Id", id)
+	a.id, a.idv[0] = id, id
+	w.Header()["X-Request-Id"] = a.idv[:]
 
 	body, err := h.readBody(w, r)
 	if err != nil {
@@ -206,7 +248,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer body.finish()
 	}
 	h.o.Flow.Arrive()
-	b, queued, err := h.o.Queue.AcquireIf(r.Context(), h.picker(w, r, nil), h.wait)
+	b, queued, err := h.o.Queue.AcquireIf(r.Context(), a, h.wait)
 	if queued {
 		h.o.Metrics.QueueWait.Observe(time.Since(start).Seconds())
 	}
@@ -219,9 +261,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	served := time.Now()
-	sw := &statusWriter{ResponseWriter: w, tunnelIdle: h.o.TunnelIdle}
-	a := &attempt{backend: b, start: served, canRetry: retryable(r), w: sw, id: id, body: body}
-	a.in = r.WithContext(context.WithValue(r.Context(), ctxKey{}, a))
+	a.sw = statusWriter{ResponseWriter: w, tunnelIdle: h.o.TunnelIdle}
+	a.backend, a.start, a.canRetry, a.w, a.body = b, served, retryable(r), &a.sw, body
+	a.in = r.WithContext(a)
 	h.o.RetryBudget.begin()
 	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the copy
 	// of a response body fails (client gone mid-body, backend reset), and a
@@ -235,35 +277,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.o.RetryBudget.end()
 		h.o.Flow.Done(time.Since(served))
-		h.o.Metrics.observe(sw.code(), time.Since(start))
+		h.o.Metrics.observe(a.sw.code(), time.Since(start))
 	}()
-	h.proxy.ServeHTTP(sw, a.in)
+	h.proxy.ServeHTTP(&a.sw, a.in)
 }
 
-// picker returns the try function the queue calls: pick with the policy and
-// take the slot; a lost race (another request took the last slot) picks again.
-func (h *Handler) picker(w http.ResponseWriter, r *http.Request, exclude *pool.Backend) func() *pool.Backend {
-	return func() *pool.Backend {
-		set := h.o.Sets.Set()
-		for range 4 {
-			b := h.o.Policy.Pick(set, w, r)
-			if b == nil {
-				return nil
-			}
-			if b == exclude {
-				break
-			}
-			if b.TryAcquire() {
-				return b
-			}
+// pick chooses a backend with the policy and takes its slot; a lost race
+// (another request took the last slot) picks again, then any free backend
+// but exclude will do.
+func (h *Handler) pick(w http.ResponseWriter, r *http.Request, exclude *pool.Backend) *pool.Backend {
+	set := h.o.Sets.Set()
+	for range 4 {
+		b := h.o.Policy.Pick(set, w, r)
+		if b == nil {
+			return nil
 		}
-		for _, b := range set.Backends {
-			if b != exclude && b.TryAcquire() {
-				return b
-			}
+		if b == exclude {
+			break
 		}
-		return nil
+		if b.TryAcquire() {
+			return b
+		}
 	}
+	for _, b := range set.Backends {
+		if b != exclude && b.TryAcquire() {
+			return b
+		}
+	}
+	return nil
 }
 
 // mayWait reports whether a request that found no slot should queue: some
@@ -316,7 +357,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	// ReverseProxy drops the headers that Connection names; the request id
 	// is ours and always travels.
-	pr.Out.Header.Set("X-Request-Id", a.id)
+	pr.Out.Header["X-Request-Id"] = a.idv[:]
 	pr.SetXForwarded()
 }
 
@@ -337,7 +378,7 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	if res.StatusCode >= 500 {
 		h.failure(a.backend, res.Status)
 		if !a.retried && a.canRetry && h.retriesOn(res.StatusCode) && h.o.RetryBudget.tryRetry() {
-			if next := h.picker(a.w, a.in, a.backend)(); next != nil {
+			if next := h.pick(a.w, a.in, a.backend); next != nil {
 				a.retried, a.next = true, next
 				return errRetryStatus
 			}
@@ -421,7 +462,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		a.retried = true
 		h.release(failed)
 		a.backend = nil
-		if next := h.picker(w, r, failed)(); next != nil {
+		if next := h.pick(w, r, failed); next != nil {
 			h.retry(w, r, a, next, why)
 			return
 		}
@@ -474,12 +515,6 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
-
-func newRequestID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
 
 // statusWriter remembers the status code for metrics. It passes Flush and
 // Hijack through (via Unwrap and http.ResponseController), so streaming and

@@ -36,8 +36,19 @@ type Queue struct {
 
 type waiter struct {
 	ch  chan *pool.Backend
-	try func() *pool.Backend
+	try Picker
 }
+
+// Picker takes a free backend slot for one request, or returns nil when
+// none is free. An interface rather than a func so that the request path
+// passes its per-request state as it is, without a closure to allocate.
+type Picker interface{ Pick() *pool.Backend }
+
+// PickFunc adapts a function to Picker.
+type PickFunc func() *pool.Backend
+
+// Pick calls f.
+func (f PickFunc) Pick() *pool.Backend { return f() }
 
 // NewQueue returns a queue of at most max waiters, each waiting at most timeout.
 func NewQueue(max int, timeout time.Duration, demand func()) *Queue {
@@ -52,16 +63,16 @@ func (q *Queue) Depth() int64 { return q.depth.Load() }
 
 // Acquire returns a backend whose slot try took, waiting in line when try
 // finds none. It reports whether the request waited.
-func (q *Queue) Acquire(ctx context.Context, try func() *pool.Backend) (*pool.Backend, bool, error) {
+func (q *Queue) Acquire(ctx context.Context, try Picker) (*pool.Backend, bool, error) {
 	return q.AcquireIf(ctx, try, nil)
 }
 
 // AcquireIf is Acquire that waits only if mayWait (nil: always) reports
 // that a slot may still come; otherwise it fails with ErrNoBackend at once.
 // mayWait runs only when try found no slot, never on the fast path.
-func (q *Queue) AcquireIf(ctx context.Context, try func() *pool.Backend, mayWait func() bool) (*pool.Backend, bool, error) {
+func (q *Queue) AcquireIf(ctx context.Context, try Picker, mayWait func() bool) (*pool.Backend, bool, error) {
 	if q.depth.Load() == 0 {
-		if b := try(); b != nil {
+		if b := try.Pick(); b != nil {
 			return b, false, nil
 		}
 	}
@@ -75,7 +86,7 @@ func (q *Queue) AcquireIf(ctx context.Context, try func() *pool.Backend, mayWait
 	if len(q.waiters) == 0 {
 		// Checked again under the lock: a slot freed since the first try
 		// would otherwise be missed, as Dispatch found no waiter to give it to.
-		if b := try(); b != nil {
+		if b := try.Pick(); b != nil {
 			q.depth.Add(-1)
 			q.mu.Unlock()
 			return b, false, nil
@@ -135,7 +146,7 @@ func (q *Queue) Dispatch() {
 	defer q.mu.Unlock()
 	for len(q.waiters) > 0 {
 		w := q.waiters[0]
-		b := w.try()
+		b := w.try.Pick()
 		if b == nil {
 			return
 		}

@@ -13,12 +13,12 @@ import (
 
 func TestQueueFIFOAndHandOff(t *testing.T) {
 	b := pool.New("w", "x:1", 1, 1)
-	try := func() *pool.Backend {
+	try := PickFunc(func() *pool.Backend {
 		if b.TryAcquire() {
 			return b
 		}
 		return nil
-	}
+	})
 	var demand atomic.Int32 // the queue signals demand outside its lock
 	q := NewQueue(10, 5*time.Second, func() { demand.Add(1) })
 	first, waited, err := q.Acquire(context.Background(), try)
@@ -62,7 +62,7 @@ func TestQueueFIFOAndHandOff(t *testing.T) {
 }
 
 func TestQueueLimits(t *testing.T) {
-	none := func() *pool.Backend { return nil }
+	none := PickFunc(func() *pool.Backend { return nil })
 	q := NewQueue(1, 50*time.Millisecond, nil)
 	start := time.Now()
 	done := make(chan error)
@@ -97,7 +97,7 @@ func TestQueueNoLostWakeup(t *testing.T) {
 	}
 	q := NewQueue(10, time.Second, nil)
 	calls := 0
-	try := func() *pool.Backend {
+	try := PickFunc(func() *pool.Backend {
 		calls++
 		if b.TryAcquire() {
 			return b
@@ -111,7 +111,7 @@ func TestQueueNoLostWakeup(t *testing.T) {
 			}
 		}
 		return nil
-	}
+	})
 	start := time.Now()
 	got, _, err := q.Acquire(context.Background(), try)
 	if err != nil || got != b {
@@ -122,7 +122,7 @@ func TestQueueNoLostWakeup(t *testing.T) {
 // AcquireIf fails at once with ErrNoBackend when no slot may come, and
 // waits as Acquire does when one may.
 func TestAcquireIfNothingComing(t *testing.T) {
-	none := func() *pool.Backend { return nil }
+	none := PickFunc(func() *pool.Backend { return nil })
 	q := NewQueue(10, time.Second, nil)
 	start := time.Now()
 	_, waited, err := q.AcquireIf(context.Background(), none, func() bool { return false })
