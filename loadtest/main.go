@@ -4,9 +4,11 @@
 //
 //	loadtest run --target URL[=weight] ... --rate N --duration D | --requests N | --users N --status URL --out DIR
 //	loadtest saturate --target URL --slo D
+//	loadtest idle --target URL --conns N --hold D
 //
 // Exit status: 0 after a run (whatever the target answered: failures are
-// results), 1 when the results cannot be written, 2 on invalid input.
+// results), 1 when the results cannot be written (idle: when not every
+// connection could be opened and held), 2 on invalid input.
 package main
 
 import (
@@ -31,10 +33,12 @@ import (
 const usage = `usage:
   loadtest run --target URL[=weight] ... --rate N --duration D | --requests N | --users N --status URL --out DIR
   loadtest saturate --target URL --slo D
+  loadtest idle --target URL --conns N --hold D
 
 Commands:
   run        drive load (open loop at a rate profile, or closed-loop users) and report
   saturate   step the rate up until p99 exceeds --slo; report the highest sustainable rate
+  idle       open N keep-alive connections, one request each, and hold them idle
 
 Run 'loadtest <command> -h' for the flags.
 `
@@ -63,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "saturate":
 		err = cmdSaturate(ctx, args[1:], stdout, stderr)
+	case "idle":
+		err = cmdIdle(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
