@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -62,13 +61,6 @@ func main() {
 func run(cfg config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	gc := config.GCSettings(os.LookupEnv, config.ContainerMemoryLimit())
-	if gc.Percent > 0 {
-		debug.SetGCPercent(gc.Percent)
-	}
-	if gc.MemoryLimit > 0 {
-		debug.SetMemoryLimit(gc.MemoryLimit)
-	}
 
 	var store state.Store = memstore.New(nil)
 	if cfg.Redis.URL != "" {
@@ -187,8 +179,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 		}()
 	}
 	log.Info("balancer up", "proxy", cfg.ListenAddr, "tls", cfg.TLS(), "tls_redirect", cfg.TLSRedirectAddr, "admin", cfg.AdminAddr, "policy", cfg.Policy,
-		"redis", cfg.Redis.String(), "share_state", cfg.ShareState, "max_inflight", cfg.MaxInflight, "id", cfg.BalancerID,
-		"gc_percent", gc.Percent, "memory_limit", gc.MemoryLimit)
+		"redis", cfg.Redis.String(), "share_state", cfg.ShareState, "max_inflight", cfg.MaxInflight, "id", cfg.BalancerID)
 
 	var runErr error
 	select {
