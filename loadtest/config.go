@@ -202,14 +202,8 @@ func loadRun(args []string, stderr io.Writer) (*runConfig, error) {
 	fs.Int64Var(&c.Requests, "requests", 0, "stop after this many requests")
 	fs.IntVar(&c.Users, "users", 0, "closed loop: number of clients, each with one request in flight")
 	fs.DurationVar(&c.Think, "think", 0, "closed loop: pause between a user's requests")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageErr("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return nil, usageErr("unexpected argument %q", fs.Arg(0))
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -422,14 +416,8 @@ func loadSaturate(args []string, stderr io.Writer) (*saturateConfig, error) {
 	fs.DurationVar(&c.StepDuration, "step-duration", 10*time.Second, "how long each step runs")
 	fs.Float64Var(&c.MaxRate, "max-rate", 100000, "never offer more than this, req/s (at most 1e6)")
 	fs.IntVar(&c.Refine, "refine", 2, "bisection steps after the first failure")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageErr("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return nil, usageErr("unexpected argument %q", fs.Arg(0))
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
 	}
 	if err := c.common.validate(); err != nil {
 		return nil, err
@@ -455,4 +443,19 @@ func loadSaturate(args []string, stderr io.Writer) (*saturateConfig, error) {
 		return nil, usageErr("--refine must be >= 0, got %d", c.Refine)
 	}
 	return c, nil
+}
+
+// parseFlags parses a subcommand's arguments: -h passes flag.ErrHelp on,
+// any other mistake, a stray argument included, is a usage error.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageErr("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -57,14 +56,8 @@ func loadIdle(args []string, stderr io.Writer) (*idleConfig, error) {
 	fs.DurationVar(&c.Hold, "hold", time.Minute, "how long to hold them once all are open")
 	fs.IntVar(&c.Parallel, "parallel", 64, "connections set up at once")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "per-connection set-up timeout (connect to the answer's last byte)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageErr("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return nil, usageErr("unexpected argument %q", fs.Arg(0))
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
 	}
 	switch {
 	case c.Target == "":
