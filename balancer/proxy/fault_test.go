@@ -98,7 +98,7 @@ type faultFront struct {
 	a, b   *pool.Backend
 	pipes  *pipeBackends
 	budget *proxy.RetryBudget
-	tr     *http.Transport
+	tr     *proxy.Transport
 }
 
 type frontOptions struct {
@@ -125,7 +125,10 @@ func newFaultFront(o frontOptions) *faultFront {
 		pipes: &pipeBackends{status: map[string]int{"a:80": o.statusA, "b:80": o.statusB}, hits: map[string]int{}},
 	}
 	// What proxy.New builds, with the pipes as the network.
-	f.tr = &http.Transport{DialContext: f.pipes.dial, ResponseHeaderTimeout: o.tryTimeout, DisableCompression: true}
+	f.tr = &proxy.Transport{
+		Fallback: &http.Transport{DialContext: f.pipes.dial, ResponseHeaderTimeout: o.tryTimeout, DisableCompression: true},
+		Dial:     f.pipes.dial, ResponseHeaderTimeout: o.tryTimeout, MaxIdlePerHost: 16, IdleTimeout: time.Minute,
+	}
 	f.h = proxy.New(proxy.Options{
 		Sets: fixedSet{&pool.Set{Backends: []*pool.Backend{f.a, f.b}, Version: 1}}, Policy: firstAvailable{},
 		Queue: proxy.NewQueue(16, time.Second, nil), UpstreamTimeout: o.tryTimeout, RetryOn: o.retryOn,

@@ -78,8 +78,9 @@ type Options struct {
 	// RetryBudget bounds retries (nil: NewRetryBudget(20, 3), Envoy's
 	// defaults).
 	RetryBudget *RetryBudget
-	// Transport carries requests to backends (nil: an http.Transport
-	// sized by MaxIdlePerHost and UpstreamTimeout); tests inject failures.
+	// Transport carries requests to backends (nil: a Transport over an
+	// http.Transport, sized by MaxIdlePerHost and UpstreamTimeout); tests
+	// inject failures.
 	Transport http.RoundTripper
 	Metrics   *Metrics
 	Log       *slog.Logger
@@ -184,17 +185,23 @@ func New(o Options) *Handler {
 	}
 	if o.Transport == nil {
 		dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
-		o.Transport = &http.Transport{
-			Proxy:                 nil, // never send backend traffic through an environment proxy
-			DialContext:           dialer.DialContext,
-			MaxIdleConns:          0,
-			MaxIdleConnsPerHost:   max(o.MaxIdlePerHost, 16),
-			IdleConnTimeout:       90 * time.Second,
+		o.Transport = &Transport{
+			Fallback: &http.Transport{
+				Proxy:                 nil, // never send backend traffic through an environment proxy
+				DialContext:           dialer.DialContext,
+				MaxIdleConns:          0,
+				MaxIdleConnsPerHost:   max(o.MaxIdlePerHost, 16),
+				IdleConnTimeout:       90 * time.Second,
+				ResponseHeaderTimeout: o.UpstreamTimeout,
+				ExpectContinueTimeout: time.Second,
+				// Never add Accept-Encoding: gzip to a request that did not
+				// ask for it (the transport would then unzip the answer).
+				DisableCompression: true,
+			},
+			Dial:                  dialer.DialContext,
 			ResponseHeaderTimeout: o.UpstreamTimeout,
-			ExpectContinueTimeout: time.Second,
-			// Never add Accept-Encoding: gzip to a request that did not ask
-			// for it (the transport would then unzip the answer itself).
-			DisableCompression: true,
+			MaxIdlePerHost:        max(o.MaxIdlePerHost, 16),
+			IdleTimeout:           90 * time.Second,
 		}
 	}
 	h := &Handler{o: o}

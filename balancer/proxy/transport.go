@@ -1,0 +1,294 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"sync"
+	"time"
+)
+
+// Transport carries the common request to its backend on the handler's own
+// goroutine: HTTP/1.1 without a body, an upgrade or an Expect header, over
+// a pool of idle connections per backend. Every other request goes to
+// Fallback, an http.Transport.
+//
+// Why: http.Transport hands each request to a writeLoop goroutine and gets
+// the answer back from a readLoop goroutine, so a round trip parks and wakes
+// three goroutines. Measured side by side (docs/engine-prototype.md), that
+// hand-off is about a quarter of the balancer's CPU per request. Parsing and
+// writing stay net/http's (Request.Write, http.ReadResponse), and so do the
+// cases with a body, where the request must be written while the answer is
+// read.
+type Transport struct {
+	// Fallback carries what the lean path does not.
+	Fallback http.RoundTripper
+	// Dial opens a connection to a backend.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ResponseHeaderTimeout bounds the wait for the response's headers,
+	// counted from the start of the write (0: none).
+	ResponseHeaderTimeout time.Duration
+	// MaxIdlePerHost bounds the idle connections kept per backend.
+	MaxIdlePerHost int
+	// IdleTimeout closes a connection idle for this long.
+	IdleTimeout time.Duration
+
+	mu        sync.Mutex
+	idle      map[string][]*upConn
+	lastSweep time.Time
+}
+
+// upConn is one connection to a backend, with its buffers.
+type upConn struct {
+	net.Conn
+	host      string
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// lean reports whether the request takes the lean path.
+func lean(r *http.Request) bool {
+	return r.URL.Scheme == "http" && (r.Body == nil || r.Body == http.NoBody) && r.Method != http.MethodConnect &&
+		r.Header.Get("Upgrade") == "" && r.Header.Get("Expect") == ""
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !lean(r) {
+		return t.Fallback.RoundTrip(r)
+	}
+	for try := 0; ; try++ {
+		c, reused, err := t.get(r.Context(), r.URL.Host)
+		if err != nil {
+			return nil, err
+		}
+		res, err := t.exchange(c, r)
+		if err == nil {
+			return res, nil
+		}
+		c.Close()
+		// A kept-alive connection the backend closed while it was idle
+		// fails before any byte of an answer: the request, which has no
+		// body, goes again on a new connection once, as http.Transport
+		// does, if it is idempotent or the backend cannot have read it.
+		var stale *staleError
+		if reused && try == 0 && errors.As(err, &stale) && (!stale.sent || idempotent(r.Method)) {
+			continue
+		}
+		return nil, err
+	}
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// max1xx bounds the informational answers before the final one, as
+// http.Transport does: a backend cannot hold a request with an endless
+// stream of them.
+const max1xx = 5
+
+// aLongTimeAgo is a deadline in the past: it makes any blocked I/O return.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// exchange writes r on c and reads the answer's head. A *staleError is a
+// connection that failed before any byte of an answer came, neither by a
+// timeout nor by the client's leaving.
+func (t *Transport) exchange(c *upConn, r *http.Request) (res *http.Response, err error) {
+	ctx := r.Context()
+	// A client that leaves, or a per-try timeout, unblocks the I/O through
+	// the connection's deadline (no goroutine waits on it).
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+	if t.ResponseHeaderTimeout > 0 {
+		_ = c.SetDeadline(time.Now().Add(t.ResponseHeaderTimeout))
+	}
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, err
+	}
+	staleIf := func(err error, sent bool) error {
+		if isTimeout(err) {
+			return err
+		}
+		return &staleError{err: err, sent: sent}
+	}
+	if err := r.Write(c.bw); err != nil {
+		return fail(staleIf(err, false))
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fail(staleIf(err, false))
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return fail(staleIf(err, true))
+	}
+	for n1xx := 0; ; n1xx++ {
+		if n1xx > max1xx {
+			return fail(fmt.Errorf("backend sent more than %d 1xx answers", max1xx))
+		}
+		res, err = http.ReadResponse(c.br, r)
+		if err != nil {
+			return fail(err)
+		}
+		// 1xx answers before the final one (103 Early Hints): passed to
+		// ReverseProxy's trace, which sends them on to the client. 101
+		// is final, and only follows an upgrade, which is not sent here.
+		if res.StatusCode < 100 || res.StatusCode > 199 || res.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(res.StatusCode, textproto.MIMEHeader(res.Header)); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if t.ResponseHeaderTimeout > 0 {
+		_ = c.SetDeadline(time.Time{})
+	}
+	if ctx.Err() != nil { // the deadline just cleared may have been the client's
+		return fail(ctx.Err())
+	}
+	res.Body = &upBody{rc: res.Body, t: t, c: c, stop: stop, reuse: !res.Close && !r.Close}
+	return res, nil
+}
+
+// staleError is a connection that failed before any byte of an answer;
+// sent tells whether the request had been written whole.
+type staleError struct {
+	err  error
+	sent bool
+}
+
+func (e *staleError) Error() string {
+	return "backend connection failed before any answer: " + e.err.Error()
+}
+func (e *staleError) Unwrap() error { return e.err }
+
+// upBody returns its connection to the pool once the body was read to its
+// end, and closes it otherwise.
+type upBody struct {
+	rc    io.ReadCloser
+	t     *Transport
+	c     *upConn
+	stop  func() bool
+	reuse bool
+	done  bool
+}
+
+func (b *upBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	}
+	return n, err
+}
+
+func (b *upBody) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+func (b *upBody) finish(whole bool) {
+	b.done = true
+	// stop reports false once the client's context fired: the deadline it
+	// set makes the connection useless.
+	if b.stop() && whole && b.reuse {
+		b.t.put(b.c)
+		return
+	}
+	b.c.Close()
+}
+
+// get takes the newest idle connection to host, or dials one.
+func (t *Transport) get(ctx context.Context, host string) (*upConn, bool, error) {
+	now := time.Now()
+	t.mu.Lock()
+	list := t.idle[host]
+	for len(list) > 0 {
+		c := list[len(list)-1]
+		list = list[:len(list)-1]
+		if now.Sub(c.idleSince) < t.IdleTimeout {
+			t.idle[host] = list
+			t.mu.Unlock()
+			return c, true, nil
+		}
+		c.Close()
+	}
+	delete(t.idle, host)
+	t.mu.Unlock()
+	nc, err := t.Dial(ctx, "tcp", host)
+	if err != nil {
+		return nil, false, err
+	}
+	return &upConn{Conn: nc, host: host, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+}
+
+// put keeps c for the next request to its backend. Now and then it also
+// closes connections idle past IdleTimeout, so that backends gone from the
+// pool do not keep theirs.
+func (t *Transport) put(c *upConn) {
+	now := time.Now()
+	c.idleSince = now
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.idle == nil {
+		t.idle = map[string][]*upConn{}
+	}
+	if now.Sub(t.lastSweep) > t.IdleTimeout/2 {
+		t.lastSweep = now
+		for host, list := range t.idle {
+			keep := list[:0]
+			for _, x := range list {
+				if now.Sub(x.idleSince) < t.IdleTimeout {
+					keep = append(keep, x)
+				} else {
+					x.Close()
+				}
+			}
+			clear(list[len(keep):])
+			if len(keep) == 0 {
+				delete(t.idle, host)
+			} else {
+				t.idle[host] = keep
+			}
+		}
+	}
+	if len(t.idle[c.host]) >= t.MaxIdlePerHost {
+		c.Close()
+		return
+	}
+	t.idle[c.host] = append(t.idle[c.host], c)
+}
+
+// CloseIdleConnections closes every idle connection, the fallback's too.
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	for host, list := range t.idle {
+		for _, c := range list {
+			c.Close()
+		}
+		delete(t.idle, host)
+	}
+	t.mu.Unlock()
+	if ci, ok := t.Fallback.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
