@@ -1,0 +1,73 @@
+package proxy
+
+import (
+	"context"
+	mrand "math/rand/v2"
+	"net/http"
+	"time"
+	"unsafe"
+
+	"lbscale/balancer/pool"
+)
+
+type ctxKey struct{}
+
+// attempt is one request's state from ServeHTTP to the ReverseProxy hooks:
+// which backend holds its slot, and what a retry needs. It is also the
+// request's context (Value answers ctxKey with the attempt itself), the
+// policy's Picker, and it holds the status writer and the request id's
+// bytes, so that lbscale's own code makes one allocation per request here
+// and one more for the request copy WithContext makes (TestHandlerAllocs).
+type attempt struct {
+	context.Context // the client request's
+	h               *Handler
+
+	backend *pool.Backend
+	start   time.Time // when this attempt was placed, for Observer
+	retried bool
+	// canRetry: the request may be sent twice (idempotent, no body).
+	canRetry bool
+	// next is the slot modifyResponse took for a retry on a status in
+	// RetryOn; errorHandler moves it to backend at once.
+	next *pool.Backend
+	// w and in are what the policy sees when it picks (ReverseProxy hands
+	// modifyResponse only the response): the client's writer and request
+	// until the slot is taken, then sw and the request bound to this
+	// context.
+	w    http.ResponseWriter
+	in   *http.Request
+	sw   statusWriter
+	id   string      // X-Request-Id, for the logs
+	body *clientBody // the streamed rest of the body (nil: none)
+
+	// idv is the X-Request-Id header value, shared by the response and
+	// the request sent on (header values are never written in place, so
+	// one slice serves both); idBuf holds a generated id's bytes.
+	idv   [1]string
+	idBuf [16]byte
+}
+
+// Value answers ctxKey with the attempt; every other key goes to the
+// client request's context.
+func (a *attempt) Value(key any) any {
+	if key == (ctxKey{}) {
+		return a
+	}
+	return a.Context.Value(key)
+}
+
+// Pick takes a slot for the request's first attempt: the queue calls it.
+func (a *attempt) Pick() *pool.Backend { return a.h.pick(a.w, a.in, nil) }
+
+// newID makes a request id: 64 random bits in hex. Unique is what it must
+// be, not secret, so it comes from the runtime's fast generator rather than
+// from the kernel (a system call per request). The string's bytes live in
+// the attempt, which is never written again, so it costs no allocation.
+func (a *attempt) newID() string {
+	v := mrand.Uint64()
+	const digits = "0123456789abcdef"
+	for i := range a.idBuf {
+		a.idBuf[i] = digits[(v>>(60-4*i))&0xf]
+	}
+	return unsafe.String(&a.idBuf[0], len(a.idBuf))
+}

@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// bufferPool recycles ReverseProxy's copy buffers; without it every
+// request allocates a fresh 32 KiB buffer.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// statusWriter remembers the status code for metrics. It passes Flush and
+// Hijack through (via Unwrap and http.ResponseController), so streaming and
+// WebSocket upgrades work through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status     int
+	tunnelIdle time.Duration
+}
+
+// Hijack hands ReverseProxy the client connection of an upgrade, closed
+// after TunnelIdle without traffic either way.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil || s.tunnelIdle <= 0 {
+		return c, brw, err
+	}
+	return newIdleConn(c, s.tunnelIdle), brw, nil
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) code() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
+}
