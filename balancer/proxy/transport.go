@@ -65,7 +65,9 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return t.Fallback.RoundTrip(r)
 	}
 	for try := 0; ; try++ {
-		c, reused, err := t.get(r.Context(), r.URL.Host)
+		// The retry of a stale connection dials: the other idle ones to
+		// that backend were dropped with it.
+		c, reused, err := t.get(r.Context(), r.URL.Host, try == 0)
 		if err != nil {
 			return nil, err
 		}
@@ -78,9 +80,14 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		// fails before any byte of an answer: the request, which has no
 		// body, goes again on a new connection once, as http.Transport
 		// does, if it is idempotent or the backend cannot have read it.
+		// The backend closed its other idle connections too, most likely
+		// (it restarted, or a new one took over its address), so they go.
 		var stale *staleError
-		if reused && try == 0 && errors.As(err, &stale) && (!stale.sent || idempotent(r.Method)) {
-			continue
+		if reused && errors.As(err, &stale) {
+			t.dropIdle(r.URL.Host)
+			if try == 0 && (!stale.sent || idempotent(r.Method)) {
+				continue
+			}
 		}
 		return nil, err
 	}
@@ -217,28 +224,63 @@ func (b *upBody) finish(whole bool) {
 	b.c.Close()
 }
 
-// get takes the newest idle connection to host, or dials one.
-func (t *Transport) get(ctx context.Context, host string) (*upConn, bool, error) {
-	now := time.Now()
-	t.mu.Lock()
-	list := t.idle[host]
-	for len(list) > 0 {
-		c := list[len(list)-1]
-		list = list[:len(list)-1]
-		if now.Sub(c.idleSince) < t.IdleTimeout {
-			t.idle[host] = list
-			t.mu.Unlock()
+// probeAfter: a connection idle longer than this is checked before reuse,
+// so that one the backend closed meanwhile (a stopped container, or its
+// address taken by a new one) is not found out by a failed request. The
+// check is one read that finds nothing; connections reused sooner, as
+// under load, skip it.
+const probeAfter = time.Second
+
+// get takes the newest live idle connection to host (when reuse allows),
+// or dials one.
+func (t *Transport) get(ctx context.Context, host string, reuse bool) (*upConn, bool, error) {
+	for reuse {
+		c := t.pop(host)
+		if c == nil {
+			break
+		}
+		if time.Since(c.idleSince) < probeAfter || c.br.Buffered() == 0 && alive(c.Conn) {
 			return c, true, nil
 		}
 		c.Close()
 	}
-	delete(t.idle, host)
-	t.mu.Unlock()
 	nc, err := t.Dial(ctx, "tcp", host)
 	if err != nil {
 		return nil, false, err
 	}
 	return &upConn{Conn: nc, host: host, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+}
+
+// pop takes the newest idle connection to host that is not past
+// IdleTimeout, closing those that are; nil if none.
+func (t *Transport) pop(host string) *upConn {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	list := t.idle[host]
+	for len(list) > 0 {
+		c := list[len(list)-1]
+		list[len(list)-1] = nil
+		list = list[:len(list)-1]
+		if now.Sub(c.idleSince) < t.IdleTimeout {
+			t.idle[host] = list
+			return c
+		}
+		c.Close()
+	}
+	delete(t.idle, host)
+	return nil
+}
+
+// dropIdle closes every idle connection to host.
+func (t *Transport) dropIdle(host string) {
+	t.mu.Lock()
+	list := t.idle[host]
+	delete(t.idle, host)
+	t.mu.Unlock()
+	for _, c := range list {
+		c.Close()
+	}
 }
 
 // put keeps c for the next request to its backend. Now and then it also

@@ -168,6 +168,34 @@ func TestTransport(t *testing.T) {
 		}
 	})
 
+	t.Run("a backend that closed every idle connection: each GET still served", func(t *testing.T) {
+		// The backend answers once per connection, then closes it without
+		// saying so: as a restarted backend, or a new one on the old one's
+		// address, leaves every kept-alive connection dead.
+		srv := newScripted(t, func(int, int, *http.Request) (string, bool) { return okAnswer, true })
+		tr, _ := newTransport(0)
+		defer tr.CloseIdleConnections()
+		var res []*http.Response
+		for range 3 { // three connections at once, then all idle
+			req, _ := http.NewRequest(http.MethodGet, srv.url(), nil)
+			r, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res = append(res, r)
+		}
+		for _, r := range res {
+			_, _ = io.ReadAll(r.Body)
+			r.Body.Close()
+		}
+		time.Sleep(50 * time.Millisecond) // let the closes arrive
+		for i := range 3 {
+			if _, body, err := get(t, tr, http.MethodGet, srv.url(), nil); err != nil || body != "ok" {
+				t.Fatalf("GET %d after the backend closed its connections: %q %v", i, body, err)
+			}
+		}
+	})
+
 	t.Run("requests with a body, an upgrade or Expect go to the fallback", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b, _ := io.ReadAll(r.Body)

@@ -1,0 +1,66 @@
+//go:build unix
+
+package proxy
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// TestAlive: the probe tells an open, silent connection from one the other
+// side closed or wrote to, without waiting.
+func TestAlive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 3)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() (client, server net.Conn) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, <-accepted
+	}
+
+	open, s1 := dial()
+	defer open.Close()
+	defer s1.Close()
+	if !alive(open) {
+		t.Error("an open, silent connection reads as dead")
+	}
+
+	closed, s2 := dial()
+	defer closed.Close()
+	s2.Close()
+	waitFor(t, func() bool { return !alive(closed) }, "a connection closed by the other side still reads as alive")
+
+	spoke, s3 := dial()
+	defer spoke.Close()
+	defer s3.Close()
+	_, _ = s3.Write([]byte("HTTP/1.1 408 Request Timeout\r\n\r\n"))
+	waitFor(t, func() bool { return !alive(spoke) }, "a connection with unasked-for bytes still reads as reusable")
+}
+
+// waitFor polls cond until it holds (the peer's close or bytes take a
+// moment to arrive), failing with msg after 5 s.
+func waitFor(t *testing.T, cond func() bool, msg string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Error(msg)
+}
