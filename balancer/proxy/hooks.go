@@ -140,9 +140,7 @@ func (h *Handler) retry(w http.ResponseWriter, r *http.Request, a *attempt, next
 // retryable: safe to send twice (RFC 9110 idempotent methods) and nothing to
 // replay (no body).
 func retryable(r *http.Request) bool {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-	default:
+	if !idempotent(r.Method) {
 		return false
 	}
 	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && r.Header.Get("Transfer-Encoding") == ""
