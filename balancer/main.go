@@ -63,6 +63,8 @@ func run(cfg config.Config, log *slog.Logger) error {
 	defer stop()
 
 	var store state.Store = memstore.New(nil)
+	// Reports go to the scalers' dashboard, so only to a shared store.
+	var reports state.Reports
 	if cfg.Redis.URL != "" {
 		rs, err := redisstore.NewConn(cfg.Redis, cfg.Pool)
 		if err != nil {
@@ -76,7 +78,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 			log.Warn("redis not reachable at start-up; carrying on with local counts", "redis", cfg.Redis.String(), "err", err)
 		}
 		cancel()
-		store = rs
+		store, reports = rs, rs
 	}
 	defer store.Close()
 
@@ -98,6 +100,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 		Store: store, ID: cfg.BalancerID, Share: cfg.ShareState && cfg.Redis.URL != "",
 		Interval: cfg.SyncInterval, Limit: cfg.MaxInflight, SlowStart: cfg.SlowStart,
 		Static: static, Queued: queue.Depth, Flow: counter, OnCapacity: queue.Dispatch, Log: log,
+		Reports: reports,
 	})
 
 	detector := &outlier.Detector{Config: outlier.Config{
@@ -122,7 +125,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 		RequestLineBytes: cfg.MaxRequestLineBytes, HeaderLineBytes: cfg.MaxHeaderLineBytes, HeaderBytes: cfg.MaxHeaderBytes,
 		HeaderTimeout: cfg.ClientHeaderTimeout, IdleTimeout: cfg.ClientIdleTimeout,
 	}
-	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Src: syncer, Queue: queue.Depth,
+	adm := &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Dashboard: cfg.DashboardURL, Src: syncer, Queue: queue.Depth,
 		Retries: budget.Counts, Overflows: detector.Overflows, Gather: reg, Pprof: cfg.DebugPprof}
 
 	var certs *tlsterm.Reloader

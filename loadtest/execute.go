@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"time"
 
 	"lbscale/loadtest/drive"
@@ -22,6 +24,9 @@ type phase struct {
 	users    int
 	duration time.Duration // closed loop
 	think    time.Duration
+	// dashboard, when set, receives the live dashboard's URL if a --status
+	// document names one (run prints it; saturate's steps do not repeat it).
+	dashboard io.Writer
 }
 
 // execute drives one phase and returns what it measured. It stops early,
@@ -43,6 +48,13 @@ func execute(ctx context.Context, p phase, prog *progress) *report.Run {
 	samplerDone := make(chan struct{})
 	if len(p.Status) > 0 {
 		sampler = &status.Sampler{URLs: p.Status, Interval: p.StatusInterval, Token: p.StatusToken}
+		if p.dashboard != nil {
+			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if u := sampler.Dashboard(dctx); u != "" {
+				fmt.Fprintf(p.dashboard, "loadtest: live dashboard at %s\n", u)
+			}
+			cancel()
+		}
 		sctx, cancel := context.WithCancel(context.Background())
 		stopSampling = cancel
 		go func() { sampler.Run(sctx); close(samplerDone) }()

@@ -102,7 +102,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	for _, t := range c.Targets {
 		settings.Targets = append(settings.Targets, report.Target{URL: t.URL, Weight: t.Weight})
 	}
-	p := phase{common: c.common, profile: c.profile, requests: c.Requests}
+	p := phase{common: c.common, profile: c.profile, requests: c.Requests, dashboard: stderr}
 	if c.Users > 0 {
 		settings.Mode, settings.Users, settings.Concurrency = "closed", c.Users, 0
 		p.users, p.duration, p.think = c.Users, c.Duration, c.Think

@@ -183,6 +183,20 @@ func statusServer(t *testing.T) *httptest.Server {
 	return srv
 }
 
+// A run with --status prints the live dashboard's URL when the status
+// document names one.
+func TestRunPrintsDashboard(t *testing.T) {
+	a, _ := webServer(t, "web-a")
+	st := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"replicas":1,"backends":[],"dashboard":"/"}`)
+	}))
+	t.Cleanup(st.Close)
+	code, _, stderr := runCmd(t, "run", "--target", a.URL, "--rate", "10", "--requests", "3", "--status", st.URL+"/status")
+	if want := "live dashboard at " + st.URL + "/\n"; code != 0 || !strings.Contains(stderr, want) {
+		t.Fatalf("exit %d, stderr %q: want %q", code, stderr, want)
+	}
+}
+
 func readCSV(t *testing.T, path string) [][]string {
 	t.Helper()
 	f, err := os.Open(path)

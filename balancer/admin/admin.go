@@ -49,6 +49,9 @@ type Status struct {
 	// but stayed in: OUTLIER_MAX_EJECTION_PERCENT, or the last pickable one.
 	EjectionOverflows uint64          `json:"ejection_overflows"`
 	Backends          []BackendStatus `json:"backends"`
+	// Dashboard is the live dashboard's URL (DASHBOARD_URL; the scaler
+	// serves it, and only the deployment knows where it is published).
+	Dashboard string `json:"dashboard,omitempty"`
 }
 
 // BackendStatus is one backend in /status.
@@ -94,6 +97,8 @@ type Server struct {
 	// the same token as /status: a profile of the running balancer is how
 	// its request path is measured, and it tells about the process.
 	Pprof bool
+	// Dashboard is named in /status (DASHBOARD_URL; "" for none).
+	Dashboard string
 }
 
 // Handler returns the admin router.
@@ -115,23 +120,28 @@ func (s *Server) Handler() http.Handler {
 	return r
 }
 
-func (s *Server) auth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.Token != "" {
-			want := "Bearer " + s.Token
-			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
+func (s *Server) auth(next http.Handler) http.Handler { return Bearer(s.Token)(next) }
+
+// Bearer wants "Authorization: Bearer <token>" on every request when token
+// is set, and answers 401 otherwise; an empty token lets everything
+// through. The scaler's admin port uses it too, so both ports check alike.
+func Bearer(token string) func(http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="lbscale"`)
 				http.Error(w, "401 unauthorized: ADMIN_TOKEN is set; send Authorization: Bearer <token>", http.StatusUnauthorized)
 				return
 			}
-		}
-		next.ServeHTTP(w, r)
-	})
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 // Snapshot builds the /status document.
 func (s *Server) Snapshot() Status {
-	st := Status{Balancer: s.ID, Policy: s.Policy, QueueDepth: s.Queue(), StoreUp: s.Src.StoreUp(), Balancers: s.Src.Peers(), Backends: []BackendStatus{}}
+	st := Status{Balancer: s.ID, Policy: s.Policy, QueueDepth: s.Queue(), StoreUp: s.Src.StoreUp(), Balancers: s.Src.Peers(), Backends: []BackendStatus{}, Dashboard: s.Dashboard}
 	st.RetriesByReason, st.RetriesRefused = retries(s.Retries)
 	for _, n := range st.RetriesByReason {
 		st.Retries += n

@@ -8,6 +8,7 @@ package cluster
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,9 @@ type Options struct {
 	// Flow is the request path's arrival and service counter; its rates
 	// are published at every sync for the scaler (nil: none published).
 	Flow *flow.Counter
+	// Reports receives this balancer's Report every ReportEvery, for the
+	// scalers' dashboard (nil: none written).
+	Reports state.Reports
 	// OnCapacity is called when slots may have appeared (the queue dispatches).
 	OnCapacity func()
 	Now        func() time.Time
@@ -84,6 +88,11 @@ type Syncer struct {
 	lastSync time.Duration
 	syncs    atomic.Uint64
 	failures atomic.Uint64
+
+	// For Report, which runs on another goroutine.
+	lastOKMs       atomic.Int64  // unix ms of the latest successful sync
+	arrivals       atomic.Uint64 // math.Float64bits of the latest published arrival rate
+	reportFailures atomic.Uint64
 }
 
 // New returns a Syncer whose pool starts with the static backends (holding no
@@ -165,6 +174,12 @@ func (s *Syncer) Stats() (syncs, failures uint64, last time.Duration) {
 func (s *Syncer) Run(ctx context.Context) {
 	t := time.NewTicker(s.o.Interval)
 	defer t.Stop()
+	if s.o.Reports != nil {
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); s.runReports(rctx, s.o.Reports) }()
+		defer func() { stop(); <-done }()
+	}
 	s.Sync(ctx)
 	for {
 		select {
@@ -196,6 +211,7 @@ func (s *Syncer) Sync(ctx context.Context) {
 	req.Weight = s.weight
 	if s.flow != nil {
 		req.Flow = s.flow.Rates(now)
+		s.arrivals.Store(math.Float64bits(req.Flow.Arrivals))
 	}
 	for _, b := range set.Backends {
 		limit := s.limitFor(b, now)
@@ -242,6 +258,7 @@ func (s *Syncer) Sync(ctx context.Context) {
 	}
 	s.gen = res.Generation
 	s.lastOK, s.degraded = now, false
+	s.lastOKMs.Store(now.UnixMilli())
 	s.peers.Store(int64(res.Balancers))
 	s.rank = int64(res.Rank)
 	raised := false

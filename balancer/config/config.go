@@ -77,6 +77,7 @@ type Config struct {
 	ShareState      bool          // SHARE_STATE: share counts and slots through the store
 	SyncInterval    time.Duration // SYNC_INTERVAL
 	AdminToken      string        // ADMIN_TOKEN: bearer token for admin endpoints
+	DashboardURL    string        // DASHBOARD_URL: the scalers' live page, named in /status for loadtest and people
 	BalancerID      string        // BALANCER_ID: unique per replica
 	HealthInterval  time.Duration // HEALTH_INTERVAL: active checks
 	HealthPath      string        // HEALTH_PATH
@@ -144,6 +145,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		ShareState:      r.Bool("SHARE_STATE", true),
 		SyncInterval:    r.Duration("SYNC_INTERVAL", 25*time.Millisecond, time.Millisecond, 10*time.Second),
 		AdminToken:      r.String("ADMIN_TOKEN", ""),
+		DashboardURL:    r.URL("DASHBOARD_URL", "", "http", "https"),
 		BalancerID:      r.String("BALANCER_ID", host+"-"+strconv.Itoa(os.Getpid())),
 		HealthInterval:  r.Duration("HEALTH_INTERVAL", 2*time.Second, 10*time.Millisecond, time.Hour),
 		HealthPath:      r.String("HEALTH_PATH", "/healthz"),

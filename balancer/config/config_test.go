@@ -35,6 +35,12 @@ func TestLoad(t *testing.T) {
 		{name: "negative limit", env: map[string]string{"BACKENDS": "a:1", "MAX_INFLIGHT": "-1"}, wantErr: "MAX_INFLIGHT"},
 		{name: "bogus policy", env: map[string]string{"BACKENDS": "a:1", "LB_POLICY": "bogus"}, wantErr: "LB_POLICY"},
 		{name: "bad redis url", env: map[string]string{"REDIS_URL": "localhost:6379"}, wantErr: "REDIS_URL"},
+		{name: "dashboard url", env: map[string]string{"REDIS_URL": "redis://r:6379/0", "DASHBOARD_URL": "http://127.0.0.1:9093/"}, check: func(t *testing.T, c Config) {
+			if c.DashboardURL != "http://127.0.0.1:9093/" {
+				t.Fatalf("DashboardURL %q", c.DashboardURL)
+			}
+		}},
+		{name: "bad dashboard url", env: map[string]string{"DASHBOARD_URL": "127.0.0.1:9093"}, wantErr: "DASHBOARD_URL"},
 		{name: "duration words", env: map[string]string{"BACKENDS": "a:1", "QUEUE_TIMEOUT": "soon"}, wantErr: "QUEUE_TIMEOUT"},
 		{name: "weight zero", env: map[string]string{"BACKENDS": "a:1=0"}, wantErr: "BACKENDS"},
 		{name: "hash key", env: map[string]string{"BACKENDS": "a:1", "HASH_KEY": "body"}, wantErr: "HASH_KEY"},

@@ -67,3 +67,18 @@ func (k Keys) DemandChannel() string { return k.prefix + "demand" }
 
 // Leader is the scaler lease: holder id, SET NX PX.
 func (k Keys) Leader() string { return k.prefix + "leader" }
+
+// Reports is a sorted set: balancer id -> unix ms of its latest Report.
+// Entries older than ReportKeep are trimmed by whoever reads them.
+func (k Keys) Reports() string { return k.prefix + "reports" }
+
+// Report is a hash per balancer: its latest Report ("at", "sync", "up",
+// "q", "a", and per backend "n:", "f:", "l:", "i:" + id), expiring
+// ReportKeep after it was written so that a balancer that went silent is
+// still listed, with its last sync, for a while.
+func (k Keys) Report(id string) string { return k.prefix + "report:" + id }
+
+// Summary is a string: the leading scaler's dashboard summary (JSON, its
+// schema is scaler/control's), rewritten every second with a short expiry,
+// so that every scaler's dashboard shows the leader's view.
+func (k Keys) Summary() string { return k.prefix + "summary" }

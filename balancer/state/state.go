@@ -192,6 +192,8 @@ type Registry interface {
 // Store is everything lbscale shares between processes.
 type Store interface {
 	Registry
+	Reports
+	Summaries
 	// Sync publishes a balancer's counts and returns its grants and the
 	// cluster picture, in one round trip. It is called from the balancer's
 	// sync loop, never on the request path.

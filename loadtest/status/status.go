@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -30,6 +31,10 @@ type Backend struct {
 type Doc struct {
 	Replicas int       `json:"replicas"`
 	Backends []Backend `json:"backends"`
+	// Dashboard is the live dashboard's URL, resolved against the status
+	// URL ("" when the document names none): a scaler's /status says "/",
+	// a balancer's the DASHBOARD_URL it was given.
+	Dashboard string `json:"dashboard"`
 }
 
 // Sample is one poll of one source. Err is empty for a good sample; otherwise
@@ -149,8 +154,9 @@ func (s *Sampler) Fetch(ctx context.Context, u string) (Doc, error) {
 		return Doc{}, fmt.Errorf("status %s: HTTP %d", u, resp.StatusCode)
 	}
 	var raw struct {
-		Replicas *int      `json:"replicas"`
-		Backends []Backend `json:"backends"`
+		Replicas  *int      `json:"replicas"`
+		Backends  []Backend `json:"backends"`
+		Dashboard string    `json:"dashboard"`
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return Doc{}, fmt.Errorf("status %s: decode: %w", u, err)
@@ -158,7 +164,36 @@ func (s *Sampler) Fetch(ctx context.Context, u string) (Doc, error) {
 	if raw.Replicas == nil {
 		return Doc{}, fmt.Errorf("status %s: %w", u, errNoReplicas)
 	}
-	return Doc{Replicas: *raw.Replicas, Backends: raw.Backends}, nil
+	return Doc{Replicas: *raw.Replicas, Backends: raw.Backends, Dashboard: resolve(u, raw.Dashboard)}, nil
+}
+
+// resolve makes ref absolute against base ("" when ref is empty or
+// unusable).
+func resolve(base, ref string) string {
+	if ref == "" {
+		return ""
+	}
+	b, err := url.Parse(base)
+	if err != nil {
+		return ""
+	}
+	r, err := url.Parse(ref)
+	if err != nil {
+		return ""
+	}
+	return b.ResolveReference(r).String()
+}
+
+// Dashboard returns the first dashboard URL that one of urls' /status
+// documents names, "" when none does (or none answers within the
+// context).
+func (s *Sampler) Dashboard(ctx context.Context) string {
+	for _, u := range s.URLs {
+		if d, err := s.Fetch(ctx, u); err == nil && d.Dashboard != "" {
+			return d.Dashboard
+		}
+	}
+	return ""
 }
 
 var errNoReplicas = errors.New(`no "replicas" field`)

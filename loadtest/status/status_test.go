@@ -171,3 +171,22 @@ func TestPerSecond(t *testing.T) {
 		}
 	}
 }
+
+// A /status document may name the live dashboard: a scaler's says "/", a
+// balancer's an absolute URL; either comes back absolute.
+func TestDashboardURL(t *testing.T) {
+	cases := []struct{ doc, want string }{
+		{`{"replicas":1}`, ""},
+		{`{"replicas":1,"dashboard":"/"}`, "{srv}/"},
+		{`{"replicas":1,"dashboard":"http://127.0.0.1:9093/"}`, "http://127.0.0.1:9093/"},
+	}
+	for _, tc := range cases {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, tc.doc) }))
+		s := &Sampler{URLs: []string{"http://127.0.0.1:1/status", srv.URL + "/status"}}
+		want := strings.ReplaceAll(tc.want, "{srv}", srv.URL)
+		if got := s.Dashboard(context.Background()); got != want {
+			t.Errorf("%s: dashboard %q, want %q", tc.doc, got, want)
+		}
+		srv.Close()
+	}
+}

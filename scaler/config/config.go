@@ -47,6 +47,7 @@ const (
 	EnvReconcileInterval = "RECONCILE_INTERVAL"
 	EnvPollInterval      = "POLL_INTERVAL"
 	EnvAdminAddr         = "ADMIN_ADDR"
+	EnvAdminToken        = "ADMIN_TOKEN"
 	EnvScalerID          = "SCALER_ID"
 	EnvLogLevel          = "LOG_LEVEL"
 	EnvScaleDown         = "SCALE_DOWN"
@@ -141,8 +142,11 @@ type Config struct {
 	// PollInterval is how often the leader reads the cluster load, so that a
 	// lost demand message only delays a scale-up by this much.
 	PollInterval time.Duration
-	// AdminAddr serves /healthz, /status and /metrics.
+	// AdminAddr serves /healthz, /status, /metrics and the dashboard at /.
 	AdminAddr string
+	// AdminToken, when set, is the bearer token /status, /metrics and the
+	// dashboard's stream want (the page itself holds no data).
+	AdminToken string
 	// ID identifies this scaler in the lease; unique per process.
 	ID string
 	// LogLevel is debug, info, warn or error.
@@ -234,6 +238,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.ReconcileInterval = r.Duration(EnvReconcileInterval, 2*time.Second, 50*time.Millisecond, time.Hour)
 	c.PollInterval = r.Duration(EnvPollInterval, 250*time.Millisecond, 10*time.Millisecond, time.Minute)
 	c.AdminAddr = r.Addr(EnvAdminAddr, ":9090")
+	c.AdminToken = r.String(EnvAdminToken, "")
 	c.ID = r.String(EnvScalerID, defaultID())
 	c.LogLevel = r.OneOf(EnvLogLevel, "info", "debug", "info", "warn", "error")
 	c.ScaleDown = r.OneOf(EnvScaleDown, ScaleDownDemand, ScaleDownDemand, ScaleDownIdle)

@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"lbscale/balancer/admin"
 	"lbscale/balancer/state"
+	"lbscale/scaler/dashboard"
 )
 
 // Status is the scaler's /status document.
@@ -52,6 +54,8 @@ type Status struct {
 	// Problems are operations failing right now, with their latest error.
 	Problems map[string]string `json:"problems,omitempty"`
 	Config   StatusConfig      `json:"config"`
+	// Dashboard is where the live page is: "/" of this admin port.
+	Dashboard string `json:"dashboard"`
 }
 
 // MemberStatus is one container in Status.
@@ -121,8 +125,9 @@ func (c *Controller) Status(ctx context.Context) Status {
 			Network:         c.cfg.Network,
 			Driver:          c.cfg.Driver,
 		},
-		Members:  []MemberStatus{},
-		Registry: []state.Backend{},
+		Members:   []MemberStatus{},
+		Registry:  []state.Backend{},
+		Dashboard: "/",
 	}
 	s.Flaps = c.flaps.count()
 	s.LeaderID = c.lease.leaderID()
@@ -155,10 +160,14 @@ func (c *Controller) Status(ctx context.Context) Status {
 	return s
 }
 
-// Handler serves the admin endpoints: /healthz, /status (JSON) and
-// /metrics (Prometheus).
+// Handler serves the admin endpoints: the live dashboard at / (its data
+// stream at dashboard.StreamPath), /healthz, /status (JSON) and /metrics
+// (Prometheus). With ADMIN_TOKEN set, everything but /healthz and the page
+// itself (which holds no data, and asks for the token) wants it as a
+// bearer token.
 func (c *Controller) Handler() http.Handler {
 	r := chi.NewRouter()
+	r.Get("/", c.dash.Page)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := c.Healthy(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -167,12 +176,16 @@ func (c *Controller) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
-	r.Get("/status", func(w http.ResponseWriter, req *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(c.Status(req.Context()))
+	r.Group(func(r chi.Router) {
+		r.Use(admin.Bearer(c.cfg.AdminToken))
+		r.Get("/status", func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(c.Status(req.Context()))
+		})
+		r.Handle("/metrics", promhttp.HandlerFor(c.m.reg, promhttp.HandlerOpts{}))
+		r.Get(dashboard.StreamPath, c.dash.Stream)
 	})
-	r.Handle("/metrics", promhttp.HandlerFor(c.m.reg, promhttp.HandlerOpts{}))
 	return r
 }

@@ -33,6 +33,7 @@ import (
 
 	"lbscale/balancer/state"
 	"lbscale/scaler/config"
+	"lbscale/scaler/dashboard"
 	"lbscale/scaler/decide"
 	"lbscale/scaler/driver"
 )
@@ -74,6 +75,8 @@ type Options struct {
 	// (nor two scalers started with one SCALER_ID share one), so a new
 	// process always campaigns like any follower.
 	Instance string
+	// DashboardEvery is the dashboard's tick (0: dashboard.DefaultEvery).
+	DashboardEvery time.Duration
 }
 
 // Controller is one scaler process's control loop. It owns one value per
@@ -92,6 +95,7 @@ type Controller struct {
 	rep      *reporter
 
 	lease   *lease
+	dash    *dashboard.Hub
 	members *memberTable
 	up      *upscaler
 	down    *drainer
@@ -151,6 +155,7 @@ func New(o Options) *Controller {
 	}
 	c.log = c.log.With("scaler", c.instance, "pool", c.cfg.Pool)
 	c.rep = newReporter(c.now, c.log, c.m)
+	c.rep.size = func() int { ready, starting, _ := c.members.counts(); return ready + starting }
 	c.up = &upscaler{
 		cfg: c.cfg, store: c.store, drv: c.drv, health: health, now: c.now, log: c.log, m: c.m, rep: c.rep,
 		members: c.members, auto: &c.auto, workers: &c.wg, flaps: c.flaps, recheck: c.reconcileCh,
@@ -162,6 +167,7 @@ func New(o Options) *Controller {
 	c.up.remove = c.down
 	c.recon = &reconciler{cfg: c.cfg, store: c.store, drv: c.drv, now: c.now, log: c.log, rep: c.rep, members: c.members, up: c.up, down: c.down}
 	c.lease = newLease(c.store, c.instance, c.cfg.LeaseTTL, c.now, c.log, c.rep, c.startTerm)
+	c.dash = dashboard.New(dashboard.Options{Source: c, Every: o.DashboardEvery, Now: c.now, Log: c.log})
 	return c
 }
 
@@ -210,6 +216,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	cr.Start()
 	defer cr.Stop()
+	dctx, stop := context.WithCancel(ctx)
+	dashDone := make(chan struct{})
+	go func() { defer close(dashDone); c.dash.Run(dctx) }()
+	defer func() { stop(); <-dashDone }()
 	c.lease.run(ctx)
 	return nil
 }
@@ -222,6 +232,11 @@ func (c *Controller) startTerm(parent context.Context) func() {
 	c.auto.Win.Reset() // lead has not started: no other goroutine holds it
 	c.m.leader.Set(1)
 	c.log.Info("leading: lease acquired")
+	c.wg.Add(1) // before lead starts: it waits for the term's workers
+	go func() {
+		defer c.wg.Done()
+		c.publishSummaries(ctx)
+	}()
 	go func() {
 		defer close(done)
 		c.lead(ctx)
@@ -244,6 +259,7 @@ func (c *Controller) startTerm(parent context.Context) func() {
 // lead takes every decision of one term, one at a time.
 func (c *Controller) lead(ctx context.Context) {
 	defer c.wg.Wait()
+	c.seedEvents(ctx)
 	watch := c.drv.Watch(ctx)
 	demand := c.store.Demand(ctx)
 	poll := time.NewTicker(c.cfg.PollInterval)

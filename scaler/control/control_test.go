@@ -76,6 +76,13 @@ type harness struct {
 	store *memstore.Store
 	eng   *drivertest.Engine
 	clk   *clock
+	stops []started
+}
+
+// started is a controller the harness started, and what stops it.
+type started struct {
+	c    *Controller
+	stop func()
 }
 
 func newHarness(t *testing.T) *harness {
@@ -108,6 +115,7 @@ func (h *harness) start(cfg config.Config, store state.Store) (c *Controller, st
 		})
 	}
 	h.t.Cleanup(stop)
+	h.stops = append(h.stops, started{c, stop})
 	return c, stop
 }
 

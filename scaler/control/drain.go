@@ -202,4 +202,5 @@ func (d *drainer) removeMember(ctx context.Context, m *member, grace time.Durati
 		d.rep.fail("redis registry", err) // the next reconcile drops the entry
 	}
 	d.members.remove(m)
+	d.rep.finished(m.id, d.now())
 }

@@ -53,6 +53,10 @@ type lease struct {
 	// leader is the holder the latest round saw ("" before any answer):
 	// /status and the logs name it.
 	leader atomic.Pointer[string]
+	// since is the unix-nano time at which the latest round first saw that
+	// leader (the dashboard's "leading since" when the leader's own word is
+	// not at hand).
+	since atomic.Int64
 }
 
 func newLease(store leaseStore, holder string, ttl time.Duration, now func() time.Time, log *slog.Logger, rep *reporter, begin func(context.Context) func()) *lease {
@@ -74,6 +78,7 @@ func (l *lease) leaderID() string {
 func (l *lease) saw(holder string) {
 	if prev := l.leaderID(); prev != holder || l.leader.Load() == nil {
 		l.leader.Store(&holder)
+		l.since.Store(l.now().UnixNano())
 		switch {
 		case holder == l.holder:
 		case holder == "":
@@ -93,6 +98,9 @@ func followWait(campaign time.Duration, got state.Lease) time.Duration {
 	}
 	return min(campaign, got.Left+2*time.Millisecond)
 }
+
+// leaderSince is when this scaler first saw the current leader lead.
+func (l *lease) leaderSince() time.Time { return time.Unix(0, l.since.Load()) }
 
 // lastRound is when the loop last ran a round, by the injected clock.
 func (l *lease) lastRound() time.Time { return time.Unix(0, l.alive.Load()) }

@@ -114,6 +114,15 @@ type Event struct {
 	ServiceMs float64 `json:"service_ms"`
 	// Flap marks a scale-up within STABLE_WINDOW of a scale-down.
 	Flap bool `json:"flap,omitempty"`
+	// From and To are the replicas (ready and starting) before and after.
+	From int `json:"from"`
+	To   int `json:"to"`
+	// TookMs is how long the event took: until every container it started
+	// was healthy, or every one it drained or removed was gone (0: under
+	// way, or an event with nothing to wait for).
+	TookMs float64 `json:"took_ms"`
+	// pending are the ids the event still waits for.
+	pending map[string]bool
 }
 
 // Demand is the leader's latest demand reading, in /status and /metrics.
@@ -159,5 +168,40 @@ func (l *eventLog) add(e Event) {
 func (l *eventLog) list() []Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]Event(nil), l.evs...)
+	out := append([]Event(nil), l.evs...)
+	for i := range out {
+		out[i].pending = nil
+	}
+	return out
+}
+
+// finish marks container id's part of its latest event done at t; the
+// event's TookMs is set when its last part is.
+func (l *eventLog) finish(id string, t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.evs) - 1; i >= 0; i-- {
+		e := &l.evs[i]
+		if !e.pending[id] {
+			continue
+		}
+		delete(e.pending, id)
+		if len(e.pending) == 0 {
+			e.TookMs = float64(t.Sub(e.Time).Microseconds()) / 1000
+		}
+		return
+	}
+}
+
+// seed puts evs (an earlier leader's log) before this log's own events, so
+// the log goes on across a change of leader. Their pending parts are not
+// carried over: this leader cannot tell when the earlier one's ended.
+func (l *eventLog) seed(evs []Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	merged := append(append([]Event(nil), evs...), l.evs...)
+	if over := len(merged) - l.cap; over > 0 {
+		merged = merged[over:]
+	}
+	l.evs = merged
 }

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"lbscale/scaler/decide"
 )
 
 // reporter is where every concern of the controller reports what went
@@ -17,6 +19,9 @@ type reporter struct {
 	log    *slog.Logger
 	m      *metrics
 	events eventLog
+	// size counts the replicas (ready and starting) for an event's From
+	// and To (nil: not counted).
+	size func() int
 
 	mu       sync.Mutex // protects problems
 	problems map[string]*problem
@@ -32,14 +37,34 @@ func newReporter(now func() time.Time, log *slog.Logger, m *metrics) *reporter {
 }
 
 // record counts ev and keeps it for /status (stamped now unless it has a
-// time).
+// time). It is called after the member table changed, so the replicas now
+// are the event's To, and its From is To less the containers it added (or
+// plus those it took away). The event waits for each of its ids to finish,
+// unless there is nothing to wait for: a reclaim is done at once, and an
+// exited container is already gone.
 func (r *reporter) record(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = r.now()
 	}
+	if r.size != nil {
+		ev.To = r.size()
+		ev.From = ev.To - ev.Count
+		if ev.Direction == "down" {
+			ev.From = ev.To + ev.Count
+		}
+	}
+	if len(ev.IDs) > 0 && ev.Reason != decide.ReasonReclaim && ev.Reason != decide.ReasonExited {
+		ev.pending = make(map[string]bool, len(ev.IDs))
+		for _, id := range ev.IDs {
+			ev.pending[id] = true
+		}
+	}
 	r.m.events.WithLabelValues(ev.Direction, string(ev.Reason)).Add(float64(ev.Count))
 	r.events.add(ev)
 }
+
+// finished tells the event log that container id's start or stop ended at t.
+func (r *reporter) finished(id string, t time.Time) { r.events.finish(id, t) }
 
 // fail counts and logs a failed operation, at most every problemEvery per
 // operation, so that a Redis outage is one line per 10 s, not four a second.

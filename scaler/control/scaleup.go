@@ -238,6 +238,7 @@ func (u *upscaler) becomeReady(ctx context.Context, m *member, t time.Time) {
 		u.rep.fail("redis registry", err)
 	}
 	u.members.ready(m, t)
+	u.rep.finished(m.id, t)
 }
 
 // startFailed cleans up after a start that went wrong and backs off.

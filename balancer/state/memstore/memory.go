@@ -28,6 +28,10 @@ type Store struct {
 	lease     string
 	leaseEnd  time.Time
 	subs      map[chan int64]struct{}
+
+	reports    map[string]state.Report // balancer id -> latest report
+	summary    []byte                  // the leader's dashboard summary
+	summaryEnd time.Time               // when summary expires
 }
 
 type memBalancer struct {

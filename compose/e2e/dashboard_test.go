@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"lbscale/balancer/proctest"
+	"lbscale/scaler/dashboard/browsertest"
+)
+
+// TestDashboardInBrowser opens the scaler's live dashboard in a real
+// browser (Debian's chromium, driven by chromedp) on the compose cluster:
+// the replica count it shows is the one /status reports; a burst changes
+// the count and the event list without a reload; a restarted scaler is
+// reconnected to by the page itself. It saves docs/img/dashboard.png,
+// taken during the burst.
+func TestDashboardInBrowser(t *testing.T) {
+	needDocker(t)
+	// The browser first, so that a missing one skips (or fails) the test
+	// before the cluster is built; its bound covers scripts/up too.
+	ctx := browsertest.New(t, 10*time.Minute)
+	up(t, "MIN_REPLICAS=1", "MAX_REPLICAS=4", "WEB_ENV=CAPACITY=2,SLEEP_MS=300", "MAX_INFLIGHT=2",
+		"QUEUE_TIMEOUT=60s", "IDLE_TIMEOUT=10s", "SCALE_DOWN_INTERVAL=2s")
+	waitFor(t, 60*time.Second, "pool settles at 1 replica", func() bool {
+		return getStatus(t, adminA).Replicas == 1 && getStatus(t, adminB).Replicas == 1
+	})
+
+	page := adminScaler + "/"
+	do(t, ctx, "open the dashboard", chromedp.Navigate(page), waitLive())
+	// A marker the page would lose on a reload.
+	do(t, ctx, "mark the page", chromedp.Evaluate[chromedp.Void](`window.__noReload = 1`))
+
+	// 1. The count the page shows is the one /status reports.
+	waitFor(t, 15*time.Second, "the page's ready count matches /status", func() bool {
+		return readInt(t, ctx, "#ready") == getStatus(t, adminA).Replicas
+	})
+	events0 := rows(t, ctx, "#events tr")
+	t.Logf("page: ready %d, %d events before the burst", readInt(t, ctx, "#ready"), events0)
+
+	// 2. A burst, open loop, through both balancers: 40 requests/s for
+	// 15 s against about 6.7/s per container.
+	var failed, sent atomic.Int64
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 200}}
+	start := time.Now()
+	go func() {
+		for i := range 600 {
+			time.Sleep(time.Until(start.Add(time.Duration(i) * 25 * time.Millisecond)))
+			wg.Add(1)
+			sent.Add(1)
+			go func() {
+				defer wg.Done()
+				url := proxyA + "/"
+				if i%2 == 1 {
+					url = proxyB + "/"
+				}
+				res, err := client.Get(url)
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				res.Body.Close()
+				if res.StatusCode != http.StatusOK {
+					failed.Add(1)
+				}
+			}()
+		}
+	}()
+	took := waitFor(t, 40*time.Second, "the page shows the pool grow and a new event, without a reload", func() bool {
+		return readInt(t, ctx, "#ready") > 1 && rows(t, ctx, "#events tr") > events0
+	})
+	t.Logf("the page showed the scale-up %v into the burst", took.Round(100*time.Millisecond))
+	time.Sleep(time.Until(start.Add(10 * time.Second)))              // let the charts fill
+	shot := eval(t, ctx, "screenshot", chromedp.FullScreenshot(100)) // 100: PNG; less, JPEG
+	out := filepath.Join(proctest.Root(t), "docs", "img", "dashboard.png")
+	if err := os.WriteFile(out, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("saved %s (%d bytes) during the burst", out, len(shot))
+	if eval(t, ctx, "the marker", chromedp.Evaluate[int](`window.__noReload || 0`)) != 1 {
+		t.Fatal("the page was reloaded during the burst")
+	}
+	time.Sleep(time.Until(start.Add(16 * time.Second)))
+	wg.Wait()
+	t.Logf("burst: %d requests, %d failed", sent.Load(), failed.Load())
+	if failed.Load() > 0 {
+		t.Errorf("%d of %d burst requests failed", failed.Load(), sent.Load())
+	}
+	if page, status := readInt(t, ctx, "#ready"), getStatus(t, adminA).Replicas; page < 2 || status < 2 {
+		t.Errorf("after the burst the page shows %d ready and /status %d, want both above 1", page, status)
+	}
+
+	// 3. The scaler behind the page restarts: the page reconnects by itself.
+	before := eval(t, ctx, "count reconnects", chromedp.Evaluate[int](`window.lbscale.reconnects`))
+	id := docker(t, "ps", "-q", "--filter", "label=com.docker.compose.project="+project, "--filter", "label=com.docker.compose.service=scaler-a")
+	docker(t, "restart", "-t", "10", id)
+	back := waitFor(t, 60*time.Second, "the page reconnects after the scaler's restart", func() bool {
+		return eval(t, ctx, "reconnects", chromedp.Evaluate[int](`window.lbscale.connected ? window.lbscale.reconnects : -1`)) > before
+	})
+	t.Logf("the page reconnected %v after the scaler's restart returned", back.Round(100*time.Millisecond))
+	ticks0 := eval(t, ctx, "ticks", chromedp.Evaluate[int](`window.lbscale.ticks`))
+	time.Sleep(3 * time.Second)
+	do(t, ctx, "live", waitLive())
+	ticks1 := eval(t, ctx, "ticks again", chromedp.Evaluate[int](`window.lbscale.ticks`))
+	if ticks1 <= ticks0 {
+		t.Fatalf("no tick in 3 s after reconnecting (%d then %d)", ticks0, ticks1)
+	}
+	waitFor(t, 15*time.Second, "after the restart the page's ready count matches /status", func() bool {
+		return readInt(t, ctx, "#ready") == getStatus(t, adminA).Replicas
+	})
+	if eval(t, ctx, "the marker", chromedp.Evaluate[int](`window.__noReload || 0`)) != 1 {
+		t.Fatal("the page reloaded instead of reconnecting")
+	}
+}
+
+// waitLive waits until the page says its stream is live.
+func waitLive() chromedp.Action[chromedp.Void] {
+	return chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="live"]`))
+}
+
+// do runs steps in the browser with a bound on time, failing the test with
+// what it was doing.
+func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(actx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval runs one action that yields a value, bounded like do.
+func eval[T any](t *testing.T, ctx context.Context, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(actx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// readInt reads the number an element of the page shows; -1 while it
+// shows none (before the first snapshot arrived).
+func readInt(t *testing.T, ctx context.Context, sel string) int {
+	t.Helper()
+	s := eval(t, ctx, "read "+sel, chromedp.TextContent(chromedp.CSS(sel)))
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// rows counts the elements sel matches.
+func rows(t *testing.T, ctx context.Context, sel string) int {
+	t.Helper()
+	return eval(t, ctx, "count "+sel, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
+}
