@@ -141,6 +141,7 @@ type initMsg struct {
 	History  []Point   `json:"history"`
 	Snapshot *Snapshot `json:"snapshot"`
 	Every    int64     `json:"every_ms"`
+	Window   int64     `json:"window_ms"`
 }
 
 // event encodes one server-sent event. JSON has no raw newline, so the
@@ -173,7 +174,7 @@ func (h *Hub) Stream(w http.ResponseWriter, r *http.Request) {
 	if hist == nil {
 		hist = []Point{} // [], not null, before the first sample
 	}
-	first := event("init", initMsg{History: hist, Snapshot: h.last, Every: h.o.Every.Milliseconds()})
+	first := event("init", initMsg{History: hist, Snapshot: h.last, Every: h.o.Every.Milliseconds(), Window: h.o.Window.Milliseconds()})
 	h.subs[ch] = struct{}{}
 	h.mu.Unlock()
 	defer func() {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -183,7 +184,8 @@ func TestStreamFraming(t *testing.T) {
 	if len(e.lines) != 2 || e.lines[0] != "event: init" || !strings.HasPrefix(e.lines[1], "data: ") {
 		t.Fatalf("init = %q, want an event line and one data line", e.lines)
 	}
-	if d := e.field("data"); !strings.Contains(d, `"history":[]`) || !strings.Contains(d, `"snapshot":null`) || !strings.Contains(d, `"every_ms":1000`) {
+	if d := e.field("data"); !strings.Contains(d, `"history":[]`) || !strings.Contains(d, `"snapshot":null`) || !strings.Contains(d, `"every_ms":1000`) ||
+		!strings.Contains(d, fmt.Sprintf(`"window_ms":%d`, dashboard.DefaultWindow.Milliseconds())) {
 		t.Errorf("init before any sample = %s", d)
 	}
 
