@@ -90,9 +90,8 @@ type Syncer struct {
 	failures atomic.Uint64
 
 	// For Report, which runs on another goroutine.
-	lastOKMs       atomic.Int64  // unix ms of the latest successful sync
-	arrivals       atomic.Uint64 // math.Float64bits of the latest published arrival rate
-	reportFailures atomic.Uint64
+	lastOKMs atomic.Int64  // unix ms of the latest successful sync
+	arrivals atomic.Uint64 // math.Float64bits of the latest published arrival rate
 }
 
 // New returns a Syncer whose pool starts with the static backends (holding no

@@ -79,6 +79,7 @@ func (k Keys) Reports() string { return k.prefix + "reports" }
 func (k Keys) Report(id string) string { return k.prefix + "report:" + id }
 
 // Summary is a string: the leading scaler's dashboard summary (JSON, its
-// schema is scaler/control's), rewritten every second with a short expiry,
-// so that every scaler's dashboard shows the leader's view.
+// schema is scaler/control's), rewritten every second, so that every
+// scaler's dashboard shows the leader's view and the next leader carries
+// its event log on.
 func (k Keys) Summary() string { return k.prefix + "summary" }

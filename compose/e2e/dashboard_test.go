@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,9 +35,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	})
 
 	page := adminScaler + "/"
-	do(t, ctx, "open the dashboard", chromedp.Navigate(page), waitLive())
+	browsertest.Do(t, ctx, "open the dashboard", chromedp.Navigate(page), waitLive())
 	// A marker the page would lose on a reload.
-	do(t, ctx, "mark the page", chromedp.Evaluate[chromedp.Void](`window.__noReload = 1`))
+	browsertest.Do(t, ctx, "mark the page", chromedp.Evaluate[chromedp.Void](`window.__noReload = 1`))
 
 	// 1. The count the page shows is the one /status reports.
 	waitFor(t, 15*time.Second, "the page's ready count matches /status", func() bool {
@@ -50,76 +48,60 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// 2. A burst, open loop, through both balancers: 40 requests/s for
 	// 15 s against about 6.7/s per container.
-	var failed, sent atomic.Int64
-	var wg sync.WaitGroup
-	client := &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 200}}
+	burst := shape{name: "dashboard burst", dur: 15 * time.Second, rate: func(float64) float64 { return 40 }}
 	start := time.Now()
+	done := make(chan []outcome, 1)
 	go func() {
-		for i := range 600 {
-			time.Sleep(time.Until(start.Add(time.Duration(i) * 25 * time.Millisecond)))
-			wg.Add(1)
-			sent.Add(1)
-			go func() {
-				defer wg.Done()
-				url := proxyA + "/"
-				if i%2 == 1 {
-					url = proxyB + "/"
-				}
-				res, err := client.Get(url)
-				if err != nil {
-					failed.Add(1)
-					return
-				}
-				res.Body.Close()
-				if res.StatusCode != http.StatusOK {
-					failed.Add(1)
-				}
-			}()
-		}
+		done <- driveTo(t, burst, func(k int) string { return []string{proxyA, proxyB}[k%2] + "/" })
 	}()
 	took := waitFor(t, 40*time.Second, "the page shows the pool grow and a new event, without a reload", func() bool {
 		return readInt(t, ctx, "#ready") > 1 && rows(t, ctx, "#events tr") > events0
 	})
 	t.Logf("the page showed the scale-up %v into the burst", took.Round(100*time.Millisecond))
-	time.Sleep(time.Until(start.Add(10 * time.Second)))              // let the charts fill
-	shot := eval(t, ctx, "screenshot", chromedp.FullScreenshot(100)) // 100: PNG; less, JPEG
+	time.Sleep(time.Until(start.Add(10 * time.Second)))                         // let the charts fill
+	shot := browsertest.Run(t, ctx, "screenshot", chromedp.FullScreenshot(100)) // 100: PNG; less, JPEG
 	out := filepath.Join(proctest.Root(t), "docs", "img", "dashboard.png")
 	if err := os.WriteFile(out, shot, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("saved %s (%d bytes) during the burst", out, len(shot))
-	if eval(t, ctx, "the marker", chromedp.Evaluate[int](`window.__noReload || 0`)) != 1 {
+	if browsertest.Run(t, ctx, "the marker", chromedp.Evaluate[int](`window.__noReload || 0`)) != 1 {
 		t.Fatal("the page was reloaded during the burst")
 	}
-	time.Sleep(time.Until(start.Add(16 * time.Second)))
-	wg.Wait()
-	t.Logf("burst: %d requests, %d failed", sent.Load(), failed.Load())
-	if failed.Load() > 0 {
-		t.Errorf("%d of %d burst requests failed", failed.Load(), sent.Load())
+	outs := <-done
+	failed := 0
+	for _, o := range outs {
+		if o.code != http.StatusOK {
+			failed++
+		}
+	}
+	t.Logf("burst: %d requests, %d failed", len(outs), failed)
+	if failed > 0 {
+		t.Errorf("%d of %d burst requests failed", failed, len(outs))
 	}
 	if page, status := readInt(t, ctx, "#ready"), getStatus(t, adminA).Replicas; page < 2 || status < 2 {
 		t.Errorf("after the burst the page shows %d ready and /status %d, want both above 1", page, status)
 	}
 
 	// 3. The scaler behind the page restarts: the page reconnects by itself.
-	before := eval(t, ctx, "count reconnects", chromedp.Evaluate[int](`window.lbscale.reconnects`))
+	before := browsertest.Run(t, ctx, "count reconnects", chromedp.Evaluate[int](`window.lbscale.reconnects`))
 	id := docker(t, "ps", "-q", "--filter", "label=com.docker.compose.project="+project, "--filter", "label=com.docker.compose.service=scaler-a")
 	docker(t, "restart", "-t", "10", id)
 	back := waitFor(t, 60*time.Second, "the page reconnects after the scaler's restart", func() bool {
-		return eval(t, ctx, "reconnects", chromedp.Evaluate[int](`window.lbscale.connected ? window.lbscale.reconnects : -1`)) > before
+		return browsertest.Run(t, ctx, "reconnects", chromedp.Evaluate[int](`window.lbscale.connected ? window.lbscale.reconnects : -1`)) > before
 	})
 	t.Logf("the page reconnected %v after the scaler's restart returned", back.Round(100*time.Millisecond))
-	ticks0 := eval(t, ctx, "ticks", chromedp.Evaluate[int](`window.lbscale.ticks`))
+	ticks0 := browsertest.Run(t, ctx, "ticks", chromedp.Evaluate[int](`window.lbscale.ticks`))
 	time.Sleep(3 * time.Second)
-	do(t, ctx, "live", waitLive())
-	ticks1 := eval(t, ctx, "ticks again", chromedp.Evaluate[int](`window.lbscale.ticks`))
+	browsertest.Do(t, ctx, "live", waitLive())
+	ticks1 := browsertest.Run(t, ctx, "ticks again", chromedp.Evaluate[int](`window.lbscale.ticks`))
 	if ticks1 <= ticks0 {
 		t.Fatalf("no tick in 3 s after reconnecting (%d then %d)", ticks0, ticks1)
 	}
 	waitFor(t, 15*time.Second, "after the restart the page's ready count matches /status", func() bool {
 		return readInt(t, ctx, "#ready") == getStatus(t, adminA).Replicas
 	})
-	if eval(t, ctx, "the marker", chromedp.Evaluate[int](`window.__noReload || 0`)) != 1 {
+	if browsertest.Run(t, ctx, "the marker", chromedp.Evaluate[int](`window.__noReload || 0`)) != 1 {
 		t.Fatal("the page reloaded instead of reconnecting")
 	}
 }
@@ -129,34 +111,11 @@ func waitLive() chromedp.Action[chromedp.Void] {
 	return chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="live"]`))
 }
 
-// do runs steps in the browser with a bound on time, failing the test with
-// what it was doing.
-func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := chromedp.Do(actx, steps...); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
-// eval runs one action that yields a value, bounded like do.
-func eval[T any](t *testing.T, ctx context.Context, what string, a chromedp.Action[T]) T {
-	t.Helper()
-	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(actx, a)
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	return v
-}
-
 // readInt reads the number an element of the page shows; -1 while it
 // shows none (before the first snapshot arrived).
 func readInt(t *testing.T, ctx context.Context, sel string) int {
 	t.Helper()
-	s := eval(t, ctx, "read "+sel, chromedp.TextContent(chromedp.CSS(sel)))
+	s := browsertest.Run(t, ctx, "read "+sel, chromedp.TextContent(chromedp.CSS(sel)))
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil {
 		return -1
@@ -167,5 +126,5 @@ func readInt(t *testing.T, ctx context.Context, sel string) int {
 // rows counts the elements sel matches.
 func rows(t *testing.T, ctx context.Context, sel string) int {
 	t.Helper()
-	return eval(t, ctx, "count "+sel, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
+	return browsertest.Run(t, ctx, "count "+sel, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
 }

@@ -75,8 +75,6 @@ type Options struct {
 	// (nor two scalers started with one SCALER_ID share one), so a new
 	// process always campaigns like any follower.
 	Instance string
-	// DashboardEvery is the dashboard's tick (0: dashboard.DefaultEvery).
-	DashboardEvery time.Duration
 }
 
 // Controller is one scaler process's control loop. It owns one value per
@@ -167,7 +165,7 @@ func New(o Options) *Controller {
 	c.up.remove = c.down
 	c.recon = &reconciler{cfg: c.cfg, store: c.store, drv: c.drv, now: c.now, log: c.log, rep: c.rep, members: c.members, up: c.up, down: c.down}
 	c.lease = newLease(c.store, c.instance, c.cfg.LeaseTTL, c.now, c.log, c.rep, c.startTerm)
-	c.dash = dashboard.New(dashboard.Options{Source: c, Every: o.DashboardEvery, Now: c.now, Log: c.log})
+	c.dash = dashboard.New(dashboard.Options{Source: c, Now: c.now, Log: c.log})
 	return c
 }
 

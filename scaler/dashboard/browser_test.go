@@ -54,11 +54,7 @@ func poll(t *testing.T, ctx context.Context, what, expr string) {
 
 func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-	if err != nil {
-		t.Fatalf("evaluate %s: %v", expr, err)
-	}
-	return v
+	return browsertest.Run(t, ctx, "evaluate "+expr, chromedp.Evaluate[T](expr))
 }
 
 // history fills h with 30 minutes of a made-up day: the load climbs from

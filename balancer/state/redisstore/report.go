@@ -51,13 +51,15 @@ func (s *Store) Reports(ctx context.Context) ([]state.Report, error) {
 		return nil, fmt.Errorf("read reports: %w", err)
 	}
 	old := strconv.FormatInt(now.Add(-state.ReportKeep).UnixMilli(), 10)
-	if err := s.rdb.ZRemRangeByScore(ctx, s.keys.Reports(), "-inf", "("+old).Err(); err != nil {
+	var list *redis.StringSliceCmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRemRangeByScore(ctx, s.keys.Reports(), "-inf", "("+old)
+		list = p.ZRange(ctx, s.keys.Reports(), 0, -1)
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("read reports: %w", err)
 	}
-	ids, err := s.rdb.ZRange(ctx, s.keys.Reports(), 0, -1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read reports: %w", err)
-	}
+	ids := list.Val()
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {

@@ -83,6 +83,34 @@ func New(t testing.TB, timeout time.Duration) context.Context {
 	return bctx
 }
 
+// StepTimeout bounds one call of Do or Run: a step that waits longer for
+// the page than this has failed.
+const StepTimeout = 30 * time.Second
+
+// Do runs steps in the browser within StepTimeout, failing t with what it
+// was doing if they fail.
+func Do(t testing.TB, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, StepTimeout)
+	defer cancel()
+	if err := chromedp.Do(sctx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Run runs one action that yields a value (an evaluation, a screenshot),
+// bounded and failing like Do.
+func Run[T any](t testing.TB, ctx context.Context, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, StepTimeout)
+	defer cancel()
+	v, err := chromedp.Run(sctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
 // exceptions collects the page's uncaught exceptions.
 type exceptions struct {
 	mu   sync.Mutex // protects seen
