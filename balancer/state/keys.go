@@ -39,10 +39,30 @@ func (k Keys) Balancers() string { return k.prefix + "balancers" }
 
 // Balancer is a hash per balancer: "q" -> queued, "w" -> demand weight,
 // "s" -> sync interval ms, "a" -> arrivals/s, "d" -> served/s, "t" -> mean
-// service ms, "i:<backend>" -> in-flight, "g:<backend>" -> granted slots.
-// It expires with the balancer's TTL. sync.lua writes it, load.lua and
-// ClusterLoad read it.
+// service ms, and only where non-zero "i:<backend>" -> in-flight,
+// "g:<backend>" -> granted slots. It has no expiry of its own: the sync
+// script removes it, and takes its counts out of Aggregate, once the
+// balancer's expiry in Balancers has passed (or it left), so that the sums
+// never count a balancer twice or lose one.
 func (k Keys) Balancer(id string) string { return k.prefix + "bal:" + id }
+
+// Aggregate is a hash: "i:<backend>" -> in flight and "g:<backend>" ->
+// granted slots, each summed over the balancers whose hashes are recorded
+// (zero sums are absent). A sync reads a backend's sum instead of every
+// balancer's hash, so its cost does not grow with the number of balancers.
+func (k Keys) Aggregate() string { return k.prefix + "agg" }
+
+// Changes is a sorted set: backend id -> the Sequence number of the latest
+// change of its sums or last-seen time. A balancer reads only the backends
+// changed since its last sync.
+func (k Keys) Changes() string { return k.prefix + "chg" }
+
+// Sequence is a counter, raised once by each sync that changed something.
+func (k Keys) Sequence() string { return k.prefix + "seq" }
+
+// RegistryVersion is a counter raised by every registry write, so that a
+// balancer reads the registry only when it changed.
+func (k Keys) RegistryVersion() string { return k.prefix + "registry:ver" }
 
 // BalancerPrefix is Balancer("") for the sync script, which builds the keys
 // of the other balancers itself.

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,15 +38,15 @@ type Store struct {
 	rdb  redis.UniversalClient
 	keys state.Keys
 	conn Conn // zero for NewClient; names the server in Ping's error
+
+	mu    sync.Mutex
+	views map[string]*view // balancer id -> what it has told and read
 }
 
 var (
 	//go:embed sync.lua
 	syncSrc    string
 	syncScript = redis.NewScript(syncSrc)
-	//go:embed load.lua
-	loadSrc    string
-	loadScript = redis.NewScript(loadSrc)
 	//go:embed lease.lua
 	leaseSrc    string
 	leaseScript = redis.NewScript(leaseSrc)
@@ -76,7 +77,7 @@ func NewConn(conn Conn, pool string) (*Store, error) {
 // NewClient wraps an existing client (a Sentinel or Cluster client works
 // unchanged: every key of a pool shares one hash slot).
 func NewClient(rdb redis.UniversalClient, pool string) *Store {
-	return &Store{rdb: rdb, keys: state.NewKeys(pool)}
+	return &Store{rdb: rdb, keys: state.NewKeys(pool), views: map[string]*view{}}
 }
 
 // Ping checks that Redis answers and accepts the credentials, for a
@@ -163,6 +164,7 @@ func (s *Store) PutBackend(ctx context.Context, b state.Backend) error {
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, s.keys.Registry(), b.ID, v)
 		p.Set(ctx, s.keys.RegistryOwned(), "1", 0)
+		p.Incr(ctx, s.keys.RegistryVersion())
 		return nil
 	})
 	if err != nil {
@@ -176,7 +178,9 @@ func (s *Store) RemoveBackend(ctx context.Context, id string) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HDel(ctx, s.keys.Registry(), id)
 		p.HDel(ctx, s.keys.LastSeen(), id)
+		p.ZRem(ctx, s.keys.Changes(), id)
 		p.Set(ctx, s.keys.RegistryOwned(), "1", 0)
+		p.Incr(ctx, s.keys.RegistryVersion())
 		return nil
 	})
 	if err != nil {
@@ -185,170 +189,8 @@ func (s *Store) RemoveBackend(ctx context.Context, id string) error {
 	return nil
 }
 
-// Sync implements Store: the script, the registry read and (when requests
-// are queued) the demand signal go in one pipelined round trip.
-func (s *Store) Sync(ctx context.Context, req state.SyncRequest) (state.SyncResult, error) {
-	res, err := s.sync(ctx, req)
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// Redis restarted and forgot the script: load it and try once more.
-		if lerr := syncScript.Load(ctx, s.rdb).Err(); lerr != nil {
-			return state.SyncResult{}, fmt.Errorf("load sync script: %w", lerr)
-		}
-		res, err = s.sync(ctx, req)
-	}
-	return res, err
-}
-
-func (s *Store) sync(ctx context.Context, req state.SyncRequest) (state.SyncResult, error) {
-	keys := []string{s.keys.Balancers(), s.keys.Balancer(req.Balancer), s.keys.LastSeen(), s.keys.Generation()}
-	epoch := req.Epoch
-	if epoch <= 0 {
-		epoch = state.DefaultEpoch
-	}
-	hold := 0
-	if req.Hold {
-		hold = 1
-	}
-	args := make([]any, 0, 12+5*len(req.Slots))
-	args = append(args, req.Balancer, req.TTL.Milliseconds(), req.Queued, s.keys.BalancerPrefix(),
-		strconv.FormatFloat(req.Weight, 'f', 3, 64), max(1, epoch.Milliseconds()), len(req.Slots), hold,
-		req.Interval.Milliseconds(), strconv.FormatFloat(req.Flow.Arrivals, 'f', 3, 64),
-		strconv.FormatFloat(req.Flow.Done, 'f', 3, 64), strconv.FormatFloat(float64(req.Flow.Service)/1e6, 'f', 3, 64))
-	for _, sl := range req.Slots {
-		var seen int64
-		if !sl.LastSeen.IsZero() {
-			seen = sl.LastSeen.UnixMilli()
-		}
-		args = append(args, sl.ID, sl.Local, sl.Floor, sl.Limit, seen)
-	}
-	var (
-		script *redis.Cmd
-		reg    *redis.MapStringStringCmd
-		owned  *redis.IntCmd
-	)
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		script = syncScript.EvalSha(ctx, p, keys, args...)
-		reg = p.HGetAll(ctx, s.keys.Registry())
-		owned = p.Exists(ctx, s.keys.RegistryOwned())
-		if req.Queued > 0 {
-			p.Publish(ctx, s.keys.DemandChannel(), demandMessage(req.Balancer, req.Queued))
-		}
-		return nil
-	})
-	if err != nil {
-		if serr := script.Err(); serr != nil {
-			err = serr
-		}
-		return state.SyncResult{}, fmt.Errorf("sync balancer %s: %w", req.Balancer, err)
-	}
-	raw, err := script.Slice()
-	if err != nil || len(raw) != 7 {
-		return state.SyncResult{}, fmt.Errorf("sync balancer %s: unexpected reply %v: %w", req.Balancer, raw, err)
-	}
-	res := state.SyncResult{
-		Grants:  ints(raw[0]),
-		Targets: ints(raw[1]),
-		Remote:  ints(raw[2]),
-	}
-	for _, ms := range ints(raw[3]) {
-		var t time.Time
-		if ms > 0 {
-			t = time.UnixMilli(ms)
-		}
-		res.LastSeen = append(res.LastSeen, t)
-	}
-	if n, ok := raw[4].(int64); ok {
-		res.Balancers = int(n)
-	}
-	if n, ok := raw[5].(int64); ok {
-		res.Rank = int(n)
-	}
-	if n, ok := raw[6].(int64); ok {
-		res.Generation = n
-	}
-	if len(res.Grants) != len(req.Slots) || len(res.Remote) != len(req.Slots) || len(res.LastSeen) != len(req.Slots) {
-		return state.SyncResult{}, fmt.Errorf("sync balancer %s: reply for %d backends, sent %d", req.Balancer, len(res.Grants), len(req.Slots))
-	}
-	m, err := reg.Result()
-	if err != nil {
-		return state.SyncResult{}, fmt.Errorf("read registry: %w", err)
-	}
-	if len(m) > 0 || owned.Val() > 0 {
-		res.Registry, res.HasRegistry = decodeRegistry(m), true
-	}
-	return res, nil
-}
-
-func ints(v any) []int64 {
-	a, _ := v.([]any)
-	out := make([]int64, len(a))
-	for i, x := range a {
-		out[i], _ = x.(int64)
-	}
-	return out
-}
-
 func demandMessage(balancer string, queued int64) string {
 	return balancer + " " + strconv.FormatInt(queued, 10)
-}
-
-// Leave implements Store.
-func (s *Store) Leave(ctx context.Context, balancer string) error {
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRem(ctx, s.keys.Balancers(), balancer)
-		p.Del(ctx, s.keys.Balancer(balancer))
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("leave balancer %s: %w", balancer, err)
-	}
-	return nil
-}
-
-// ClusterLoad implements Store.
-func (s *Store) ClusterLoad(ctx context.Context) (state.ClusterLoad, error) {
-	raw, err := loadScript.Run(ctx, s.rdb, []string{s.keys.Balancers(), s.keys.LastSeen()}, s.keys.BalancerPrefix()).Slice()
-	if err != nil || len(raw) != 2 {
-		return state.ClusterLoad{}, fmt.Errorf("read cluster load: %w", errors.Join(err, errShape(raw, 2)))
-	}
-	cl := state.ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}}
-	hashes, _ := raw[0].([]any)
-	cl.Balancers = len(hashes)
-	var flows []state.Flow
-	for _, h := range hashes {
-		kv, _ := h.([]any)
-		var f state.Flow
-		for j := 0; j+1 < len(kv); j += 2 {
-			k, _ := kv[j].(string)
-			v, _ := kv[j+1].(string)
-			n, _ := strconv.ParseInt(v, 10, 64)
-			switch {
-			case k == "q":
-				cl.Queued += n
-			case k == "s":
-				cl.SyncInterval = max(cl.SyncInterval, time.Duration(n)*time.Millisecond)
-			case k == "a":
-				f.Arrivals = parseRate(v)
-			case k == "d":
-				f.Done = parseRate(v)
-			case k == "t":
-				f.Service = time.Duration(parseRate(v) * 1e6)
-			case strings.HasPrefix(k, "i:"):
-				cl.Inflight[k[2:]] += n
-			}
-		}
-		flows = append(flows, f)
-	}
-	cl.Arrivals, cl.Service = state.SumFlows(flows)
-	seen, _ := raw[1].([]any)
-	for j := 0; j+1 < len(seen); j += 2 {
-		k, _ := seen[j].(string)
-		v, _ := seen[j+1].(string)
-		if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
-			cl.LastSeen[k] = time.UnixMilli(ms)
-		}
-	}
-	return cl, nil
 }
 
 // parseRate reads a published rate or time; anything unusable (a balancer

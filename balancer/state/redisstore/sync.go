@@ -1,0 +1,482 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"lbscale/balancer/state"
+)
+
+// The cost model. A sync used to send every backend's counts, read every
+// other balancer's hash and divide every backend's slots in Redis: work in
+// backends × balancers on every call, on Redis's one thread. Now Redis does
+// work in what changed:
+//
+//   - a balancer sends only the backends whose in-flight count, floor or
+//     wanted grant moved, and a last-seen time that advanced by seenStep;
+//   - Redis keeps each backend's in-flight and grant sums (Keys.Aggregate),
+//     so capping a grant reads one sum, not every balancer's hash;
+//   - a balancer reads back only the backends someone changed since its last
+//     sync (the change feed, Keys.Changes), and the registry only when its
+//     version moved;
+//   - the division into fair targets (Divide) runs here, in the balancer,
+//     from the live balancers' demand weights as of the last sync; Redis only
+//     caps what is asked for by what the others leave free.
+//
+// A sync costs Redis a fixed part plus one HGET per live balancer plus a
+// few operations per backend changed, written or read. At rest nothing
+// changes, and the cost does not depend on the number of backends.
+
+// countsEvery is how many syncs apart a balancer sends in-flight counts
+// that changed and reads the others'. Grants, floors and wants go at every
+// sync: they keep the limit and move slots to where requests queue. The
+// counts only inform: least-connections picks across the cluster, /status,
+// the scaler (which reads them once a second). Under load nearly every
+// backend's count changes at every sync, so sending them at every sync
+// would make Redis's work follow the request rate times the number of
+// balancers; every fourth sync, the others see a count at most 4 intervals
+// old (100 ms at the default 25 ms), and Redis does about a third of the
+// work (a backend changed several times in 4 intervals is sent once).
+const countsEvery = 4
+
+// seenStep is how far a backend's last-seen time must advance before a
+// sync sends it: the scaler's idle timeout counts in minutes, and sending
+// every request's millisecond would make every busy backend a change at
+// every sync.
+const seenStep = time.Second
+
+// registryEvery is how often a balancer reads the whole registry even
+// though its version did not move: a hand edit, or a writer that does not
+// raise the version, is still seen.
+const registryEvery = 10 * time.Second
+
+// view is what this process knows of one balancer's record in Redis, so
+// that a sync sends only what changed and reads only what others changed.
+type view struct {
+	gen      int64             // the store's generation (0: unknown, send everything)
+	pos      int64             // change feed position
+	regVer   int64             // registry version held (-1: none)
+	regAt    time.Time         // when the registry was last read
+	registry []state.Backend   // as of regVer
+	owned    bool              // a scaler has written the registry
+	sent     map[string]record // backend -> what Redis records for this balancer
+	sums     map[string]int64  // backend -> cluster in-flight sum, from the feed
+	seen     map[string]int64  // backend -> cluster last-seen ms, from the feed
+	live     []string          // live balancers in id order, at the last sync
+	demands  []float64         // their demand weights
+	clock    int64             // Redis's unix ms at the last sync
+	at       time.Time         // local time the last sync returned
+	scalars  []any             // the scalar fields last sent
+	syncs    int               // syncs since the last full one
+}
+
+// record is one backend's entry in this balancer's hash.
+type record struct{ local, grant, seen int64 }
+
+func newView() *view {
+	return &view{regVer: -1, sent: map[string]record{}, sums: map[string]int64{}, seen: map[string]int64{}}
+}
+
+// item is one backend sent to the script.
+type item struct {
+	id                        string
+	local, floor, want, limit int64
+	seen                      int64
+	gone                      bool // no longer in the balancer's pool: sent as zeros
+}
+
+// Sync implements Store. The script and (when requests are queued) the
+// demand signal go in one pipelined round trip; the first sync of a
+// balancer, and one after Redis lost its state, takes two.
+func (s *Store) Sync(ctx context.Context, req state.SyncRequest) (state.SyncResult, error) {
+	s.mu.Lock()
+	v := s.views[req.Balancer]
+	if v == nil {
+		v = newView()
+		s.views[req.Balancer] = v
+	}
+	s.mu.Unlock()
+	res, err := s.syncView(ctx, v, req)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis restarted and forgot the script: load it and try once more.
+		if lerr := syncScript.Load(ctx, s.rdb).Err(); lerr != nil {
+			return state.SyncResult{}, fmt.Errorf("load sync script: %w", lerr)
+		}
+		res, err = s.syncView(ctx, v, req)
+	}
+	if err != nil {
+		// Redis may have applied what it did not answer: send everything next
+		// time rather than trust what this view believes is recorded.
+		v.gen = 0
+		return state.SyncResult{}, fmt.Errorf("sync balancer %s: %w", req.Balancer, err)
+	}
+	return res, nil
+}
+
+// syncView runs one sync for the balancer v describes. Callers do not
+// sync one balancer from two goroutines at once (cluster.Syncer does not).
+func (s *Store) syncView(ctx context.Context, v *view, req state.SyncRequest) (state.SyncResult, error) {
+	weight := req.Weight
+	if weight <= 0 {
+		weight = float64(req.Queued)
+		for _, sl := range req.Slots {
+			weight += float64(sl.Local)
+		}
+	}
+	full := v.gen == 0
+	targets := v.divide(req, weight)
+	members := v.live
+	ok, err := s.call(ctx, v, req, weight, full, targets)
+	if err == nil && !ok {
+		// Redis does not hold what this view believes (its state was lost,
+		// or this balancer was taken for dead): send everything.
+		*v = *newView()
+		targets = nil
+		ok, err = s.call(ctx, v, req, weight, true, nil)
+		if err == nil && !ok {
+			err = errors.New("state changed during a full sync")
+		}
+	}
+	if err != nil {
+		return state.SyncResult{}, err
+	}
+	if targets == nil || !sameMembers(members, v.live, req.Balancer) {
+		// No division was known before this sync, or balancers came or
+		// went: ask for the fair shares now that the live balancers and
+		// their demands are known, rather than a sync later.
+		targets = v.divide(req, weight)
+		short := false
+		for i, sl := range req.Slots {
+			short = short || v.sent[sl.ID].grant < targets[i]
+		}
+		if short && !req.Hold {
+			if _, err := s.call(ctx, v, req, weight, false, targets); err != nil {
+				return state.SyncResult{}, err
+			}
+		}
+	}
+	return v.result(req, targets), nil
+}
+
+// sameMembers reports whether live (after a sync) holds the balancers of
+// before (as divided from), me included either way.
+func sameMembers(before, live []string, me string) bool {
+	if i, ok := slices.BinarySearch(before, me); !ok {
+		before = slices.Insert(slices.Clone(before), i, me)
+	}
+	return slices.Equal(before, live)
+}
+
+// divide returns this balancer's targets from the demands known at the
+// last sync, with its own demand as it is now; nil before any sync.
+func (v *view) divide(req state.SyncRequest, weight float64) []int64 {
+	if v.at.IsZero() {
+		return nil
+	}
+	live, demands := v.live, v.demands
+	me, found := slices.BinarySearch(live, req.Balancer)
+	if !found {
+		live = slices.Insert(slices.Clone(live), me, req.Balancer)
+		demands = slices.Insert(slices.Clone(demands), me, 0)
+	} else {
+		demands = slices.Clone(demands)
+	}
+	demands[me] = weight
+	epoch := req.Epoch
+	if epoch <= 0 {
+		epoch = state.DefaultEpoch
+	}
+	clock := time.UnixMilli(v.clock).Add(time.Since(v.at))
+	ids := make([]string, len(req.Slots))
+	limits := make([]int64, len(req.Slots))
+	for i, sl := range req.Slots {
+		ids[i], limits[i] = sl.ID, sl.Limit
+	}
+	return Divide(demands, me, ids, limits, Epoch(clock, epoch))
+}
+
+// call sends the script one sync: every backend when full, else only the
+// changed ones. It reports false when Redis asks for a full sync instead.
+func (s *Store) call(ctx context.Context, v *view, req state.SyncRequest, weight float64, full bool, targets []int64) (bool, error) {
+	counts := full || v.syncs%countsEvery == 0
+	items := v.changes(req, full, counts, targets)
+	scalars := []any{"q", req.Queued, "w", strconv.FormatFloat(weight, 'f', 3, 64), "s", req.Interval.Milliseconds(),
+		"a", strconv.FormatFloat(req.Flow.Arrivals, 'f', 3, 64), "d", strconv.FormatFloat(req.Flow.Done, 'f', 3, 64),
+		"t", strconv.FormatFloat(float64(req.Flow.Service)/1e6, 'f', 3, 64)}
+	send := scalars
+	if !full && slices.Equal(scalars, v.scalars) {
+		send = nil
+	}
+	hold, fl := 0, 0
+	if req.Hold {
+		hold = 1
+	}
+	if full {
+		fl = 1
+	}
+	reg := v.regVer
+	if time.Since(v.regAt) >= registryEvery {
+		reg = -1
+	}
+	args := make([]any, 0, 10+len(send)+6*len(items))
+	pos := v.pos
+	if !counts {
+		pos = -1 // no feed this time
+	}
+	args = append(args, "sync", s.keys.BalancerPrefix(), req.Balancer, req.TTL.Milliseconds(), hold, fl, v.gen, pos, reg, len(send)/2)
+	args = append(args, send...)
+	for _, it := range items {
+		args = append(args, it.id, it.local, it.floor, it.want, it.limit, it.seen)
+	}
+	var script *redis.Cmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		script = syncScript.EvalSha(ctx, p, s.scriptKeys(), args...)
+		if req.Queued > 0 {
+			p.Publish(ctx, s.keys.DemandChannel(), demandMessage(req.Balancer, req.Queued))
+		}
+		return nil
+	})
+	if err != nil {
+		if serr := script.Err(); serr != nil {
+			err = serr
+		}
+		return false, err
+	}
+	raw, err := script.Slice()
+	if err != nil {
+		return false, err
+	}
+	if len(raw) == 2 && raw[0] == "resync" {
+		return false, nil
+	}
+	if len(raw) != 14 || raw[0] != "ok" {
+		return false, fmt.Errorf("unexpected reply %v", raw)
+	}
+	grants := ints(raw[4])
+	if len(grants) < len(items) {
+		return false, fmt.Errorf("reply grants %d backends, sent %d", len(grants), len(items))
+	}
+	if full {
+		clear(v.sent)
+	}
+	for j, it := range items {
+		if it.gone {
+			delete(v.sent, it.id)
+			continue
+		}
+		r := v.sent[it.id]
+		r.local, r.grant, r.seen = it.local, grants[j], max(r.seen, it.seen)
+		v.sent[it.id] = r
+	}
+	v.scalars = scalars
+	v.gen, v.clock = int64At(raw, 1), int64At(raw, 2)
+	if counts {
+		v.pos = int64At(raw, 3)
+	}
+	v.at = time.Now()
+	v.syncs++
+	fids, fin, fseen := strs(raw[5]), ints(raw[6]), ints(raw[7])
+	for j, id := range fids {
+		if j < len(fin) && fin[j] != 0 {
+			v.sums[id] = fin[j]
+		} else {
+			delete(v.sums, id)
+		}
+		if j < len(fseen) && fseen[j] > 0 {
+			v.seen[id] = fseen[j]
+		} else {
+			delete(v.seen, id)
+		}
+	}
+	// Every balancer lays the division out in id order.
+	live, weights := strs(raw[8]), strs(raw[9])
+	order := make([]int, len(live))
+	for j := range order {
+		order[j] = j
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(live[a], live[b]) })
+	v.live, v.demands = v.live[:0], v.demands[:0]
+	for _, j := range order {
+		v.live = append(v.live, live[j])
+		v.demands = append(v.demands, parseRate(weights[j]))
+	}
+	if int64At(raw, 11) == 1 {
+		pairs := strs(raw[12])
+		m := make(map[string]string, len(pairs)/2)
+		for j := 0; j+1 < len(pairs); j += 2 {
+			m[pairs[j]] = pairs[j+1]
+		}
+		v.registry, v.regVer, v.regAt = decodeRegistry(m), int64At(raw, 10), time.Now()
+	}
+	v.owned = int64At(raw, 13) == 1
+	return true, nil
+}
+
+// changes lists the backends to send: all of them when full, else those
+// whose record in Redis differs from what the balancer holds now, those it
+// wants more slots of, and those it no longer has (sent as zeros, which
+// removes them).
+func (v *view) changes(req state.SyncRequest, full, counts bool, targets []int64) []item {
+	var out []item
+	known := 0
+	for i, sl := range req.Slots {
+		want := sl.Floor
+		if targets != nil && !req.Hold {
+			want = targets[i]
+		}
+		var seen int64
+		if !sl.LastSeen.IsZero() {
+			seen = sl.LastSeen.UnixMilli()
+		}
+		r, ok := v.sent[sl.ID]
+		if ok {
+			known++
+		}
+		if !full && (!counts || seen-r.seen < seenStep.Milliseconds()) {
+			seen = 0
+		}
+		moved := counts && sl.Local != r.local
+		if full || !ok || moved || sl.Floor != r.grant || want > r.grant || seen > 0 {
+			out = append(out, item{id: sl.ID, local: sl.Local, floor: sl.Floor, want: want, limit: sl.Limit, seen: seen})
+		}
+	}
+	if full || known == len(v.sent) {
+		return out
+	}
+	has := make(map[string]bool, len(req.Slots))
+	for _, sl := range req.Slots {
+		has[sl.ID] = true
+	}
+	for id := range v.sent {
+		if !has[id] {
+			out = append(out, item{id: id, gone: true})
+		}
+	}
+	return out
+}
+
+// result is the SyncResult of req from what v knows after a sync.
+func (v *view) result(req state.SyncRequest, targets []int64) state.SyncResult {
+	n := len(req.Slots)
+	res := state.SyncResult{
+		Grants: make([]int64, n), Targets: targets, Remote: make([]int64, n), LastSeen: make([]time.Time, n),
+		Balancers: len(v.live), Generation: v.gen,
+	}
+	if res.Targets == nil {
+		res.Targets = make([]int64, n)
+	}
+	res.Rank, _ = slices.BinarySearch(v.live, req.Balancer)
+	for i, sl := range req.Slots {
+		r := v.sent[sl.ID]
+		res.Grants[i] = r.grant
+		res.Remote[i] = max(0, v.sums[sl.ID]-r.local)
+		if ms := max(v.seen[sl.ID], r.seen); ms > 0 {
+			res.LastSeen[i] = time.UnixMilli(ms)
+		}
+	}
+	if len(v.registry) > 0 || v.owned {
+		res.Registry, res.HasRegistry = v.registry, true
+	}
+	return res
+}
+
+func (s *Store) scriptKeys() []string {
+	k := s.keys
+	return []string{k.Balancers(), k.Aggregate(), k.Changes(), k.Sequence(), k.LastSeen(),
+		k.Generation(), k.Registry(), k.RegistryVersion(), k.RegistryOwned()}
+}
+
+// Leave implements Store: the balancer's counts and grants leave the sums
+// at once.
+func (s *Store) Leave(ctx context.Context, balancer string) error {
+	s.mu.Lock()
+	delete(s.views, balancer)
+	s.mu.Unlock()
+	err := syncScript.Run(ctx, s.rdb, s.scriptKeys(), "leave", s.keys.BalancerPrefix(), balancer).Err()
+	if err != nil {
+		return fmt.Errorf("leave balancer %s: %w", balancer, err)
+	}
+	return nil
+}
+
+// ClusterLoad implements Store: the live balancers' scalars and the sums.
+func (s *Store) ClusterLoad(ctx context.Context) (state.ClusterLoad, error) {
+	raw, err := syncScript.Run(ctx, s.rdb, s.scriptKeys(), "load", s.keys.BalancerPrefix()).Slice()
+	if err != nil || len(raw) != 4 {
+		return state.ClusterLoad{}, fmt.Errorf("read cluster load: %w", errors.Join(err, errShape(raw, 4)))
+	}
+	cl := state.ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}}
+	each, _ := raw[1].([]any)
+	cl.Balancers = len(each)
+	var flows []state.Flow
+	for _, h := range each {
+		f := func(j int) string { v, _ := h.([]any); return strAt(v, j) }
+		q, _ := strconv.ParseInt(f(0), 10, 64)
+		ms, _ := strconv.ParseInt(f(1), 10, 64)
+		cl.Queued += q
+		cl.SyncInterval = max(cl.SyncInterval, time.Duration(ms)*time.Millisecond)
+		flows = append(flows, state.Flow{Arrivals: parseRate(f(2)), Done: parseRate(f(3)), Service: time.Duration(parseRate(f(4)) * 1e6)})
+	}
+	cl.Arrivals, cl.Service = state.SumFlows(flows)
+	sums := strs(raw[2])
+	for j := 0; j+1 < len(sums); j += 2 {
+		if id, ok := strings.CutPrefix(sums[j], "i:"); ok {
+			n, _ := strconv.ParseInt(sums[j+1], 10, 64)
+			cl.Inflight[id] = n
+		}
+	}
+	seen := strs(raw[3])
+	for j := 0; j+1 < len(seen); j += 2 {
+		if ms, err := strconv.ParseInt(seen[j+1], 10, 64); err == nil {
+			cl.LastSeen[seen[j]] = time.UnixMilli(ms)
+		}
+	}
+	return cl, nil
+}
+
+// ints reads an array reply of integers (or numeric strings); anything
+// else, a missing field's nil among them, reads as 0.
+func ints(v any) []int64 {
+	a, _ := v.([]any)
+	out := make([]int64, len(a))
+	for i, x := range a {
+		switch x := x.(type) {
+		case int64:
+			out[i] = x
+		case string:
+			out[i], _ = strconv.ParseInt(x, 10, 64)
+		}
+	}
+	return out
+}
+
+func strs(v any) []string {
+	a, _ := v.([]any)
+	out := make([]string, len(a))
+	for i := range a {
+		out[i] = strAt(a, i)
+	}
+	return out
+}
+
+func strAt(a []any, i int) string {
+	if i >= len(a) {
+		return ""
+	}
+	s, _ := a[i].(string)
+	return s
+}
+
+func int64At(a []any, i int) int64 {
+	if i >= len(a) {
+		return 0
+	}
+	return ints([]any{a[i]})[0]
+}
