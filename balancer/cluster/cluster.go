@@ -9,6 +9,7 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,7 @@ type Syncer struct {
 	rank      int64
 	gen       int64 // the store's generation at the last sync (0: none yet)
 	degraded  bool
+	raised    bool // degraded, and grants raised to the outage shares
 
 	// retired holds backends that left the set with requests still in
 	// flight, so that if the same backend returns (a registry rebuilt after
@@ -171,7 +173,10 @@ func (s *Syncer) Stats() (syncs, failures uint64, last time.Duration) {
 // Run syncs until ctx ends, then leaves the cluster so this balancer's
 // slots are free at once.
 func (s *Syncer) Run(ctx context.Context) {
-	t := time.NewTicker(s.o.Interval)
+	// Balancers started together would sync in step, all at the same
+	// instant of every interval, each waiting behind the others' scripts on
+	// Redis's one thread. A random phase spreads them over the interval.
+	t := time.NewTimer(rand.N(s.o.Interval) + 1)
 	defer t.Stop()
 	if s.o.Reports != nil {
 		rctx, stop := context.WithCancel(ctx)
@@ -186,6 +191,7 @@ func (s *Syncer) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-t.C:
+			t.Reset(s.o.Interval)
 		case <-s.kick:
 			if gap := KickGap(s.o.Interval) - time.Since(last); gap > 0 {
 				wait = time.After(gap)
@@ -246,7 +252,7 @@ func (s *Syncer) Sync(ctx context.Context) {
 		}
 		req.Slots = append(req.Slots, state.SlotUse{ID: b.ID, Local: b.Local(), Floor: floor, Limit: limit, LastSeen: b.LastSeen()})
 	}
-	sctx, cancel := context.WithTimeout(ctx, max(4*s.o.Interval, 500*time.Millisecond))
+	sctx, cancel := context.WithTimeout(ctx, SyncTimeout(s.o.Interval))
 	start := time.Now()
 	res, err := s.o.Store.Sync(sctx, req)
 	cancel()
@@ -278,7 +284,7 @@ func (s *Syncer) Sync(ctx context.Context) {
 		}
 	}
 	s.gen = res.Generation
-	s.lastOK, s.degraded = now, false
+	s.lastOK, s.degraded, s.raised = now, false, false
 	s.lastOKMs.Store(now.UnixMilli())
 	s.peers.Store(int64(res.Balancers))
 	s.rank = int64(res.Rank)
@@ -321,10 +327,18 @@ func (s *Syncer) syncFailed(set *pool.Set, now time.Time, err error) {
 	if since.IsZero() {
 		since = s.started
 	}
-	if s.degraded || now.Sub(since) < s.ttl {
+	out := now.Sub(since)
+	// The balancers do not reach the TTL at one instant: each counts from
+	// its own last sync, up to an interval or so apart. So each first only
+	// lowers the grants above its share, and raises the ones below a
+	// RaiseDelay later, once every peer has lowered its own: raising at
+	// once would add its share to a peer's old grant not yet lowered.
+	raise := out >= s.ttl+RaiseDelay(s.o.Interval)
+	if out < s.ttl || (s.degraded && (s.raised || !raise)) {
 		return
 	}
 	s.degraded = true
+	s.raised = raise
 	peers := max(s.peers.Load(), 1)
 	for i, b := range set.Backends {
 		var share int64
@@ -337,16 +351,31 @@ func (s *Syncer) syncFailed(set *pool.Set, now time.Time, err error) {
 			share = DegradedShare(b.Limit(), peers, s.rank, int64(i))
 		}
 		b.SetRemote(0)
-		if share >= b.Grant() {
-			b.SetGrant(share, share)
-		} else {
+		switch {
+		case share < b.Grant():
 			// Above its share: lend nothing more, and give slots back as
 			// requests finish (Release drops a grant above its target).
 			b.ShrinkGrant(share)
+		case raise:
+			b.SetGrant(share, share)
 		}
 	}
-	s.o.OnCapacity()
+	if raise {
+		s.o.OnCapacity()
+	}
 }
+
+// RaiseDelay is how long after its TTL a balancer cut off from the store
+// waits before raising grants to its outage shares. Its peers reach their
+// TTLs within an interval of its own, and each tries a sync at least every
+// SyncTimeout plus an interval while the store does not answer: by then
+// every peer has lowered its grants.
+func RaiseDelay(interval time.Duration) time.Duration { return SyncTimeout(interval) + 2*interval }
+
+// SyncTimeout bounds one sync: a few intervals, so that a slow store does
+// not stall the loop, and at least half a second, so that a loaded one
+// still answers.
+func SyncTimeout(interval time.Duration) time.Duration { return max(4*interval, 500*time.Millisecond) }
 
 // DegradedShare is balancer rank's slots of backend index's limit while the
 // store is unreachable, among peers balancers. The limit is cut into peers

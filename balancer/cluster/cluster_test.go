@@ -234,8 +234,15 @@ func TestNeverSyncedServesOneSlot(t *testing.T) {
 	now = now.Add(1100 * time.Millisecond)
 	s.Sync(ctx)
 	for _, b := range s.Set().Backends {
+		if b.Grant() != 0 {
+			t.Fatalf("%s: grant %d just past the TTL, want 0 until the raise delay passed", b.ID, b.Grant())
+		}
+	}
+	now = now.Add(RaiseDelay(25 * time.Millisecond))
+	s.Sync(ctx)
+	for _, b := range s.Set().Backends {
 		if b.Grant() != 1 {
-			t.Fatalf("%s: grant %d after a TTL without the store, want 1", b.ID, b.Grant())
+			t.Fatalf("%s: grant %d after a TTL and the raise delay without the store, want 1", b.ID, b.Grant())
 		}
 	}
 }

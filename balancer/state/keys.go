@@ -41,24 +41,46 @@ func (k Keys) Balancers() string { return k.prefix + "balancers" }
 // "s" -> sync interval ms, "a" -> arrivals/s, "d" -> served/s, "t" -> mean
 // service ms, and only where non-zero "i:<backend>" -> in-flight,
 // "g:<backend>" -> granted slots. It has no expiry of its own: the sync
-// script removes it, and takes its counts out of Aggregate, once the
+// script removes it, and takes its counts out of the sums, once the
 // balancer's expiry in Balancers has passed (or it left), so that the sums
 // never count a balancer twice or lose one.
 func (k Keys) Balancer(id string) string { return k.prefix + "bal:" + id }
 
-// Aggregate is a hash: "i:<backend>" -> in flight and "g:<backend>" ->
-// granted slots, each summed over the balancers whose hashes are recorded
-// (zero sums are absent). A sync reads a backend's sum instead of every
-// balancer's hash, so its cost does not grow with the number of balancers.
-func (k Keys) Aggregate() string { return k.prefix + "agg" }
+// Granted is a hash: backend id -> slots granted on it, summed over the
+// balancers whose hashes are recorded (zero sums are absent). Capping a
+// grant reads one sum instead of every balancer's hash, so a sync's cost
+// does not grow with the number of balancers.
+func (k Keys) Granted() string { return k.prefix + "granted" }
 
-// Changes is a sorted set: backend id -> the Sequence number of the latest
-// change of its sums or last-seen time. A balancer reads only the backends
-// changed since its last sync.
-func (k Keys) Changes() string { return k.prefix + "chg" }
+// Inflight is a string of big-endian int32s: at 4 × Index(backend) the
+// number of requests in flight to that backend, summed over the recorded
+// balancers. One BITFIELD updates any number of sums, and a balancer reads
+// them all with one GET, 4 bytes a backend, when the Sequence moved.
+func (k Keys) Inflight() string { return k.prefix + "inflight" }
 
-// Sequence is a counter, raised once by each sync that changed something.
+// Index is a hash: backend id -> its position in Inflight. A backend gets
+// one when a request first runs on it and gives it back (to FreeIndexes)
+// once nothing is in flight or granted on it and the registry no longer
+// lists it.
+func (k Keys) Index() string { return k.prefix + "index" }
+
+// FreeIndexes is a set of positions in Inflight given back, handed out
+// again before fresh ones.
+func (k Keys) FreeIndexes() string { return k.prefix + "index:free" }
+
+// IndexVersion is a counter raised whenever Index changes, so that a
+// balancer reads Index only then.
+func (k Keys) IndexVersion() string { return k.prefix + "index:ver" }
+
+// Sequence is a counter raised by each sync that moved an in-flight sum or
+// a last-seen time: a balancer that has read up to the current value has
+// nothing to read.
 func (k Keys) Sequence() string { return k.prefix + "seq" }
+
+// SeenFeed is a sorted set: backend id -> the Sequence at which its
+// last-seen time last moved. A balancer reads only the times moved since
+// its last read.
+func (k Keys) SeenFeed() string { return k.prefix + "seen:feed" }
 
 // RegistryVersion is a counter raised by every registry write, so that a
 // balancer reads the registry only when it changed.

@@ -173,17 +173,11 @@ func (s *Store) PutBackend(ctx context.Context, b state.Backend) error {
 	return nil
 }
 
-// RemoveBackend implements Registry.
+// RemoveBackend implements Registry. It is a script because a removed
+// backend's place in the in-flight sums is given back when nothing is in
+// flight or granted on it, which takes a read and a write in one step.
 func (s *Store) RemoveBackend(ctx context.Context, id string) error {
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HDel(ctx, s.keys.Registry(), id)
-		p.HDel(ctx, s.keys.LastSeen(), id)
-		p.ZRem(ctx, s.keys.Changes(), id)
-		p.Set(ctx, s.keys.RegistryOwned(), "1", 0)
-		p.Incr(ctx, s.keys.RegistryVersion())
-		return nil
-	})
-	if err != nil {
+	if err := syncScript.Run(ctx, s.rdb, s.scriptKeys(), "remove", s.keys.BalancerPrefix(), id).Err(); err != nil {
 		return fmt.Errorf("unregister backend %s: %w", id, err)
 	}
 	return nil

@@ -19,23 +19,27 @@ import (
 // backends × balancers on every call, on Redis's one thread. Now Redis does
 // work in what changed:
 //
-//   - a balancer sends only the backends whose in-flight count, floor or
-//     wanted grant moved, and a last-seen time that advanced by seenStep;
-//   - Redis keeps each backend's in-flight and grant sums (Keys.Aggregate),
-//     so capping a grant reads one sum, not every balancer's hash;
-//   - a balancer reads back only the backends someone changed since its last
-//     sync (the change feed, Keys.Changes), and the registry only when its
-//     version moved;
+//   - a balancer sends only the backends whose grant, floor, wanted share or
+//     in-flight count moved (counts in their turn, see countsEvery), and a
+//     last-seen time that advanced by seenStep;
+//   - Redis keeps each backend's grant sum (Keys.Granted) and in-flight sum
+//     (Keys.Inflight), so capping a grant reads one sum, not every
+//     balancer's hash;
+//   - a balancer reads the in-flight sums (one GET) only when the sequence
+//     moved, the last-seen times that moved (Keys.SeenFeed), the registry
+//     and the index only when their versions moved;
 //   - the division into fair targets (Divide) runs here, in the balancer,
 //     from the live balancers' demand weights as of the last sync; Redis only
 //     caps what is asked for by what the others leave free.
 //
-// A sync costs Redis a fixed part plus one HGET per live balancer plus a
-// few operations per backend changed, written or read. At rest nothing
-// changes, and the cost does not depend on the number of backends.
+// So a sync costs Redis a fixed part (about 20 commands inside the script),
+// one HGET per live balancer, a few operations per backend sent, and, on a
+// counts turn when something moved, a GET of 4 bytes per backend. At rest
+// nothing moves, and the cost does not depend on the number of backends.
 
-// countsEvery is how many syncs apart a balancer sends in-flight counts
-// that changed and reads the others'. Grants, floors and wants go at every
+// countsEvery is how many syncs apart a balancer sends a backend's
+// in-flight count that changed (each backend in its turn) and reads the
+// others'. Grants, floors and wants go at every
 // sync: they keep the limit and move slots to where requests queue. The
 // counts only inform: least-connections picks across the cluster, /status,
 // the scaler (which reads them once a second). Under load nearly every
@@ -73,6 +77,8 @@ type view struct {
 	demands  []float64         // their demand weights
 	clock    int64             // Redis's unix ms at the last sync
 	at       time.Time         // local time the last sync returned
+	ixVer    int64             // index version held (-1: none)
+	index    map[string]int64  // backend -> its place in the in-flight sums
 	scalars  []any             // the scalar fields last sent
 	syncs    int               // syncs since the last full one
 }
@@ -81,7 +87,7 @@ type view struct {
 type record struct{ local, grant, seen int64 }
 
 func newView() *view {
-	return &view{regVer: -1, sent: map[string]record{}, sums: map[string]int64{}, seen: map[string]int64{}}
+	return &view{regVer: -1, ixVer: -1, sent: map[string]record{}, sums: map[string]int64{}, seen: map[string]int64{}, index: map[string]int64{}}
 }
 
 // item is one backend sent to the script.
@@ -206,7 +212,7 @@ func (v *view) divide(req state.SyncRequest, weight float64) []int64 {
 // changed ones. It reports false when Redis asks for a full sync instead.
 func (s *Store) call(ctx context.Context, v *view, req state.SyncRequest, weight float64, full bool, targets []int64) (bool, error) {
 	counts := full || v.syncs%countsEvery == 0
-	items := v.changes(req, full, counts, targets)
+	items, moved := v.changes(req, full, targets)
 	scalars := []any{"q", req.Queued, "w", strconv.FormatFloat(weight, 'f', 3, 64), "s", req.Interval.Milliseconds(),
 		"a", strconv.FormatFloat(req.Flow.Arrivals, 'f', 3, 64), "d", strconv.FormatFloat(req.Flow.Done, 'f', 3, 64),
 		"t", strconv.FormatFloat(float64(req.Flow.Service)/1e6, 'f', 3, 64)}
@@ -225,15 +231,23 @@ func (s *Store) call(ctx context.Context, v *view, req state.SyncRequest, weight
 	if time.Since(v.regAt) >= registryEvery {
 		reg = -1
 	}
-	args := make([]any, 0, 10+len(send)+6*len(items))
+	args := make([]any, 0, 12+len(send)+6*len(items)+2*len(moved))
 	pos := v.pos
 	if !counts {
 		pos = -1 // no feed this time
 	}
-	args = append(args, "sync", s.keys.BalancerPrefix(), req.Balancer, req.TTL.Milliseconds(), hold, fl, v.gen, pos, reg, len(send)/2)
+	ix := v.ixVer
+	if full {
+		ix = -1
+	}
+	args = append(args, "sync", s.keys.BalancerPrefix(), req.Balancer, req.TTL.Milliseconds(), hold, fl, v.gen, pos, reg, ix, len(send)/2)
 	args = append(args, send...)
+	args = append(args, len(items))
 	for _, it := range items {
 		args = append(args, it.id, it.local, it.floor, it.want, it.limit, it.seen)
+	}
+	for _, it := range moved {
+		args = append(args, it.id, it.local)
 	}
 	var script *redis.Cmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -256,7 +270,7 @@ func (s *Store) call(ctx context.Context, v *view, req state.SyncRequest, weight
 	if len(raw) == 2 && raw[0] == "resync" {
 		return false, nil
 	}
-	if len(raw) != 14 || raw[0] != "ok" {
+	if len(raw) != 18 || raw[0] != "ok" {
 		return false, fmt.Errorf("unexpected reply %v", raw)
 	}
 	grants := ints(raw[4])
@@ -275,6 +289,11 @@ func (s *Store) call(ctx context.Context, v *view, req state.SyncRequest, weight
 		r.local, r.grant, r.seen = it.local, grants[j], max(r.seen, it.seen)
 		v.sent[it.id] = r
 	}
+	for _, it := range moved {
+		r := v.sent[it.id]
+		r.local = it.local
+		v.sent[it.id] = r
+	}
 	v.scalars = scalars
 	v.gen, v.clock = int64At(raw, 1), int64At(raw, 2)
 	if counts {
@@ -282,21 +301,31 @@ func (s *Store) call(ctx context.Context, v *view, req state.SyncRequest, weight
 	}
 	v.at = time.Now()
 	v.syncs++
-	fids, fin, fseen := strs(raw[5]), ints(raw[6]), ints(raw[7])
-	for j, id := range fids {
-		if j < len(fin) && fin[j] != 0 {
-			v.sums[id] = fin[j]
-		} else {
-			delete(v.sums, id)
-		}
+	// What moved: the last-seen times, and (when read) every in-flight sum.
+	times, fseen := strs(raw[5]), ints(raw[6])
+	for j, id := range times {
 		if j < len(fseen) && fseen[j] > 0 {
 			v.seen[id] = fseen[j]
 		} else {
 			delete(v.seen, id)
 		}
 	}
+	if int64At(raw, 14) == 1 {
+		pairs := strs(raw[15])
+		clear(v.index)
+		for j := 0; j+1 < len(pairs); j += 2 {
+			n, err := strconv.ParseInt(pairs[j+1], 10, 64)
+			if err == nil && n >= 0 {
+				v.index[pairs[j]] = n
+			}
+		}
+		v.ixVer = int64At(raw, 13)
+	}
+	if int64At(raw, 17) == 1 {
+		v.sums = inflight(strAt(raw, 16), v.index, v.sums)
+	}
 	// Every balancer lays the division out in id order.
-	live, weights := strs(raw[8]), strs(raw[9])
+	live, weights := strs(raw[7]), strs(raw[8])
 	order := make([]int, len(live))
 	for j := range order {
 		order[j] = j
@@ -307,24 +336,24 @@ func (s *Store) call(ctx context.Context, v *view, req state.SyncRequest, weight
 		v.live = append(v.live, live[j])
 		v.demands = append(v.demands, parseRate(weights[j]))
 	}
-	if int64At(raw, 11) == 1 {
-		pairs := strs(raw[12])
+	if int64At(raw, 10) == 1 {
+		pairs := strs(raw[11])
 		m := make(map[string]string, len(pairs)/2)
 		for j := 0; j+1 < len(pairs); j += 2 {
 			m[pairs[j]] = pairs[j+1]
 		}
-		v.registry, v.regVer, v.regAt = decodeRegistry(m), int64At(raw, 10), time.Now()
+		v.registry, v.regVer, v.regAt = decodeRegistry(m), int64At(raw, 9), time.Now()
 	}
-	v.owned = int64At(raw, 13) == 1
+	v.owned = int64At(raw, 12) == 1
 	return true, nil
 }
 
 // changes lists the backends to send: all of them when full, else those
 // whose record in Redis differs from what the balancer holds now, those it
 // wants more slots of, and those it no longer has (sent as zeros, which
-// removes them).
-func (v *view) changes(req state.SyncRequest, full, counts bool, targets []int64) []item {
-	var out []item
+// removes them). Backends whose in-flight count alone moved come apart, in
+// moved: the script updates their counts without the grant arithmetic.
+func (v *view) changes(req state.SyncRequest, full bool, targets []int64) (items, moved []item) {
 	known := 0
 	for i, sl := range req.Slots {
 		want := sl.Floor
@@ -339,16 +368,22 @@ func (v *view) changes(req state.SyncRequest, full, counts bool, targets []int64
 		if ok {
 			known++
 		}
-		if !full && (!counts || seen-r.seen < seenStep.Milliseconds()) {
+		// Each backend's count has its turn every countsEvery syncs, the
+		// backends' turns staggered, so that no sync carries them all.
+		turn := full || (i+v.syncs)%countsEvery == 0
+		if !turn || (!full && seen-r.seen < seenStep.Milliseconds()) {
 			seen = 0
 		}
-		moved := counts && sl.Local != r.local
-		if full || !ok || moved || sl.Floor != r.grant || want > r.grant || seen > 0 {
-			out = append(out, item{id: sl.ID, local: sl.Local, floor: sl.Floor, want: want, limit: sl.Limit, seen: seen})
+		it := item{id: sl.ID, local: sl.Local, floor: sl.Floor, want: want, limit: sl.Limit, seen: seen}
+		switch {
+		case full || !ok || sl.Floor != r.grant || want > r.grant || seen > 0:
+			items = append(items, it)
+		case turn && sl.Local != r.local:
+			moved = append(moved, it)
 		}
 	}
 	if full || known == len(v.sent) {
-		return out
+		return items, moved
 	}
 	has := make(map[string]bool, len(req.Slots))
 	for _, sl := range req.Slots {
@@ -356,10 +391,10 @@ func (v *view) changes(req state.SyncRequest, full, counts bool, targets []int64
 	}
 	for id := range v.sent {
 		if !has[id] {
-			out = append(out, item{id: id, gone: true})
+			items = append(items, item{id: id, gone: true})
 		}
 	}
-	return out
+	return items, moved
 }
 
 // result is the SyncResult of req from what v knows after a sync.
@@ -389,8 +424,8 @@ func (v *view) result(req state.SyncRequest, targets []int64) state.SyncResult {
 
 func (s *Store) scriptKeys() []string {
 	k := s.keys
-	return []string{k.Balancers(), k.Aggregate(), k.Changes(), k.Sequence(), k.LastSeen(),
-		k.Generation(), k.Registry(), k.RegistryVersion(), k.RegistryOwned()}
+	return []string{k.Balancers(), k.Granted(), k.Inflight(), k.Index(), k.FreeIndexes(), k.Sequence(),
+		k.SeenFeed(), k.LastSeen(), k.Generation(), k.Registry(), k.RegistryVersion(), k.RegistryOwned(), k.IndexVersion()}
 }
 
 // Leave implements Store: the balancer's counts and grants leave the sums
@@ -409,8 +444,8 @@ func (s *Store) Leave(ctx context.Context, balancer string) error {
 // ClusterLoad implements Store: the live balancers' scalars and the sums.
 func (s *Store) ClusterLoad(ctx context.Context) (state.ClusterLoad, error) {
 	raw, err := syncScript.Run(ctx, s.rdb, s.scriptKeys(), "load", s.keys.BalancerPrefix()).Slice()
-	if err != nil || len(raw) != 4 {
-		return state.ClusterLoad{}, fmt.Errorf("read cluster load: %w", errors.Join(err, errShape(raw, 4)))
+	if err != nil || len(raw) != 5 {
+		return state.ClusterLoad{}, fmt.Errorf("read cluster load: %w", errors.Join(err, errShape(raw, 5)))
 	}
 	cl := state.ClusterLoad{Inflight: map[string]int64{}, LastSeen: map[string]time.Time{}}
 	each, _ := raw[1].([]any)
@@ -425,20 +460,42 @@ func (s *Store) ClusterLoad(ctx context.Context) (state.ClusterLoad, error) {
 		flows = append(flows, state.Flow{Arrivals: parseRate(f(2)), Done: parseRate(f(3)), Service: time.Duration(parseRate(f(4)) * 1e6)})
 	}
 	cl.Arrivals, cl.Service = state.SumFlows(flows)
-	sums := strs(raw[2])
-	for j := 0; j+1 < len(sums); j += 2 {
-		if id, ok := strings.CutPrefix(sums[j], "i:"); ok {
-			n, _ := strconv.ParseInt(sums[j+1], 10, 64)
-			cl.Inflight[id] = n
+	pairs := strs(raw[2])
+	index := make(map[string]int64, len(pairs)/2)
+	for j := 0; j+1 < len(pairs); j += 2 {
+		if n, err := strconv.ParseInt(pairs[j+1], 10, 64); err == nil && n >= 0 {
+			index[pairs[j]] = n
 		}
 	}
-	seen := strs(raw[3])
+	for id, n := range inflight(strAt(raw, 3), index, nil) {
+		cl.Inflight[id] = n
+	}
+	seen := strs(raw[4])
 	for j := 0; j+1 < len(seen); j += 2 {
 		if ms, err := strconv.ParseInt(seen[j+1], 10, 64); err == nil {
 			cl.LastSeen[seen[j]] = time.UnixMilli(ms)
 		}
 	}
 	return cl, nil
+}
+
+// inflight decodes the in-flight sums (Keys.Inflight) of the backends in
+// index into out (a new map when nil; entries of backends no longer
+// indexed, or at zero, are removed).
+func inflight(raw string, index map[string]int64, out map[string]int64) map[string]int64 {
+	if out == nil {
+		out = make(map[string]int64, len(index))
+	}
+	clear(out)
+	for id, n := range index {
+		if o := 4 * n; o+4 <= int64(len(raw)) {
+			u := uint32(raw[o])<<24 | uint32(raw[o+1])<<16 | uint32(raw[o+2])<<8 | uint32(raw[o+3])
+			if c := int64(int32(u)); c != 0 {
+				out[id] = c
+			}
+		}
+	}
+	return out
 }
 
 // ints reads an array reply of integers (or numeric strings); anything
