@@ -114,10 +114,12 @@ func (k Keys) Leader() string { return k.prefix + "leader" }
 // Entries older than ReportKeep are trimmed by whoever reads them.
 func (k Keys) Reports() string { return k.prefix + "reports" }
 
-// Report is a hash per balancer: its latest Report ("at", "sync", "up",
-// "q", "a", and per backend "n:", "f:", "l:", "i:" + id), expiring
-// ReportKeep after it was written so that a balancer that went silent is
-// still listed, with its last sync, for a while.
+// Report is a hash per balancer holding its latest Report as two JSON
+// documents: "s" its scalars (rewritten every report) and "b" its
+// per-backend counters (rewritten only when they changed); the report's
+// time is its score in Reports. It expires ReportKeep after it was written
+// so that a balancer that went silent is still listed, with its last sync,
+// for a while.
 func (k Keys) Report(id string) string { return k.prefix + "report:" + id }
 
 // Summary is a string: the leading scaler's dashboard summary (JSON, its

@@ -39,8 +39,9 @@ type Store struct {
 	keys state.Keys
 	conn Conn // zero for NewClient; names the server in Ping's error
 
-	mu    sync.Mutex
-	views map[string]*view // balancer id -> what it has told and read
+	mu      sync.Mutex
+	views   map[string]*view  // balancer id -> what it has told and read
+	reports map[string]string // balancer id -> its last report's backends, as written
 }
 
 var (
@@ -77,7 +78,7 @@ func NewConn(conn Conn, pool string) (*Store, error) {
 // NewClient wraps an existing client (a Sentinel or Cluster client works
 // unchanged: every key of a pool shares one hash slot).
 func NewClient(rdb redis.UniversalClient, pool string) *Store {
-	return &Store{rdb: rdb, keys: state.NewKeys(pool), views: map[string]*view{}}
+	return &Store{rdb: rdb, keys: state.NewKeys(pool), views: map[string]*view{}, reports: map[string]string{}}
 }
 
 // Ping checks that Redis answers and accepts the credentials, for a

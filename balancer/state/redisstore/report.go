@@ -2,8 +2,10 @@ package redisstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"time"
@@ -13,33 +15,72 @@ import (
 	"lbscale/balancer/state"
 )
 
-// PutReport implements state.Reports: the report replaces the balancer's
-// previous one in one transaction, so a reader never sees half of it.
+// A report is stored as a hash of two JSON documents: "s", its scalars,
+// rewritten every time, and "b", the per-backend counters, rewritten only
+// when they changed (never at rest). A document is written and read whole,
+// so a reader never sees half of one, and Redis copies a string instead of
+// updating a field per backend. The report's time is its score in the
+// Reports set.
+type reportScalars struct {
+	Sync     int64   `json:"sync,omitempty"` // unix ms of the last successful sync
+	Up       bool    `json:"up,omitempty"`
+	Queued   int64   `json:"q,omitempty"`
+	Arrivals float64 `json:"a,omitempty"`
+}
+
+type backendReport struct {
+	ID       string `json:"id"`
+	Local    int64  `json:"i,omitempty"`
+	Limit    int64  `json:"l,omitempty"`
+	Served   uint64 `json:"n,omitempty"`
+	Failures uint64 `json:"f,omitempty"`
+}
+
+// PutReport implements state.Reports. The backends' document is written
+// only when it differs from the balancer's previous one, or when that one
+// is gone (it expired, or Redis lost it).
 func (s *Store) PutReport(ctx context.Context, r state.Report) error {
-	fields := make([]any, 0, 10+8*len(r.Backends))
-	up := "0"
-	if r.StoreUp {
-		up = "1"
-	}
-	var sync int64
+	sc := reportScalars{Up: r.StoreUp, Queued: r.Queued, Arrivals: math.Round(r.Arrivals*1000) / 1000}
 	if !r.LastSync.IsZero() {
-		sync = r.LastSync.UnixMilli()
+		sc.Sync = r.LastSync.UnixMilli()
 	}
-	fields = append(fields, "at", r.At.UnixMilli(), "sync", sync, "up", up, "q", r.Queued,
-		"a", strconv.FormatFloat(r.Arrivals, 'f', 3, 64))
+	bs := make([]backendReport, 0, len(r.Backends))
 	for _, b := range r.Backends {
-		fields = append(fields, "n:"+b.ID, b.Served, "f:"+b.ID, b.Failures, "l:"+b.ID, b.Limit, "i:"+b.ID, b.Local)
+		bs = append(bs, backendReport{ID: b.ID, Local: b.Local, Limit: b.Limit, Served: b.Served, Failures: b.Failures})
 	}
+	scalars, err := json.Marshal(sc)
+	if err != nil {
+		return fmt.Errorf("put report of %s: %w", r.Balancer, err)
+	}
+	backends, err := json.Marshal(bs)
+	if err != nil {
+		return fmt.Errorf("put report of %s: %w", r.Balancer, err)
+	}
+	s.mu.Lock()
+	same := s.reports[r.Balancer] == string(backends)
+	delete(s.reports, r.Balancer) // restored only after a write that worked
+	s.mu.Unlock()
 	key := s.keys.Report(r.Balancer)
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, key)
-		p.HSet(ctx, key, fields...)
+	var kept *redis.BoolCmd
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		// Before the write: false when the previous report is gone.
+		kept = p.PExpire(ctx, key, state.ReportKeep)
+		if same {
+			p.HSet(ctx, key, "s", scalars)
+		} else {
+			p.HSet(ctx, key, "s", scalars, "b", backends)
+		}
 		p.PExpire(ctx, key, state.ReportKeep)
 		p.ZAdd(ctx, s.keys.Reports(), redis.Z{Score: float64(r.At.UnixMilli()), Member: r.Balancer})
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("put report of %s: %w", r.Balancer, err)
+	}
+	if !same || kept.Val() {
+		s.mu.Lock()
+		s.reports[r.Balancer] = string(backends)
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -51,79 +92,54 @@ func (s *Store) Reports(ctx context.Context) ([]state.Report, error) {
 		return nil, fmt.Errorf("read reports: %w", err)
 	}
 	old := strconv.FormatInt(now.Add(-state.ReportKeep).UnixMilli(), 10)
-	var list *redis.StringSliceCmd
+	var list *redis.ZSliceCmd
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZRemRangeByScore(ctx, s.keys.Reports(), "-inf", "("+old)
-		list = p.ZRange(ctx, s.keys.Reports(), 0, -1)
+		list = p.ZRangeWithScores(ctx, s.keys.Reports(), 0, -1)
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("read reports: %w", err)
 	}
-	ids := list.Val()
-	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	zs := list.Val()
+	cmds := make([]*redis.MapStringStringCmd, len(zs))
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.HGetAll(ctx, s.keys.Report(id))
+		for i, z := range zs {
+			cmds[i] = p.HGetAll(ctx, s.keys.Report(fmt.Sprint(z.Member)))
 		}
 		return nil
 	}); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read reports: %w", err)
 	}
-	out := make([]state.Report, 0, len(ids))
-	for i, id := range ids {
+	out := make([]state.Report, 0, len(zs))
+	for i, z := range zs {
 		h := cmds[i].Val()
 		if len(h) == 0 {
 			continue // expired between the two reads
 		}
-		out = append(out, decodeReport(id, h))
+		out = append(out, decodeReport(fmt.Sprint(z.Member), int64(z.Score), h))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Balancer < out[j].Balancer })
 	return out, nil
 }
 
-// decodeReport reads a report hash; a field it cannot read (a hand edit,
-// another version) reads as zero rather than failing the whole dashboard.
-func decodeReport(id string, h map[string]string) state.Report {
-	r := state.Report{Balancer: id, StoreUp: h["up"] == "1"}
-	ms := func(k string) time.Time {
-		n, err := strconv.ParseInt(h[k], 10, 64)
-		if err != nil || n <= 0 {
-			return time.Time{}
-		}
-		return time.UnixMilli(n)
-	}
-	r.At, r.LastSync = ms("at"), ms("sync")
-	r.Queued, _ = strconv.ParseInt(h["q"], 10, 64)
-	r.Arrivals = parseRate(h["a"])
-	byID := map[string]*state.BackendReport{}
-	get := func(bid string) *state.BackendReport {
-		b := byID[bid]
-		if b == nil {
-			b = &state.BackendReport{ID: bid}
-			byID[bid] = b
-		}
-		return b
-	}
-	for k, v := range h {
-		if len(k) < 3 || k[1] != ':' {
-			continue
-		}
-		b := get(k[2:])
-		switch k[0] {
-		case 'n':
-			b.Served, _ = strconv.ParseUint(v, 10, 64)
-		case 'f':
-			b.Failures, _ = strconv.ParseUint(v, 10, 64)
-		case 'l':
-			b.Limit, _ = strconv.ParseInt(v, 10, 64)
-		case 'i':
-			b.Local, _ = strconv.ParseInt(v, 10, 64)
+// decodeReport reads a stored report written at ms; a document it cannot
+// read (a hand edit, another version) reads as empty rather than failing
+// the whole dashboard.
+func decodeReport(id string, ms int64, h map[string]string) state.Report {
+	r := state.Report{Balancer: id, At: time.UnixMilli(ms)}
+	var sc reportScalars
+	if json.Unmarshal([]byte(h["s"]), &sc) == nil {
+		r.StoreUp, r.Queued, r.Arrivals = sc.Up, sc.Queued, parseRate(strconv.FormatFloat(sc.Arrivals, 'f', -1, 64))
+		if sc.Sync > 0 {
+			r.LastSync = time.UnixMilli(sc.Sync)
 		}
 	}
-	for _, b := range byID {
-		r.Backends = append(r.Backends, *b)
+	var bs []backendReport
+	if json.Unmarshal([]byte(h["b"]), &bs) == nil {
+		for _, b := range bs {
+			r.Backends = append(r.Backends, state.BackendReport{ID: b.ID, Local: b.Local, Limit: b.Limit, Served: b.Served, Failures: b.Failures})
+		}
 	}
-	sort.Slice(r.Backends, func(i, j int) bool { return r.Backends[i].ID < r.Backends[j].ID })
 	return r
 }
 

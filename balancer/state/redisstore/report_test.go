@@ -66,3 +66,39 @@ func TestReportsAndSummary(t *testing.T) {
 		})
 	}
 }
+
+// A report writes only what changed since the balancer's previous one, so
+// it must notice when that previous one is gone (it expired, or Redis lost
+// it): the write after that one is whole again.
+func TestReportRewrittenWhenLost(t *testing.T) {
+	s, _, rdb := newFreshRedis(t)
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Millisecond)
+	r := state.Report{Balancer: "a", At: now, StoreUp: true,
+		Backends: []state.BackendReport{{ID: "web-1", Local: 1, Limit: 4, Served: 5}, {ID: "web-2", Limit: 4, Served: 9}}}
+	put := func() {
+		t.Helper()
+		if err := s.PutReport(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put()
+	if err := rdb.Del(ctx, s.Keys().Report("a")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.At = r.At.Add(time.Second)
+	put() // unchanged, so it writes the scalars only, and finds the report gone
+	r.At = r.At.Add(time.Second)
+	put() // so this one writes it whole
+	n, err := rdb.HLen(ctx, s.Keys().Report("a")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(2); n != want {
+		t.Fatalf("report has %d fields after it was lost and written twice, want both documents (%d)", n, want)
+	}
+	got, err := s.Reports(ctx)
+	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0].Backends, r.Backends) {
+		t.Fatalf("reports %+v %v, want %+v", got, err, r.Backends)
+	}
+}

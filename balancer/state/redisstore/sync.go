@@ -38,17 +38,20 @@ import (
 // nothing moves, and the cost does not depend on the number of backends.
 
 // countsEvery is how many syncs apart a balancer sends a backend's
-// in-flight count that changed (each backend in its turn) and reads the
-// others'. Grants, floors and wants go at every
-// sync: they keep the limit and move slots to where requests queue. The
-// counts only inform: least-connections picks across the cluster, /status,
-// the scaler (which reads them once a second). Under load nearly every
-// backend's count changes at every sync, so sending them at every sync
-// would make Redis's work follow the request rate times the number of
-// balancers; every fourth sync, the others see a count at most 4 intervals
-// old (100 ms at the default 25 ms), and Redis does about a third of the
-// work (a backend changed several times in 4 intervals is sent once).
-const countsEvery = 4
+// in-flight count that changed (each backend in its turn, the turns
+// staggered so that no sync carries them all) and reads the others'.
+// Grants, floors and wants go at every sync: they keep the limit and move
+// slots to where requests queue. The counts only inform: least-connections
+// picks across the cluster, /status, the scaler (which reads them once a
+// second and waits a second before stopping a drained container). Under
+// load nearly every backend's count changes at every sync, so sending them
+// at every sync makes Redis's work follow the request rate times the
+// number of balancers. Every 8th sync, the others see a count at most 8
+// intervals old (200 ms at the default 25 ms), and a backend whose count
+// changed several times in between is sent once. Measured at 400 backends
+// behind 4 balancers under scripts/bench-state's load, Redis spent 9% of a
+// core with every 4th sync and 7-8% with every 8th.
+const countsEvery = 8
 
 // seenStep is how far a backend's last-seen time must advance before a
 // sync sends it: the scaler's idle timeout counts in minutes, and sending

@@ -263,6 +263,9 @@ func benchGoroutines(b *testing.B, c config, nb, n int, mode string) {
 		syncers[i] = cluster.New(cluster.Options{
 			Store: timedStore{Store: st, rec: rec}, ID: fmt.Sprintf("bench-%d", i), Share: true,
 			Interval: c.interval, Limit: c.limit, Static: static,
+			// The dashboard report, once a second, as a balancer process
+			// writes it.
+			Reports: st,
 			// Only read by Run, which starts after drivers[i] is set.
 			Queued: func() int64 { return drivers[i].Queued() }, OnCapacity: func() {}, Log: log,
 		})
