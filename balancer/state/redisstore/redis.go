@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -42,7 +43,15 @@ type Store struct {
 	mu      sync.Mutex
 	views   map[string]*view  // balancer id -> what it has told and read
 	reports map[string]string // balancer id -> its last report's backends, as written
+
+	sent struct{ items, counts atomic.Uint64 } // backends sent by syncs, for Sent
 }
+
+// Sent reports how many backends this store's syncs have sent to Redis:
+// items with the grant arithmetic (grants, floors, wants, last-seen times,
+// backends gone) and counts alone. With the number of syncs it checks the
+// cost model (see sync.go) against what Redis measures.
+func (s *Store) Sent() (items, counts uint64) { return s.sent.items.Load(), s.sent.counts.Load() }
 
 var (
 	//go:embed sync.lua

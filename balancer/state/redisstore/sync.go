@@ -297,6 +297,8 @@ func (s *Store) call(ctx context.Context, v *view, req state.SyncRequest, weight
 		r.local = it.local
 		v.sent[it.id] = r
 	}
+	s.sent.items.Add(uint64(len(items)))
+	s.sent.counts.Add(uint64(len(moved)))
 	v.scalars = scalars
 	v.gen, v.clock = int64At(raw, 1), int64At(raw, 2)
 	if counts {

@@ -144,6 +144,8 @@ type result struct {
 	evalshaPerS         float64
 	evalshaUs           float64 // µs per call, over the window
 	evalshaCPU          float64 // % of one core spent in EVALSHA
+	itemsPerSync        float64 // backends sent with the grant arithmetic, per sync
+	countsPerSync       float64 // backends sent for their count alone, per sync
 }
 
 // report prints r as one parseable line (scripts/bench-state reads it) and
@@ -159,9 +161,10 @@ func (r result) report(b *testing.B) {
 	if r.overshoot >= 0 {
 		over = strconv.FormatInt(r.overshoot, 10)
 	}
-	fmt.Printf("state B=%d N=%d mode=%s redis_cpu_pct=%s syncs_per_s=%s sync_p50_ms=%s sync_p99_ms=%s bytes_per_sync=%s overshoot=%s served_per_s=%s dropped=%d sync_errors=%d cmds_per_s=%s evalsha_per_s=%s evalsha_us_per_call=%s evalsha_cpu_pct=%s\n",
+	fmt.Printf("state B=%d N=%d mode=%s redis_cpu_pct=%s syncs_per_s=%s sync_p50_ms=%s sync_p99_ms=%s bytes_per_sync=%s overshoot=%s served_per_s=%s dropped=%d sync_errors=%d cmds_per_s=%s evalsha_per_s=%s evalsha_us_per_call=%s evalsha_cpu_pct=%s items_per_sync=%s counts_per_sync=%s\n",
 		r.backends, r.balancers, r.mode, na(r.redisCPU, 1), na(r.syncsPerS, 0), na(r.p50, 2), na(r.p99, 2), na(r.bytesPerSync, 0),
-		over, na(r.servedPerS, 0), r.dropped, r.syncErrors, na(r.cmdsPerS, 0), na(r.evalshaPerS, 0), na(r.evalshaUs, 1), na(r.evalshaCPU, 1))
+		over, na(r.servedPerS, 0), r.dropped, r.syncErrors, na(r.cmdsPerS, 0), na(r.evalshaPerS, 0), na(r.evalshaUs, 1), na(r.evalshaCPU, 1),
+		na(r.itemsPerSync, 1), na(r.countsPerSync, 1))
 	b.ReportMetric(0, "ns/op")
 	for unit, v := range map[string]float64{
 		"redis_cpu_%": r.redisCPU, "syncs/s": r.syncsPerS, "sync_p50_ms": r.p50, "sync_p99_ms": r.p99,
@@ -316,7 +319,21 @@ func benchGoroutines(b *testing.B, c config, nb, n int, mode string) {
 		}
 		return served, dropped
 	}
+	// Backends sent per sync, where the store tells (Store.Sent; older
+	// revisions do not).
+	sent := func() (items, moved uint64, ok bool) {
+		for _, st := range stores {
+			t, is := any(st).(interface{ Sent() (uint64, uint64) })
+			if !is {
+				return 0, 0, false
+			}
+			i, m := t.Sent()
+			items, moved = items+i, moved+m
+		}
+		return items, moved, true
+	}
 	over.Reset()
+	items0, moved0, _ := sent()
 	served0, dropped0 := counts()
 	rec.on.Store(true)
 	i0, start := readInfo(b, info), time.Now()
@@ -325,6 +342,7 @@ func benchGoroutines(b *testing.B, c config, nb, n int, mode string) {
 	durations, errs := rec.take()
 	worst := over.Worst()
 	served1, dropped1 := counts()
+	items1, moved1, told := sent()
 	stop()
 
 	r := redisFigures(i0, i1, wall)
@@ -335,6 +353,11 @@ func benchGoroutines(b *testing.B, c config, nb, n int, mode string) {
 		r.bytesPerSync = float64(netDelta(i0, i1)) / float64(len(durations))
 	}
 	r.p50, r.p99 = percentile(durations, 50), percentile(durations, 99)
+	r.itemsPerSync, r.countsPerSync = math.NaN(), math.NaN()
+	if told && len(durations) > 0 {
+		r.itemsPerSync = float64(items1-items0) / float64(len(durations))
+		r.countsPerSync = float64(moved1-moved0) / float64(len(durations))
+	}
 	r.overshoot, r.syncErrors = worst, errs
 	r.servedPerS = float64(served1-served0) / wall.Seconds()
 	r.dropped = dropped1 - dropped0
