@@ -482,3 +482,64 @@ func TestClusterLoadSumsFlows(t *testing.T) {
 		})
 	}
 }
+
+// A balancer divides from the balancers it knew at its last sync; when the
+// sync shows others (one left, another joined, the count unchanged) it asks
+// again from the new ones in the same Sync instead of a sync later.
+func TestSyncRedividesWhenMembersChange(t *testing.T) {
+	s, _ := newRedis(t)
+	ctx := context.Background()
+	sync := func(id string, weight float64) state.SyncResult {
+		t.Helper()
+		res, err := s.Sync(ctx, state.SyncRequest{Balancer: id, Weight: weight, TTL: 10 * time.Second,
+			Slots: []state.SlotUse{{ID: "w", Limit: 4}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	sync("b", 100)
+	if res := sync("a", 0); res.Targets[0] > 1 {
+		t.Fatalf("a beside a busy b: target %d, want at most 1", res.Targets[0])
+	}
+	if err := s.Leave(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	sync("c", 0)
+	res := sync("a", 0)
+	if res.Balancers != 2 || res.Targets[0] != 2 || res.Grants[0] != 2 {
+		t.Fatalf("a beside an idle c: %d balancers, target %d, grant %d; want 2, 2, 2", res.Balancers, res.Targets[0], res.Grants[0])
+	}
+}
+
+// A balancer with requests in flight on a backend refreshes its last-seen
+// time only every 10 s (the count shows it busy); once its requests there
+// end, the time goes at its next turn, so the scaler's idle timer starts
+// from the last request, not from up to 10 s before it.
+func TestLastSeenWhileBusy(t *testing.T) {
+	s, _ := newRedis(t)
+	ctx := context.Background()
+	t0 := time.UnixMilli(time.Now().UnixMilli())
+	sync := func(id string, local int64, seen time.Time, times int) state.SyncResult {
+		t.Helper()
+		var res state.SyncResult
+		for range times {
+			var err error
+			res, err = s.Sync(ctx, state.SyncRequest{Balancer: id, TTL: 10 * time.Second,
+				Slots: []state.SlotUse{{ID: "w", Local: local, Floor: local, Limit: 4, LastSeen: seen}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return res
+	}
+	sync("a", 1, t0, 1)
+	sync("a", 1, t0.Add(2*time.Second), 8) // busy: not sent
+	if got := sync("b", 0, time.Time{}, 1).LastSeen[0]; !got.Equal(t0) {
+		t.Fatalf("b sees a's busy backend last seen at %v, want the first time sent %v", got, t0)
+	}
+	sync("a", 0, t0.Add(2*time.Second), 8) // its requests ended: sent in its turn
+	if got := sync("b", 0, time.Time{}, 8).LastSeen[0]; !got.Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("b sees the backend last seen at %v after a's requests ended, want %v", got, t0.Add(2*time.Second))
+	}
+}

@@ -54,10 +54,27 @@ import (
 const countsEvery = 8
 
 // seenStep is how far a backend's last-seen time must advance before a
-// sync sends it: the scaler's idle timeout counts in minutes, and sending
-// every request's millisecond would make every busy backend a change at
-// every sync.
-const seenStep = time.Second
+// sync sends it, and seenBusyStep the same while this balancer has
+// requests in flight on it. The scaler reads the time only to stop a
+// container idle for IDLE_TIMEOUT with nothing in flight, so a busy
+// backend's time may lag (its count shows it busy) as long as it is fresh
+// by the turn after the last request on it ends. Sending every request's
+// millisecond would make every busy backend a change at every turn: at
+// 1,000 backends behind 10 balancers under load, last-seen times were most
+// of what syncs sent.
+const (
+	seenStep     = time.Second
+	seenBusyStep = 10 * time.Second
+)
+
+// seenAfter is how far the last-seen time of a backend with local requests
+// in flight must advance before a sync sends it.
+func seenAfter(local int64) int64 {
+	if local > 0 {
+		return seenBusyStep.Milliseconds()
+	}
+	return seenStep.Milliseconds()
+}
 
 // registryEvery is how often a balancer reads the whole registry even
 // though its version did not move: a hand edit, or a writer that does not
@@ -141,7 +158,7 @@ func (s *Store) syncView(ctx context.Context, v *view, req state.SyncRequest) (s
 	}
 	full := v.gen == 0
 	targets := v.divide(req, weight)
-	members := v.live
+	members := slices.Clone(v.live) // call reuses v.live's array
 	ok, err := s.call(ctx, v, req, weight, full, targets)
 	if err == nil && !ok {
 		// Redis does not hold what this view believes (its state was lost,
@@ -376,7 +393,7 @@ func (v *view) changes(req state.SyncRequest, full bool, targets []int64) (items
 		// Each backend's count has its turn every countsEvery syncs, the
 		// backends' turns staggered, so that no sync carries them all.
 		turn := full || (i+v.syncs)%countsEvery == 0
-		if !turn || (!full && seen-r.seen < seenStep.Milliseconds()) {
+		if !turn || (!full && seen-r.seen < seenAfter(sl.Local)) {
 			seen = 0
 		}
 		it := item{id: sl.ID, local: sl.Local, floor: sl.Floor, want: want, limit: sl.Limit, seen: seen}
