@@ -514,8 +514,9 @@ func TestSyncRedividesWhenMembersChange(t *testing.T) {
 
 // A balancer with requests in flight on a backend refreshes its last-seen
 // time only every 10 s (the count shows it busy); once its requests there
-// end, the time goes at its next turn, so the scaler's idle timer starts
-// from the last request, not from up to 10 s before it.
+// end, or it drops the backend, the time goes at once or at its next turn,
+// so the scaler's idle timer starts from the last request, not from up to
+// 10 s before it.
 func TestLastSeenWhileBusy(t *testing.T) {
 	s, _ := newRedis(t)
 	ctx := context.Background()
@@ -541,5 +542,13 @@ func TestLastSeenWhileBusy(t *testing.T) {
 	sync("a", 0, t0.Add(2*time.Second), 8) // its requests ended: sent in its turn
 	if got := sync("b", 0, time.Time{}, 8).LastSeen[0]; !got.Equal(t0.Add(2 * time.Second)) {
 		t.Fatalf("b sees the backend last seen at %v after a's requests ended, want %v", got, t0.Add(2*time.Second))
+	}
+	// A backend a drops while busy takes its latest time with it.
+	sync("a", 1, t0.Add(5*time.Second), 1)
+	if _, err := s.Sync(ctx, state.SyncRequest{Balancer: "a", TTL: 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sync("b", 0, time.Time{}, 8).LastSeen[0]; !got.Equal(t0.Add(5 * time.Second)) {
+		t.Fatalf("b sees the backend last seen at %v after a dropped it, want %v", got, t0.Add(5*time.Second))
 	}
 }

@@ -104,7 +104,9 @@ type view struct {
 }
 
 // record is one backend's entry in this balancer's hash.
-type record struct{ local, grant, seen int64 }
+// latest is the balancer's latest last-seen time for the backend, sent
+// or not: a backend it drops takes that time with it.
+type record struct{ local, grant, seen, latest int64 }
 
 func newView() *view {
 	return &view{regVer: -1, ixVer: -1, sent: map[string]record{}, sums: map[string]int64{}, seen: map[string]int64{}, index: map[string]int64{}}
@@ -307,6 +309,7 @@ func (s *Store) call(ctx context.Context, v *view, req state.SyncRequest, weight
 		}
 		r := v.sent[it.id]
 		r.local, r.grant, r.seen = it.local, grants[j], max(r.seen, it.seen)
+		r.latest = max(r.latest, r.seen)
 		v.sent[it.id] = r
 	}
 	for _, it := range moved {
@@ -389,6 +392,10 @@ func (v *view) changes(req state.SyncRequest, full bool, targets []int64) (items
 		r, ok := v.sent[sl.ID]
 		if ok {
 			known++
+			if seen > r.latest {
+				r.latest = seen
+				v.sent[sl.ID] = r
+			}
 		}
 		// Each backend's count has its turn every countsEvery syncs, the
 		// backends' turns staggered, so that no sync carries them all.
@@ -411,9 +418,13 @@ func (v *view) changes(req state.SyncRequest, full bool, targets []int64) (items
 	for _, sl := range req.Slots {
 		has[sl.ID] = true
 	}
-	for id := range v.sent {
+	for id, r := range v.sent {
 		if !has[id] {
-			items = append(items, item{id: id, gone: true})
+			it := item{id: id, gone: true}
+			if r.latest > r.seen {
+				it.seen = r.latest
+			}
+			items = append(items, it)
 		}
 	}
 	return items, moved
