@@ -21,7 +21,7 @@ import (
 //
 //   - a balancer sends only the backends whose grant, floor, wanted share or
 //     in-flight count moved (counts in their turn, see countsEvery), and a
-//     last-seen time that advanced by seenStep;
+//     last-seen time that advanced by seenStep (seenBusyStep while busy);
 //   - Redis keeps each backend's grant sum (Keys.Granted) and in-flight sum
 //     (Keys.Inflight), so capping a grant reads one sum, not every
 //     balancer's hash;
@@ -85,7 +85,7 @@ const registryEvery = 10 * time.Second
 // that a sync sends only what changed and reads only what others changed.
 type view struct {
 	gen      int64             // the store's generation (0: unknown, send everything)
-	pos      int64             // change feed position
+	pos      int64             // Sequence read up to
 	regVer   int64             // registry version held (-1: none)
 	regAt    time.Time         // when the registry was last read
 	registry []state.Backend   // as of regVer
