@@ -129,7 +129,7 @@ func decodeReport(id string, ms int64, h map[string]string) state.Report {
 	r := state.Report{Balancer: id, At: time.UnixMilli(ms)}
 	var sc reportScalars
 	if json.Unmarshal([]byte(h["s"]), &sc) == nil {
-		r.StoreUp, r.Queued, r.Arrivals = sc.Up, sc.Queued, parseRate(strconv.FormatFloat(sc.Arrivals, 'f', -1, 64))
+		r.StoreUp, r.Queued, r.Arrivals = sc.Up, sc.Queued, max(sc.Arrivals, 0) // JSON carries no NaN or infinity
 		if sc.Sync > 0 {
 			r.LastSync = time.UnixMilli(sc.Sync)
 		}
