@@ -113,7 +113,7 @@ func run(cfg config.Config, log *slog.Logger) error {
 	reg.MustRegister(&admin.Collector{Src: syncer, Queue: queue.Depth, Retries: budget.Counts, Overflows: detector.Overflows})
 	handler := proxy.New(proxy.Options{
 		Sets: syncer, Policy: pol, Queue: queue, UpstreamTimeout: cfg.UpstreamTimeout, RetryOn: cfg.RetryOn,
-		MaxIdlePerHost: int(cfg.MaxInflight), Flow: counter, Outlier: detector, RetryBudget: budget,
+		MaxIdlePerHost: int(cfg.MaxInflight), Flow: counter, Outlier: detector, RetryBudget: budget, TrustForwarded: cfg.TrustForwarded,
 		Metrics: proxy.NewMetrics(reg), Log: log,
 		Prospects: syncer, BodyBuffer: cfg.BodyBufferBytes, BodyTimeout: cfg.ClientBodyTimeout,
 		TunnelIdle: cfg.TunnelIdleTimeout, BackendHeader: cfg.DebugBackendHeader,

@@ -37,20 +37,20 @@ func TestAlive(t *testing.T) {
 	open, s1 := dial()
 	defer open.Close()
 	defer s1.Close()
-	if !alive(open) {
+	if !newProbe(open).alive() {
 		t.Error("an open, silent connection reads as dead")
 	}
 
 	closed, s2 := dial()
 	defer closed.Close()
 	s2.Close()
-	waitFor(t, func() bool { return !alive(closed) }, "a connection closed by the other side still reads as alive")
+	waitFor(t, func() bool { return !newProbe(closed).alive() }, "a connection closed by the other side still reads as alive")
 
 	spoke, s3 := dial()
 	defer spoke.Close()
 	defer s3.Close()
 	_, _ = s3.Write([]byte("HTTP/1.1 408 Request Timeout\r\n\r\n"))
-	waitFor(t, func() bool { return !alive(spoke) }, "a connection with unasked-for bytes still reads as reusable")
+	waitFor(t, func() bool { return !newProbe(spoke).alive() }, "a connection with unasked-for bytes still reads as reusable")
 }
 
 // waitFor polls cond until it holds (the peer's close or bytes take a

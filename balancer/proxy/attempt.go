@@ -45,6 +45,12 @@ type attempt struct {
 	// one slice serves both); idBuf holds a generated id's bytes.
 	idv   [1]string
 	idBuf [16]byte
+
+	// The forwarding headers' values (see forward), held here so that
+	// setting them allocates nothing; fwdBuf holds the Forwarded element's
+	// bytes when they fit.
+	xff, xfh, xfp, fwd [1]string
+	fwdBuf             [96]byte
 }
 
 // Value answers ctxKey with the attempt; every other key goes to the

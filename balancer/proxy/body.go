@@ -51,9 +51,13 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*clientBody,
 		deadline(0)
 		if int64(buf.Len()) <= h.o.BodyBuffer {
 			r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
-			r.ContentLength = int64(buf.Len())
-			r.TransferEncoding = nil
-			r.Header.Del("Transfer-Encoding")
+			// A body with trailers stays chunked, the only framing that
+			// carries them; any other goes with its length.
+			if len(r.Trailer) == 0 {
+				r.ContentLength = int64(buf.Len())
+				r.TransferEncoding = nil
+				r.Header.Del("Transfer-Encoding")
+			}
 			return nil, nil
 		}
 		head = buf.Bytes() // a chunked body longer than the buffer: stream the rest

@@ -65,6 +65,11 @@ type Options struct {
 	// which neither side sent a byte for this long (0: never), so an
 	// abandoned tunnel does not hold its backend slot for good.
 	TunnelIdle time.Duration
+	// TrustForwarded believes the forwarding headers a client sends
+	// (Forwarded, X-Forwarded-For, -Host and -Proto): set when every client
+	// reaches the balancer through a proxy of one's own that sets them
+	// (TRUST_FORWARDED_FOR). See forward for the rule.
+	TrustForwarded bool
 	// BackendHeader adds X-Lbscale-Backend (the backend's id) to responses:
 	// for debugging only, as it tells clients about the pool.
 	BackendHeader bool
@@ -169,12 +174,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := &attempt{Context: r.Context(), h: h, w: w, in: r}
+	// The client's request id travels on, unless it is longer than
+	// maxRequestID: then it is replaced, as if none had come, so that logs
+	// and headers stay bounded and the request is still served.
 	id := r.Header.Get("X-Request-Id")
-	if id == "" {
+	if id == "" || len(id) > maxRequestID {
 		id = a.newID()
-	} else if len(id) > 128 {
-		http.Error(w, "X-Request-Id longer than 128 bytes", http.StatusBadRequest)
-		return
 	}
 	a.id, a.idv[0] = id, id
 	w.Header()["X-Request-Id"] = a.idv[:]
@@ -279,12 +284,18 @@ func (h *Handler) unavailable(w http.ResponseWriter, id string, err error) {
 	h.o.Metrics.observe(http.StatusServiceUnavailable, 0)
 }
 
+// maxRequestID bounds a client's X-Request-Id; a longer one is replaced.
+const maxRequestID = 128
+
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	a := pr.In.Context().Value(ctxKey{}).(*attempt)
-	// Keep the client's chain of proxies: Rewrite drops inbound
-	// X-Forwarded-For, SetXForwarded then appends the client address to it.
-	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	pr.SetURL(a.backend.URL)
+	// OPTIONS * asks about the server, not a resource: it goes on as "*"
+	// (SetURL would make it the path /*, which the backend reads as a
+	// resource).
+	if pr.In.URL.Path == "*" && pr.In.URL.RawPath == "" {
+		pr.Out.URL.Opaque, pr.Out.URL.Path, pr.Out.URL.RawPath = "*", "", ""
+	}
 	// The backend sees the host the client asked for. An HTTP/1.0 request
 	// may name none; the transport would then send the backend's own
 	// address, so it gets the address the client connected to instead, as
@@ -298,5 +309,12 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	// ReverseProxy drops the headers that Connection names; the request id
 	// is ours and always travels.
 	pr.Out.Header["X-Request-Id"] = a.idv[:]
-	pr.SetXForwarded()
+	// Request trailers: the outgoing request's map is a copy made before
+	// the body was read, so it would announce the trailers and send them
+	// empty. The client's own map is filled once its body is read, before
+	// the transport writes the trailers.
+	if len(pr.In.Trailer) > 0 {
+		pr.Out.Trailer = pr.In.Trailer
+	}
+	h.forward(a, pr.In, pr.Out)
 }

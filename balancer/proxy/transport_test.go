@@ -57,7 +57,7 @@ type scripted struct {
 	wg    sync.WaitGroup
 }
 
-func newScripted(t *testing.T, answer func(conn, n int, req *http.Request) (resp string, hangUp bool)) *scripted {
+func newScripted(t testing.TB, answer func(conn, n int, req *http.Request) (resp string, hangUp bool)) *scripted {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +89,9 @@ func newScripted(t *testing.T, answer func(conn, n int, req *http.Request) (resp
 						_, _ = io.Copy(io.Discard, br)
 						return
 					}
+					if resp == closeNow {
+						return
+					}
 					if _, err := io.WriteString(c, resp); err != nil || hangUp {
 						return
 					}
@@ -99,12 +102,15 @@ func newScripted(t *testing.T, answer func(conn, n int, req *http.Request) (resp
 	return s
 }
 
+// closeNow, as an answer, closes the connection without one.
+const closeNow = "close"
+
 func (s *scripted) url() string { return "http://" + s.ln.Addr().String() + "/" }
 
 const okAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 func TestTransport(t *testing.T) {
-	t.Run("keep-alive reuse on the lean path", func(t *testing.T) {
+	t.Run("keep-alive reuse", func(t *testing.T) {
 		srv := newScripted(t, func(int, int, *http.Request) (string, bool) { return okAnswer, false })
 		tr, fb := newTransport(0)
 		defer tr.CloseIdleConnections()
@@ -150,21 +156,49 @@ func TestTransport(t *testing.T) {
 		}
 	})
 
-	t.Run("a kept-alive connection the backend closed: GET sent again, POST not", func(t *testing.T) {
+	t.Run("a kept-alive connection the backend closed is found before it is used", func(t *testing.T) {
 		// Each connection answers once, then closes without saying so.
 		srv := newScripted(t, func(int, int, *http.Request) (string, bool) { return okAnswer, true })
 		tr, _ := newTransport(0)
 		defer tr.CloseIdleConnections()
-		if _, _, err := get(t, tr, http.MethodGet, srv.url(), nil); err != nil {
-			t.Fatal(err)
+		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPost} {
+			time.Sleep(50 * time.Millisecond) // let the close arrive
+			if _, body, err := get(t, tr, method, srv.url(), nil); err != nil || body != "ok" {
+				t.Fatalf("%s after the backend closed the idle connection: %q %v", method, body, err)
+			}
 		}
-		time.Sleep(50 * time.Millisecond) // let the close arrive
-		if _, body, err := get(t, tr, http.MethodGet, srv.url(), nil); err != nil || body != "ok" {
-			t.Fatalf("GET on a stale connection: %q %v, want a retry on a new one", body, err)
+		if n := srv.conns.Load(); n != 3 {
+			t.Errorf("%d connections for 3 requests, want 3 (each sent once, on a new one)", n)
 		}
-		time.Sleep(50 * time.Millisecond)
-		if _, _, err := get(t, tr, http.MethodPost, srv.url(), nil); err == nil {
-			t.Fatalf("POST on a stale connection succeeded: it must not be sent twice")
+	})
+
+	t.Run("a connection that dies under a request: GET sent again, POST not", func(t *testing.T) {
+		// The second request on each connection is read, then the
+		// connection closes without an answer: the request may have been
+		// acted on, so only an idempotent one goes again.
+		srv := newScripted(t, func(_, n int, _ *http.Request) (string, bool) {
+			if n == 2 {
+				return closeNow, true
+			}
+			return okAnswer, false
+		})
+		tr, _ := newTransport(0)
+		defer tr.CloseIdleConnections()
+		for _, tc := range []struct {
+			method string
+			sent   bool
+		}{{http.MethodGet, true}, {http.MethodPost, false}} {
+			tr.CloseIdleConnections()
+			if _, _, err := get(t, tr, http.MethodGet, srv.url(), nil); err != nil {
+				t.Fatal(err)
+			}
+			_, body, err := get(t, tr, tc.method, srv.url(), nil)
+			if tc.sent && (err != nil || body != "ok") {
+				t.Errorf("%s on a connection that died: %q %v, want a retry on a new one", tc.method, body, err)
+			}
+			if !tc.sent && err == nil {
+				t.Errorf("%s on a connection that died succeeded: it must not be sent twice", tc.method)
+			}
 		}
 	})
 
@@ -196,7 +230,7 @@ func TestTransport(t *testing.T) {
 		}
 	})
 
-	t.Run("requests with a body, an upgrade or Expect go to the fallback", func(t *testing.T) {
+	t.Run("requests with a body on the transport's own path, upgrades and Expect on the fallback", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b, _ := io.ReadAll(r.Body)
 			_, _ = w.Write(b)
@@ -204,18 +238,87 @@ func TestTransport(t *testing.T) {
 		defer srv.Close()
 		tr, fb := newTransport(0)
 		defer tr.CloseIdleConnections()
-		if _, body, err := get(t, tr, http.MethodPost, srv.URL, strings.NewReader("hello")); err != nil || body != "hello" {
-			t.Fatalf("POST: %q %v", body, err)
+		for range 3 {
+			if _, body, err := get(t, tr, http.MethodPost, srv.URL, strings.NewReader("hello")); err != nil || body != "hello" {
+				t.Fatalf("POST: %q %v", body, err)
+			}
 		}
-		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
-		req.Header.Set("Expect", "100-continue")
-		if res, err := tr.RoundTrip(req); err != nil {
-			t.Fatal(err)
-		} else {
-			res.Body.Close()
+		for _, h := range []string{"Expect", "Upgrade"} {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+			req.Header.Set(h, map[string]string{"Expect": "100-continue", "Upgrade": "websocket"}[h])
+			if res, err := tr.RoundTrip(req); err != nil {
+				t.Fatal(err)
+			} else {
+				res.Body.Close()
+			}
 		}
 		if n := fb.n.Load(); n != 2 {
-			t.Errorf("%d fallbacks, want 2", n)
+			t.Errorf("%d fallbacks, want 2 (the upgrade and the Expect)", n)
+		}
+	})
+
+	t.Run("a chunked body and its trailers", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			_, _ = w.Write([]byte(string(b) + "|" + r.Trailer.Get("X-Sum")))
+		}))
+		defer srv.Close()
+		tr, _ := newTransport(0)
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, io.MultiReader(strings.NewReader("ab"), strings.NewReader("cd")))
+		req.ContentLength = -1
+		req.Trailer = http.Header{"X-Sum": {"42"}}
+		res, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(b) != "abcd|42" {
+			t.Errorf("backend read %q, want the body and its trailer %q", b, "abcd|42")
+		}
+	})
+
+	t.Run("an answer before the whole body was read closes the connection", func(t *testing.T) {
+		// The backend answers 413 after the headers and reads nothing
+		// more: the write of a large body cannot finish, and the
+		// connection, whose framing is lost, must not be reused.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		var conns atomic.Int32
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				go func() {
+					br := bufio.NewReader(c)
+					if _, err := http.ReadRequest(br); err != nil {
+						c.Close()
+						return
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\n\r\nbig")
+					time.Sleep(time.Second) // reads nothing more, then leaves
+					c.Close()
+				}()
+			}
+		}()
+		tr, _ := newTransport(0)
+		defer tr.CloseIdleConnections()
+		url := "http://" + ln.Addr().String() + "/"
+		for i := range 2 {
+			res, body, err := get(t, tr, http.MethodPost, url, strings.NewReader(strings.Repeat("x", 8<<20)))
+			if err != nil || res.StatusCode != 413 || body != "big" {
+				t.Fatalf("POST %d: %v %q %v, want the early 413", i, res, body, err)
+			}
+		}
+		if n := conns.Load(); n != 2 {
+			t.Errorf("%d connections for 2 requests, want 2", n)
 		}
 	})
 
@@ -227,6 +330,32 @@ func TestTransport(t *testing.T) {
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
 			t.Fatalf("hung backend: %v, want a timeout", err)
+		}
+	})
+
+	t.Run("with a body, the header timeout counts from the body's end", func(t *testing.T) {
+		// A body sent over 300 ms to a backend that answers at once after
+		// it: a 100 ms timeout from the start of the write would cut it.
+		srv := newScripted(t, func(int, int, *http.Request) (string, bool) { return okAnswer, false })
+		tr, _ := newTransport(100 * time.Millisecond)
+		defer tr.CloseIdleConnections()
+		pr, pw := io.Pipe()
+		go func() {
+			for range 3 {
+				time.Sleep(100 * time.Millisecond)
+				_, _ = pw.Write([]byte("x"))
+			}
+			pw.Close()
+		}()
+		if _, body, err := get(t, tr, http.MethodPost, srv.url(), pr); err != nil || body != "ok" {
+			t.Fatalf("slow body: %q %v", body, err)
+		}
+		// A backend that reads the body and never answers times out.
+		hung := newScripted(t, func(int, int, *http.Request) (string, bool) { return "", false })
+		_, _, err := get(t, tr, http.MethodPost, hung.url(), strings.NewReader("body"))
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("hung backend after a body: %v, want a timeout", err)
 		}
 	})
 

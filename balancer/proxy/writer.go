@@ -36,9 +36,20 @@ func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return newIdleConn(c, s.tunnelIdle), brw, nil
 }
 
+// WriteHeader passes the status on. A final answer the backend sent
+// without Content-Type goes without one: net/http would otherwise guess
+// one from the body's first bytes, and a guess of text/html turns an
+// untyped upload into a page a browser runs.
 func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
+	}
+	if code >= 200 {
+		if h := s.ResponseWriter.Header(); h != nil {
+			if _, typed := h["Content-Type"]; !typed {
+				h["Content-Type"] = nil
+			}
+		}
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
