@@ -233,6 +233,10 @@ func (c *Controller) startTerm(parent context.Context) func() {
 	c.wg.Add(1) // before lead starts: it waits for the term's workers
 	go func() {
 		defer c.wg.Done()
+		// The previous leader's events are read before this term's first
+		// Summary replaces its own (else they would be lost, depending on
+		// which of the two goroutines ran first).
+		c.seedEvents(ctx)
 		c.publishSummaries(ctx)
 	}()
 	go func() {
@@ -257,7 +261,6 @@ func (c *Controller) startTerm(parent context.Context) func() {
 // lead takes every decision of one term, one at a time.
 func (c *Controller) lead(ctx context.Context) {
 	defer c.wg.Wait()
-	c.seedEvents(ctx)
 	watch := c.drv.Watch(ctx)
 	demand := c.store.Demand(ctx)
 	poll := time.NewTicker(c.cfg.PollInterval)
