@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/proctest"
-	"lbscale/balancer/state/statetest"
+	"lbscale/internal/testenv/proctest"
+	"lbscale/internal/testenv/statetest"
 )
 
 func get(t *testing.T, c *http.Client, url string, hdr ...string) *http.Response {

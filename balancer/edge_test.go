@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/proctest"
-	"lbscale/balancer/state"
-	"lbscale/balancer/state/redisstore"
-	"lbscale/balancer/state/statetest"
+	"lbscale/internal/state"
+	"lbscale/internal/state/redisstore"
+	"lbscale/internal/testenv/proctest"
+	"lbscale/internal/testenv/statetest"
 )
 
 // Tests of the client edge: raw bytes over real TCP connections to a real

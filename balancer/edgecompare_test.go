@@ -16,7 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/proctest"
+	"lbscale/internal/testenv"
+	"lbscale/internal/testenv/proctest"
 )
 
 // The edge comparison (scripts/exp-edge, docs/security.md): lbscale,
@@ -192,18 +193,16 @@ func startNginx(t *testing.T, backends []string, _ bool) string {
 
 func waitTCP(t *testing.T, p *proctest.Proc, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	testenv.Eventually(t, 10*time.Second, "a listener on "+addr, func() bool {
 		if p.Exited() {
 			t.Fatalf("exited before listening on %s:\n%s", addr, p.Output())
 		}
-		if c, err := net.Dial("tcp", addr); err == nil {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
 			c.Close()
-			return
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("nothing listens on %s after 10s", addr)
+		return err == nil
+	})
 }
 
 // send writes raw on a new connection (in the background: a front may stop

@@ -15,8 +15,9 @@ import (
 	"time"
 
 	"lbscale/balancer/admin"
-	"lbscale/balancer/proctest"
-	"lbscale/balancer/state/statetest"
+	"lbscale/internal/testenv"
+	"lbscale/internal/testenv/proctest"
+	"lbscale/internal/testenv/statetest"
 )
 
 // web starts a real web server process and returns its address.
@@ -64,14 +65,9 @@ type adminStatus = admin.Status
 // waitReplicas waits until the balancer routes to n backends holding slots.
 func waitReplicas(t *testing.T, admin string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if status(t, admin).Replicas == n {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("balancer %s never reported %d replicas: %+v", admin, n, status(t, admin))
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("balancer %s reporting %d replicas", admin, n), func() bool {
+		return status(t, admin).Replicas == n
+	})
 }
 
 type webLoad struct {

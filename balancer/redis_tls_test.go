@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/proctest"
-	"lbscale/balancer/state"
-	"lbscale/balancer/state/redisstore"
-	"lbscale/balancer/state/statetest"
+	"lbscale/internal/state"
+	"lbscale/internal/state/redisstore"
+	"lbscale/internal/testenv/proctest"
+	"lbscale/internal/testenv/statetest"
 )
 
 const redisPass = "lb-Pa55-e81c" // distinctive: found in output means leaked

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/state/redisstore"
-	"lbscale/balancer/state/statetest"
+	"lbscale/internal/state/redisstore"
+	"lbscale/internal/testenv/statetest"
 )
 
 // TestBalancersThroughSentinelFailover: two real balancers share their

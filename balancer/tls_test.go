@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"lbscale/balancer/config"
-	"lbscale/balancer/proctest"
-	"lbscale/balancer/tlsterm/tlstest"
+	"lbscale/internal/testenv/proctest"
+	"lbscale/internal/testenv/tlstest"
 )
 
 // tlsSetup is a certificate pair in a temporary directory and the files the

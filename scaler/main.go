@@ -20,19 +20,22 @@ import (
 	"syscall"
 	"time"
 
-	"lbscale/balancer/envconf"
-	"lbscale/balancer/state/redisstore"
+	"lbscale/internal/envconf"
+	"lbscale/internal/healthcheck"
+	"lbscale/internal/state/redisstore"
 	"lbscale/scaler/config"
 	"lbscale/scaler/control"
 	"lbscale/scaler/driver"
 	"lbscale/scaler/driver/docker"
 	"lbscale/scaler/driver/swarm"
-	"lbscale/webserver/healthcheck"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
 		os.Exit(healthcheck.Run(healthcheck.LocalURL(os.Getenv(config.EnvAdminAddr), ":9090")))
+	}
+	if envconf.HelpAsked(os.Args[1:]) {
+		envconf.PrintUsage(config.Vars, "scaler")
 	}
 	cfg, err := config.Load(os.LookupEnv)
 	if err != nil {

@@ -15,12 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/state"
-	"lbscale/balancer/state/redisstore"
-	"lbscale/balancer/state/statetest"
+	"lbscale/internal/state"
+	"lbscale/internal/state/redisstore"
+	"lbscale/internal/testenv"
+	"lbscale/internal/testenv/dockertest"
+	"lbscale/internal/testenv/statetest"
 	"lbscale/scaler/control"
 	"lbscale/scaler/driver"
-	"lbscale/scaler/driver/dockertest"
 )
 
 // These tests run the scaler binary itself: its configuration errors, and
@@ -141,17 +142,6 @@ func (p *proc) status(t *testing.T) (control.Status, bool) {
 	return s, true
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestLeaderKilledOtherScalerTakesOverAndTermReleases(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test (Docker) skipped in -short mode")
@@ -187,10 +177,10 @@ func TestLeaderKilledOtherScalerTakesOverAndTermReleases(t *testing.T) {
 		}
 		return out
 	}
-	waitFor(t, 60*time.Second, "2 ready", func() bool { return len(ready()) == 2 })
+	testenv.Eventually(t, 60*time.Second, "2 ready", func() bool { return len(ready()) == 2 })
 
 	var leader, follower *proc
-	waitFor(t, 10*time.Second, "exactly one leader", func() bool {
+	testenv.Eventually(t, 10*time.Second, "exactly one leader", func() bool {
 		sa, okA := a.status(t)
 		sb, okB := b.status(t)
 		switch {
@@ -223,14 +213,14 @@ func TestLeaderKilledOtherScalerTakesOverAndTermReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = leader.cmd.Wait()
-	waitFor(t, 15*time.Second, "follower leads", func() bool { s, ok := follower.status(t); return ok && s.Leader })
+	testenv.Eventually(t, 15*time.Second, "follower leads", func() bool { s, ok := follower.status(t); return ok && s.Leader })
 	t.Logf("takeover %s after SIGKILL of the leader (LEASE_TTL 1.5s)", time.Since(killed).Round(time.Millisecond))
 	// It acts: a container killed now is replaced by the new leader.
 	victim := ready()[0].ID
 	if err := cli.ContainerKill(context.Background(), victim, "KILL"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "replacement ready", func() bool {
+	testenv.Eventually(t, 60*time.Second, "replacement ready", func() bool {
 		r := ready()
 		return len(r) == 2 && r[0].ID != victim && r[1].ID != victim
 	})

@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/state"
-	"lbscale/balancer/state/redisstore"
-	"lbscale/balancer/state/statetest"
+	"lbscale/internal/state"
+	"lbscale/internal/state/redisstore"
+	"lbscale/internal/testenv"
+	"lbscale/internal/testenv/statetest"
 )
 
 // TestScalerOverMutualTLSRedis: the real scaler reaches a TLS-only Redis
@@ -35,11 +36,11 @@ func TestScalerOverMutualTLSRedis(t *testing.T) {
 	rdb := opt.NewClient()
 	defer rdb.Close()
 	leader := state.NewKeys("tlsscaler").Leader()
-	waitFor(t, 15*time.Second, "the scaler's lease in Redis", func() bool {
+	testenv.Eventually(t, 15*time.Second, "the scaler's lease in Redis", func() bool {
 		v, _ := rdb.Get(context.Background(), leader).Result()
 		return strings.HasPrefix(v, "scaler-tls/") // SCALER_ID and the process's own suffix
 	})
-	waitFor(t, 5*time.Second, "the scaler leads", func() bool { s, ok := p.status(t); return ok && s.Leader })
+	testenv.Eventually(t, 5*time.Second, "the scaler leads", func() bool { s, ok := p.status(t); return ok && s.Leader })
 	// Stopped before its output is read (the buffer is written while it
 	// runs); a clean stop releases the lease over the same connection.
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -13,18 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// requireDocker skips when no engine answers, unless REQUIRE_DOCKER is set.
-func requireDocker(t *testing.T) {
-	t.Helper()
-	if err := exec.Command("docker", "info").Run(); err != nil {
-		if os.Getenv("REQUIRE_DOCKER") != "" {
-			t.Fatalf("REQUIRE_DOCKER is set but the Docker engine does not answer: %v", err)
-		}
-		t.Skipf("no Docker engine (docker info: %v); set REQUIRE_DOCKER=1 to make this a failure", err)
-	}
-}
+	"lbscale/internal/testenv"
+)
 
 func docker(t *testing.T, args ...string) (string, error) {
 	t.Helper()
@@ -56,7 +47,7 @@ func TestImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a Docker image")
 	}
-	requireDocker(t)
+	testenv.Require(t, testenv.Docker)
 	tag := fmt.Sprintf("test-%d-%d", os.Getpid(), time.Now().UnixNano()%1_000_000)
 	image := "lbscale/webserver:" + tag
 	label := "lbscale.project=lbscale-webserver-test-" + tag

@@ -29,14 +29,17 @@ import (
 	"strings"
 	"syscall"
 
-	"lbscale/balancer/envconf"
-	"lbscale/webserver/healthcheck"
+	"lbscale/internal/envconf"
+	"lbscale/internal/healthcheck"
 	"lbscale/webserver/server"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
 		os.Exit(healthcheck.Run(healthcheck.LocalURL(os.Getenv(server.EnvListenAddr), server.DefaultListenAddr)))
+	}
+	if envconf.HelpAsked(os.Args[1:]) {
+		envconf.PrintUsage(server.Vars, "webserver")
 	}
 	cfg, err := server.Load(os.LookupEnv)
 	if err != nil {

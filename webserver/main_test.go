@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lbscale/internal/testenv"
 )
 
 var (
@@ -91,22 +93,19 @@ func run(t *testing.T, env ...string) *proc {
 
 func waitOK(t *testing.T, url string, p *proc) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	testenv.Eventually(t, 15*time.Second, url+" answering 200", func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("exited before %s answered: %v\n%s", url, p.err, p.out.String())
 		default:
 		}
-		if res, err := http.Get(url); err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				return
-			}
+		res, err := http.Get(url)
+		if err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s did not answer 200 in 15s", url)
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
 }
 
 func TestInvalidEnvExits2(t *testing.T) {

@@ -7,7 +7,6 @@
 package admin
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
@@ -18,7 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"lbscale/balancer/pool"
-	"lbscale/balancer/state"
+	"lbscale/internal/adminauth"
+	"lbscale/internal/state"
 )
 
 // Source is what the admin port reports on.
@@ -120,24 +120,7 @@ func (s *Server) Handler() http.Handler {
 	return r
 }
 
-func (s *Server) auth(next http.Handler) http.Handler { return Bearer(s.Token)(next) }
-
-// Bearer wants "Authorization: Bearer <token>" on every request when token
-// is set, and answers 401 otherwise; an empty token lets everything
-// through. The scaler's admin port uses it too, so both ports check alike.
-func Bearer(token string) func(http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="lbscale"`)
-				http.Error(w, "401 unauthorized: ADMIN_TOKEN is set; send Authorization: Bearer <token>", http.StatusUnauthorized)
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
-	}
-}
+func (s *Server) auth(next http.Handler) http.Handler { return adminauth.Bearer(s.Token)(next) }
 
 // Snapshot builds the /status document.
 func (s *Server) Snapshot() Status {

@@ -9,7 +9,7 @@ import (
 
 	"lbscale/balancer/admin"
 	"lbscale/balancer/pool"
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 )
 
 type src struct{}

@@ -16,7 +16,8 @@ import (
 
 	"lbscale/balancer/flow"
 	"lbscale/balancer/pool"
-	"lbscale/balancer/state"
+	"lbscale/internal/slowstart"
+	"lbscale/internal/state"
 )
 
 // Static is a backend from BACKENDS.
@@ -418,7 +419,7 @@ func (s *Syncer) limitFor(b *pool.Backend, now time.Time) int64 {
 	if s.o.SlowStart <= 0 || b.Since.IsZero() {
 		return s.o.Limit
 	}
-	return SlowStartLimit(s.o.Limit, now.Sub(b.Since), s.o.SlowStart)
+	return slowstart.Limit(s.o.Limit, now.Sub(b.Since), s.o.SlowStart)
 }
 
 // DemandWeight is the demand this balancer claims slots by: it follows a
@@ -430,21 +431,6 @@ func (s *Syncer) limitFor(b *pool.Backend, now time.Time) int64 {
 func DemandWeight(prev, now float64, interval time.Duration) float64 {
 	a := min(1, interval.Seconds())
 	return max(now, prev*(1-a)+now*a)
-}
-
-// SlowStartLimit is a new backend's limit age after it turned ready: a
-// linear ramp from 1 to limit over ramp, so a container that just passed its
-// health check (cold caches, JIT, connection pools) is not handed a whole
-// queue at once. E.g. limit 8, ramp 4s: 1 at 0s, 4 at 2s, 8 from 4s.
-func SlowStartLimit(limit int64, age, ramp time.Duration) int64 {
-	if age >= ramp || ramp <= 0 {
-		return limit
-	}
-	if age < 0 {
-		age = 0
-	}
-	n := (limit*int64(age) + int64(ramp) - 1) / int64(ramp)
-	return max(1, min(n, limit))
 }
 
 // apply turns registry entries into the pool: ready and draining backends are

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/state/redisstore"
-	"lbscale/balancer/state/statetest"
+	"lbscale/internal/state/redisstore"
+	"lbscale/internal/testenv/statetest"
 )
 
 // outageBackends and outageLimit: B = 400 backends of MAX_INFLIGHT 3, so

@@ -5,7 +5,7 @@ import (
 	"math"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 )
 
 // ReportEvery is how often a balancer writes its Report: the dashboard

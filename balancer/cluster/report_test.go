@@ -6,8 +6,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"lbscale/balancer/state"
-	"lbscale/balancer/state/memstore"
+	"lbscale/internal/state"
+	"lbscale/internal/state/memstore"
 )
 
 // The balancer reports once a second what the dashboard shows: its sync,

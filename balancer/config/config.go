@@ -12,11 +12,11 @@ import (
 	"strings"
 	"time"
 
-	"lbscale/balancer/envconf"
 	"lbscale/balancer/policy"
-	"lbscale/balancer/state"
-	"lbscale/balancer/state/redisstore"
 	"lbscale/balancer/tlsterm"
+	"lbscale/internal/envconf"
+	"lbscale/internal/state"
+	"lbscale/internal/state/redisstore"
 )
 
 // The TLS settings of the proxy listener (the design's contract names the
@@ -91,7 +91,7 @@ type Config struct {
 	// the shared store; an empty URL means the in-memory store.
 	Redis redisstore.Conn
 
-	// The client edge (README "Edge"): what one client may hold or send.
+	// The client edge (docs/architecture.md, the edge): what one client may hold or send.
 	ClientHeaderTimeout time.Duration // CLIENT_HEADER_TIMEOUT: wait for a request's headers
 	ClientIdleTimeout   time.Duration // CLIENT_IDLE_TIMEOUT: keep-alive connection with no request
 	ClientBodyTimeout   time.Duration // CLIENT_BODY_TIMEOUT: buffered body whole, streamed body per read (408)
@@ -111,7 +111,7 @@ type Config struct {
 	// redirects to HTTPS (308); empty for none. Needs TLS.
 	TLSRedirectAddr string
 
-	// Outlier ejection, retries and least-latency (README "Outliers").
+	// Outlier ejection, retries and least-latency (docs/architecture.md, outliers).
 	OutlierConsecutive  int           // OUTLIER_CONSECUTIVE_5XX: failures in a row that eject (0: off)
 	OutlierBase         time.Duration // OUTLIER_BASE_EJECTION: first ejection's length
 	OutlierMax          time.Duration // OUTLIER_MAX_EJECTION: cap on an ejection's length
@@ -125,56 +125,107 @@ type Config struct {
 // TLS reports whether the proxy listener serves HTTPS.
 func (c Config) TLS() bool { return c.TLSCertFile != "" }
 
+// Vars declares every variable the balancer reads: name, default, range
+// and meaning, once. Load reads through it, -h prints it, and
+// TestDocsMatchVars holds docs/configuration.md to it.
+var Vars = envconf.Join(envconf.Table{
+	{Name: "LISTEN_ADDR", Default: ":8080", Help: "proxy address"},
+	{Name: "ADMIN_ADDR", Default: ":9090", Help: "admin address: /status, /metrics, /healthz"},
+	{Name: state.EnvPool, Default: "web", Help: "which pool's registry and counts to use (all Redis keys carry it)"},
+	{Name: "LB_POLICY", Default: "least-connections", OneOf: policy.Names(), Help: "see Policies"},
+	{Name: "HASH_KEY", Default: "ip", Help: "consistent-hash key: ip, header:<Name> or cookie:<Name>"},
+	{Name: "HASH_LOAD_FACTOR", Default: float64(1.25), Min: float64(1), Max: float64(100), Help: "bounded-loads factor c for consistent-hash (≥ 1)"},
+	{Name: "TRUST_FORWARDED_FOR", Default: false, Help: "believe a client's Forwarded and X-Forwarded-* headers (only when every client comes through a proxy of your own): kept and appended to instead of replaced, and consistent-hash keys by the first X-Forwarded-For hop"},
+	{Name: "STICKY_COOKIE", Default: "lbscale_sticky", Help: "cookie of the sticky policy"},
+	{Name: "MAX_INFLIGHT", Default: 4, Min: 1, Max: 1 << 20, Help: "requests in flight per backend, summed over all balancers (1…1048576)"},
+	{Name: "QUEUE_MAX", Default: 1000, Min: 0, Max: 1 << 20, Help: "requests waiting for a slot; beyond it 503 at once (0 = no queue)"},
+	{Name: "QUEUE_TIMEOUT", Default: 30 * time.Second, Min: time.Millisecond, Max: time.Hour, Help: "longest wait in the queue before 503 + Retry-After"},
+	{Name: "SHARE_STATE", Default: true, Help: "divide MAX_INFLIGHT among balancers; false: each enforces it alone (counts are still published for the scaler)"},
+	{Name: "SYNC_INTERVAL", Default: 25 * time.Millisecond, Min: time.Millisecond, Max: 10 * time.Second, Help: "how often grants are synced (one round trip); in-flight counts go every 8th sync"},
+	{Name: "ADMIN_TOKEN", Help: "when set, /status and /metrics require Authorization: Bearer <token>"},
+	{Name: "DASHBOARD_URL", OneOf: []string{"http", "https"}, Help: "the live dashboard's address, named in /status (dashboard) so that loadtest --status prints it; an absolute http(s) URL"},
+	{Name: "BALANCER_ID", Shown: "hostname-pid", Help: "unique id of this replica in Redis"},
+	{Name: "HEALTH_INTERVAL", Default: 2 * time.Second, Min: 10 * time.Millisecond, Max: time.Hour, Help: "active health checks; 2 failures mark a backend down, 1 pass brings it back"},
+	{Name: "HEALTH_PATH", Default: "/healthz", Help: "health endpoint on backends"},
+	{Name: "SLOW_START", Default: 3 * time.Second, Min: time.Duration(0), Max: time.Hour, Help: "ramp of a new backend's limit from 1 to MAX_INFLIGHT (0 = off)"},
+	{Name: "UPSTREAM_TIMEOUT", Default: 60 * time.Second, Min: time.Millisecond, Max: time.Hour, Help: "per-try timeout: each attempt's wait for the backend's response headers; an idempotent request is then retried once elsewhere, others get 504"},
+	{Name: "LOAD_INTERVAL", Default: time.Second, Min: 10 * time.Millisecond, Max: time.Hour, Help: "/load polling, least-loaded only"},
+	{Name: "SHUTDOWN_TIMEOUT", Default: 30 * time.Second, Min: time.Duration(0), Max: time.Hour, Help: "graceful shutdown: in-flight and queued requests finish"},
+	{Name: "LOG_LEVEL", Default: "info", OneOf: []string{"debug", "info", "warn", "error"}, Help: "debug, info, warn, error"},
+	{Name: EnvTLSCertFile, Help: "PEM certificate (chain) for the proxy address; with TLS_KEY_FILE the proxy serves HTTPS only (TLS ≥ 1.2, HTTP/2 through ALPN). Setting one without the other, or a file that does not load, exits 2. Replaced files are picked up within about a second, no restart"},
+	{Name: EnvTLSKeyFile, Help: "PEM private key of TLS_CERT_FILE"},
+	{Name: "CLIENT_HEADER_TIMEOUT", Default: 10 * time.Second, Min: time.Millisecond, Max: time.Hour, Help: "wait for a request's complete headers, then the connection is closed"},
+	{Name: "CLIENT_IDLE_TIMEOUT", Default: 60 * time.Second, Min: time.Millisecond, Max: 24 * time.Hour, Help: "a keep-alive client connection with no next request is closed"},
+	{Name: "CLIENT_BODY_TIMEOUT", Default: 30 * time.Second, Min: time.Millisecond, Max: time.Hour, Help: "wait for a buffered body as a whole, and for each read of a streamed one; then 408 and close"},
+	{Name: "BODY_BUFFER_BYTES", Default: 64 << 10, Min: 0, Max: 64 << 20, Help: "request bodies up to this size are read whole *before* a backend slot is taken (0…64 MiB; 0 = stream every body)"},
+	{Name: "TUNNEL_IDLE_TIMEOUT", Default: 60 * time.Second, Min: time.Millisecond, Max: 24 * time.Hour, Help: "an upgraded connection (WebSocket, …) with no byte either way is closed and its slot returned"},
+	{Name: "MAX_REQUEST_LINE_BYTES", Default: 8 << 10, Min: 256, Max: 1 << 20, Help: "longer request line (method, URI, version): 414"},
+	{Name: "MAX_HEADER_LINE_BYTES", Default: 16 << 10, Min: 256, Max: 1 << 20, Help: "longer header line: 431"},
+	{Name: "MAX_HEADER_BYTES", Default: 64 << 10, Min: 1 << 10, Max: 16 << 20, Help: "request line and headers together: 431 (≥ both line limits)"},
+	{Name: "DEBUG_BACKEND_HEADER", Default: false, Help: "add X-Lbscale-Backend (the backend's id) to responses; for debugging only"},
+	{Name: "DEBUG_PPROF", Default: false, Help: "serve Go's profiles (CPU, heap, allocs, mutex, block) under /debug/pprof/ on the admin port, behind ADMIN_TOKEN; see docs/performance.md"},
+	{Name: "OUTLIER_CONSECUTIVE_5XX", Default: 5, Min: 0, Max: 1000, Help: "consecutive failures of a backend (5xx answers, or connect errors, resets, upstream timeouts) that eject it; 0 = no ejection (0…1000)"},
+	{Name: "OUTLIER_BASE_EJECTION", Default: 30 * time.Second, Min: time.Millisecond, Max: time.Hour, Help: "first ejection's length; the n-th in a row lasts n × this (the count decays by one per base time without ejection)"},
+	{Name: "OUTLIER_MAX_EJECTION", Default: 300 * time.Second, Min: time.Millisecond, Max: 24 * time.Hour, Help: "cap on an ejection's length (≥ OUTLIER_BASE_EJECTION)"},
+	{Name: "OUTLIER_MAX_EJECTION_PERCENT", Default: 50, Min: 0, Max: 100, Help: "most of the pool ejected at once (0…100); the last pickable backend is never ejected"},
+	{Name: "RETRY_BUDGET_PERCENT", Default: float64(20), Min: float64(0), Max: float64(100), Help: "retries in progress at most this share of the requests in flight (0…100), so a failing pool is not hit twice per request"},
+	{Name: "RETRY_MIN_CONCURRENCY", Default: 3, Min: 0, Max: 1 << 20, Help: "retries always allowed at once, whatever the share (Envoy's min_retry_concurrency)"},
+	{Name: "LATENCY_DECAY", Default: 10 * time.Second, Min: 10 * time.Millisecond, Max: time.Hour, Help: "least-latency: time constant of the peak-EWMA of response times (10ms…1h)"},
+	{Name: "BACKENDS", Help: "static pool, host:port[=weight],... (each address once); used until a scaler writes a registry"},
+	{Name: EnvRetryOn, Default: DefaultRetryOn, Help: "answers after which an idempotent request is retried on another backend (comma-separated codes from 500 to 599, or none); connect errors, resets and timeouts are always retried"},
+	{Name: EnvTLSRedirectAddr, Help: "with TLS: a plain-HTTP address that answers 308 to https://<host>:<LISTEN_ADDR's port><path> (port left out when 443)"},
+}, redisstore.ConnVars)
+
 // Load reads the configuration; the error names every invalid variable.
 func Load(lookup func(string) (string, bool)) (Config, error) {
-	r := envconf.New(lookup)
+	r := envconf.New(lookup, Vars)
 	host, _ := os.Hostname()
 	c := Config{
-		ListenAddr:      r.Addr("LISTEN_ADDR", ":8080"),
-		AdminAddr:       r.Addr("ADMIN_ADDR", ":9090"),
+		ListenAddr:      r.Addr("LISTEN_ADDR"),
+		AdminAddr:       r.Addr("ADMIN_ADDR"),
 		Redis:           redisstore.ReadConn(r),
-		Pool:            r.String(state.EnvPool, "web"),
-		Policy:          r.OneOf("LB_POLICY", "least-connections", policy.Names()...),
-		HashKey:         r.String("HASH_KEY", "ip"),
-		HashLoadFactor:  r.Float("HASH_LOAD_FACTOR", 1.25, 1, 100),
-		TrustForwarded:  r.Bool("TRUST_FORWARDED_FOR", false),
-		StickyCookie:    r.String("STICKY_COOKIE", "lbscale_sticky"),
-		MaxInflight:     int64(r.Int("MAX_INFLIGHT", 4, 1, 1<<20)),
-		QueueMax:        r.Int("QUEUE_MAX", 1000, 0, 1<<20),
-		QueueTimeout:    r.Duration("QUEUE_TIMEOUT", 30*time.Second, time.Millisecond, time.Hour),
-		ShareState:      r.Bool("SHARE_STATE", true),
-		SyncInterval:    r.Duration("SYNC_INTERVAL", 25*time.Millisecond, time.Millisecond, 10*time.Second),
-		AdminToken:      r.String("ADMIN_TOKEN", ""),
-		DashboardURL:    r.URL("DASHBOARD_URL", "", "http", "https"),
-		BalancerID:      r.String("BALANCER_ID", host+"-"+strconv.Itoa(os.Getpid())),
-		HealthInterval:  r.Duration("HEALTH_INTERVAL", 2*time.Second, 10*time.Millisecond, time.Hour),
-		HealthPath:      r.String("HEALTH_PATH", "/healthz"),
-		SlowStart:       r.Duration("SLOW_START", 3*time.Second, 0, time.Hour),
-		UpstreamTimeout: r.Duration("UPSTREAM_TIMEOUT", 60*time.Second, time.Millisecond, time.Hour),
-		LoadInterval:    r.Duration("LOAD_INTERVAL", time.Second, 10*time.Millisecond, time.Hour),
-		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 30*time.Second, 0, time.Hour),
-		LogLevel:        r.OneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"),
-		TLSCertFile:     r.String(EnvTLSCertFile, ""),
-		TLSKeyFile:      r.String(EnvTLSKeyFile, ""),
+		Pool:            r.String(state.EnvPool),
+		Policy:          r.OneOf("LB_POLICY"),
+		HashKey:         r.String("HASH_KEY"),
+		HashLoadFactor:  r.Float("HASH_LOAD_FACTOR"),
+		TrustForwarded:  r.Bool("TRUST_FORWARDED_FOR"),
+		StickyCookie:    r.String("STICKY_COOKIE"),
+		MaxInflight:     int64(r.Int("MAX_INFLIGHT")),
+		QueueMax:        r.Int("QUEUE_MAX"),
+		QueueTimeout:    r.Duration("QUEUE_TIMEOUT"),
+		ShareState:      r.Bool("SHARE_STATE"),
+		SyncInterval:    r.Duration("SYNC_INTERVAL"),
+		AdminToken:      r.String("ADMIN_TOKEN"),
+		DashboardURL:    r.URL("DASHBOARD_URL"),
+		BalancerID:      r.StringOr("BALANCER_ID", host+"-"+strconv.Itoa(os.Getpid())),
+		HealthInterval:  r.Duration("HEALTH_INTERVAL"),
+		HealthPath:      r.String("HEALTH_PATH"),
+		SlowStart:       r.Duration("SLOW_START"),
+		UpstreamTimeout: r.Duration("UPSTREAM_TIMEOUT"),
+		LoadInterval:    r.Duration("LOAD_INTERVAL"),
+		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT"),
+		LogLevel:        r.OneOf("LOG_LEVEL"),
+		TLSCertFile:     r.String(EnvTLSCertFile),
+		TLSKeyFile:      r.String(EnvTLSKeyFile),
 
-		ClientHeaderTimeout: r.Duration("CLIENT_HEADER_TIMEOUT", 10*time.Second, time.Millisecond, time.Hour),
-		ClientIdleTimeout:   r.Duration("CLIENT_IDLE_TIMEOUT", 60*time.Second, time.Millisecond, 24*time.Hour),
-		ClientBodyTimeout:   r.Duration("CLIENT_BODY_TIMEOUT", 30*time.Second, time.Millisecond, time.Hour),
-		BodyBufferBytes:     int64(r.Int("BODY_BUFFER_BYTES", 64<<10, 0, 64<<20)),
-		TunnelIdleTimeout:   r.Duration("TUNNEL_IDLE_TIMEOUT", 60*time.Second, time.Millisecond, 24*time.Hour),
-		MaxRequestLineBytes: r.Int("MAX_REQUEST_LINE_BYTES", 8<<10, 256, 1<<20),
-		MaxHeaderLineBytes:  r.Int("MAX_HEADER_LINE_BYTES", 16<<10, 256, 1<<20),
-		MaxHeaderBytes:      r.Int("MAX_HEADER_BYTES", 64<<10, 1<<10, 16<<20),
-		DebugBackendHeader:  r.Bool("DEBUG_BACKEND_HEADER", false),
-		DebugPprof:          r.Bool("DEBUG_PPROF", false),
+		ClientHeaderTimeout: r.Duration("CLIENT_HEADER_TIMEOUT"),
+		ClientIdleTimeout:   r.Duration("CLIENT_IDLE_TIMEOUT"),
+		ClientBodyTimeout:   r.Duration("CLIENT_BODY_TIMEOUT"),
+		BodyBufferBytes:     int64(r.Int("BODY_BUFFER_BYTES")),
+		TunnelIdleTimeout:   r.Duration("TUNNEL_IDLE_TIMEOUT"),
+		MaxRequestLineBytes: r.Int("MAX_REQUEST_LINE_BYTES"),
+		MaxHeaderLineBytes:  r.Int("MAX_HEADER_LINE_BYTES"),
+		MaxHeaderBytes:      r.Int("MAX_HEADER_BYTES"),
+		DebugBackendHeader:  r.Bool("DEBUG_BACKEND_HEADER"),
+		DebugPprof:          r.Bool("DEBUG_PPROF"),
 
-		OutlierConsecutive:  r.Int("OUTLIER_CONSECUTIVE_5XX", 5, 0, 1000),
-		OutlierBase:         r.Duration("OUTLIER_BASE_EJECTION", 30*time.Second, time.Millisecond, time.Hour),
-		OutlierMax:          r.Duration("OUTLIER_MAX_EJECTION", 300*time.Second, time.Millisecond, 24*time.Hour),
-		OutlierMaxPercent:   r.Int("OUTLIER_MAX_EJECTION_PERCENT", 50, 0, 100),
-		RetryBudgetPercent:  r.Float("RETRY_BUDGET_PERCENT", 20, 0, 100),
-		RetryMinConcurrency: r.Int("RETRY_MIN_CONCURRENCY", 3, 0, 1<<20),
-		LatencyDecay:        r.Duration("LATENCY_DECAY", 10*time.Second, 10*time.Millisecond, time.Hour),
+		OutlierConsecutive:  r.Int("OUTLIER_CONSECUTIVE_5XX"),
+		OutlierBase:         r.Duration("OUTLIER_BASE_EJECTION"),
+		OutlierMax:          r.Duration("OUTLIER_MAX_EJECTION"),
+		OutlierMaxPercent:   r.Int("OUTLIER_MAX_EJECTION_PERCENT"),
+		RetryBudgetPercent:  r.Float("RETRY_BUDGET_PERCENT"),
+		RetryMinConcurrency: r.Int("RETRY_MIN_CONCURRENCY"),
+		LatencyDecay:        r.Duration("LATENCY_DECAY"),
 	}
 	if c.MaxRequestLineBytes > c.MaxHeaderBytes {
 		r.Fail("MAX_REQUEST_LINE_BYTES", "%d is more than MAX_HEADER_BYTES (%d), which bounds the request line too", c.MaxRequestLineBytes, c.MaxHeaderBytes)
@@ -198,7 +249,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		seen[s.Addr] = true
 		c.Backends = append(c.Backends, s)
 	}
-	retryOn, err := ParseRetryOn(r.String(EnvRetryOn, DefaultRetryOn))
+	retryOn, err := ParseRetryOn(r.String(EnvRetryOn))
 	if err != nil {
 		r.Fail(EnvRetryOn, "%v", err)
 	}
@@ -263,7 +314,7 @@ func loadTLS(r *envconf.Reader, c *Config) {
 			r.Fail(name, "%v", err)
 		}
 	}
-	if v := r.String(EnvTLSRedirectAddr, ""); v != "" {
+	if v := r.String(EnvTLSRedirectAddr); v != "" {
 		switch {
 		case envconf.HostPort(v) != nil:
 			r.Fail(EnvTLSRedirectAddr, "%v", envconf.HostPort(v))

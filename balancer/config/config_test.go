@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/envconf"
-	"lbscale/balancer/state/redisstore"
-	"lbscale/balancer/tlsterm/tlstest"
+	"lbscale/internal/envconf"
+	"lbscale/internal/state/redisstore"
+	"lbscale/internal/testenv/tlstest"
 )
 
 func TestLoad(t *testing.T) {

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"lbscale/balancer/envconf"
-	"lbscale/balancer/envconf/envconftest"
-	"lbscale/balancer/state"
+	"lbscale/internal/envconf"
+	"lbscale/internal/state"
+	"lbscale/internal/testenv/envconftest"
 )
 
 // fuzzVars are the variables FuzzLoad sets. TLS_CERT_FILE and TLS_KEY_FILE

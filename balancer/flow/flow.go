@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 )
 
 // Counter counts requests as they arrive and finish. Safe for concurrent use.

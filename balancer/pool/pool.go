@@ -19,7 +19,7 @@ import (
 // Slot accounting: Local is the exact number of requests this balancer has
 // in flight to the backend; Grant is how many it may have at once. With shared
 // state the grant is this balancer's lease of the backend's cluster-wide
-// MAX_INFLIGHT (see balancer/state); without it, the whole limit. A request
+// MAX_INFLIGHT (see internal/state); without it, the whole limit. A request
 // may only start after TryAcquire succeeded, so Local never exceeds Grant.
 type Backend struct {
 	// ID names the backend in the registry, /status and metrics (the

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"lbscale/internal/testenv"
 )
 
 // TestAlive: the probe tells an open, silent connection from one the other
@@ -44,23 +46,11 @@ func TestAlive(t *testing.T) {
 	closed, s2 := dial()
 	defer closed.Close()
 	s2.Close()
-	waitFor(t, func() bool { return !newProbe(closed).alive() }, "a connection closed by the other side still reads as alive")
+	testenv.Eventually(t, 5*time.Second, "a connection closed by the other side still reads as alive", func() bool { return !newProbe(closed).alive() })
 
 	spoke, s3 := dial()
 	defer spoke.Close()
 	defer s3.Close()
 	_, _ = s3.Write([]byte("HTTP/1.1 408 Request Timeout\r\n\r\n"))
-	waitFor(t, func() bool { return !newProbe(spoke).alive() }, "a connection with unasked-for bytes still reads as reusable")
-}
-
-// waitFor polls cond until it holds (the peer's close or bytes take a
-// moment to arrive), failing with msg after 5 s.
-func waitFor(t *testing.T, cond func() bool, msg string) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Error(msg)
+	testenv.Eventually(t, 5*time.Second, "a connection with unasked-for bytes still reads as reusable", func() bool { return !newProbe(spoke).alive() })
 }

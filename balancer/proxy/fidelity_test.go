@@ -190,7 +190,7 @@ func TestRequestLineAsSent(t *testing.T) {
 }
 
 // TestForwardingHeaders: the four headers follow one rule (forward's doc
-// comment, and the README's TRUST_FORWARDED_FOR).
+// comment, and TRUST_FORWARDED_FOR in docs/configuration.md).
 func TestForwardingHeaders(t *testing.T) {
 	const spoof = "Forwarded: for=6.6.6.6;proto=https\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n"
 	for _, tc := range []struct {

@@ -16,6 +16,7 @@ import (
 	"lbscale/balancer/policy"
 	"lbscale/balancer/pool"
 	"lbscale/balancer/proxy"
+	"lbscale/internal/testenv"
 )
 
 // newH2Front serves the balancer's handler over TLS with HTTP/2 in front of
@@ -40,17 +41,6 @@ func newH2Front(t *testing.T, backendURL string, limit int64, queueMax int) (*po
 	c.Transport.(*http.Transport).ForceAttemptHTTP2 = true
 	c.Timeout = 10 * time.Second
 	return b, q, front, c
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 5s: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // HTTP/2 streams are requests like any other: ten concurrent streams on one
@@ -131,15 +121,15 @@ func TestHTTP2ResetStreamReleasesItsSlot(t *testing.T) {
 		return cancel, done
 	}
 	cancelInFlight, inFlightDone := send()
-	eventually(t, "the first request holds the slot", func() bool { return b.Local() == 1 })
+	testenv.Eventually(t, 5*time.Second, "the first request holds the slot", func() bool { return b.Local() == 1 })
 	cancelQueued, queuedDone := send()
-	eventually(t, "the second request waits in the queue", func() bool { return q.Depth() == 1 })
+	testenv.Eventually(t, 5*time.Second, "the second request waits in the queue", func() bool { return q.Depth() == 1 })
 
 	cancelQueued()
 	if err := <-queuedDone; err == nil {
 		t.Fatal("the cancelled request got an answer")
 	}
-	eventually(t, "the reset stream leaves the queue", func() bool { return q.Depth() == 0 })
+	testenv.Eventually(t, 5*time.Second, "the reset stream leaves the queue", func() bool { return q.Depth() == 0 })
 	if b.Local() != 1 {
 		t.Fatalf("%d slots held, want the in-flight request's 1", b.Local())
 	}
@@ -148,8 +138,8 @@ func TestHTTP2ResetStreamReleasesItsSlot(t *testing.T) {
 	if err := <-inFlightDone; err == nil {
 		t.Fatal("the cancelled request got an answer")
 	}
-	eventually(t, "the reset stream's slot comes back", func() bool { return b.Local() == 0 })
-	eventually(t, "the backend's request is cancelled", func() bool { return cancelled.Load() == 1 })
+	testenv.Eventually(t, 5*time.Second, "the reset stream's slot comes back", func() bool { return b.Local() == 0 })
+	testenv.Eventually(t, 5*time.Second, "the backend's request is cancelled", func() bool { return cancelled.Load() == 1 })
 
 	if reused := do(t, c, front.URL+"/fast"); !reused {
 		t.Error("the next request opened a new connection: the reset closed the connection, not just the stream")

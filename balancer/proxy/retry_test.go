@@ -135,7 +135,7 @@ func TestRetryBudgetWhenEveryBackendRefuses(t *testing.T) {
 		close(d.decided)
 		for range requests {
 			// A backend that cannot be reached is a gateway failure: 502
-			// (README "Edge", honest errors), retried or not.
+			// (docs/architecture.md, honest errors), retried or not.
 			if c := <-codes; c != http.StatusBadGateway {
 				t.Errorf("%g%%: status %d, want 502", tc.percent, c)
 			}

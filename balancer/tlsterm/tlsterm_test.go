@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"lbscale/balancer/tlsterm"
-	"lbscale/balancer/tlsterm/tlstest"
+	"lbscale/internal/testenv/tlstest"
 )
 
 func files(t *testing.T) (string, string) {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"lbscale/internal/testenv"
 )
 
 // TestBurstScalesUpAndBack is the autoscaling claim end to end: with
@@ -25,7 +27,7 @@ func TestBurstScalesUpAndBack(t *testing.T) {
 	)
 	up(t, "MIN_REPLICAS=1", fmt.Sprintf("MAX_REPLICAS=%d", maxRepl), "WEB_ENV=CAPACITY=2,SLEEP_MS=200",
 		"MAX_INFLIGHT=2", "IDLE_TIMEOUT="+idle.String(), "SCALE_DOWN_INTERVAL="+cron.String(), "QUEUE_TIMEOUT=150s")
-	waitFor(t, 60*time.Second, "pool settles at 1 replica", func() bool {
+	testenv.Eventually(t, 60*time.Second, "pool settles at 1 replica", func() bool {
 		return getStatus(t, adminA).Replicas == 1 && getStatus(t, adminB).Replicas == 1
 	})
 
@@ -106,7 +108,7 @@ func TestBurstScalesUpAndBack(t *testing.T) {
 	}
 
 	bound := idle + 2*cron
-	back := waitFor(t, bound+30*time.Second, "pool returns to 1 replica", func() bool {
+	back := testenv.Eventually(t, bound+30*time.Second, "pool returns to 1 replica", func() bool {
 		return getStatus(t, adminA).Replicas == 1
 	})
 	close(stop)
@@ -117,7 +119,7 @@ func TestBurstScalesUpAndBack(t *testing.T) {
 	}
 	// Draining containers leave the ready count at once and are stopped once
 	// their in-flight reaches 0 and every balancer has seen them draining.
-	stopped := waitFor(t, 30*time.Second, "drained containers are stopped and removed", func() bool {
+	stopped := testenv.Eventually(t, 30*time.Second, "drained containers are stopped and removed", func() bool {
 		return len(splitLines(docker(t, "ps", "-aq", "--filter", poolFilter))) == 1
 	})
 	t.Logf("drained containers removed %v later", stopped.Round(100*time.Millisecond))

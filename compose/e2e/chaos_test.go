@@ -18,7 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/proctest"
+	"lbscale/internal/testenv"
+	"lbscale/internal/testenv/proctest"
 )
 
 // The chaos cluster: two web containers at least, four at most; the lease
@@ -121,10 +122,10 @@ func chaosWebKilled(t *testing.T, lt string) fault {
 	victim := readyIDs(getStatus(t, adminA))[0]
 	docker(t, "kill", victim)
 	killed := time.Now()
-	gone := waitFor(t, 10*time.Second, "the killed container leaves both balancers' registry", func() bool {
+	gone := testenv.Eventually(t, 10*time.Second, "the killed container leaves both balancers' registry", func() bool {
 		return !slices.Contains(readyIDs(getStatus(t, adminA)), victim) && !slices.Contains(readyIDs(getStatus(t, adminB)), victim)
 	})
-	back := waitFor(t, 30*time.Second, "a replacement restores MIN_REPLICAS", func() bool {
+	back := testenv.Eventually(t, 30*time.Second, "a replacement restores MIN_REPLICAS", func() bool {
 		ids := readyIDs(getStatus(t, adminA))
 		return len(ids) == chaosMin && !slices.Contains(ids, victim)
 	})
@@ -144,13 +145,13 @@ func chaosRedisDown(t *testing.T, lt string) fault {
 	load := startLoad(t, lt, chaosRate, 30*time.Second, "")
 	time.Sleep(4 * time.Second)
 	docker(t, "stop", "-t", "1", redis)
-	waitFor(t, 10*time.Second, "both balancers see the store down", func() bool {
+	testenv.Eventually(t, 10*time.Second, "both balancers see the store down", func() bool {
 		return !getBalancer(t, adminA).StoreUp && !getBalancer(t, adminB).StoreUp
 	})
 	time.Sleep(10 * time.Second)
 	docker(t, "start", redis)
 
-	took := waitFor(t, 30*time.Second, "store, registry, grants and leader back", func() bool {
+	took := testenv.Eventually(t, 30*time.Second, "store, registry, grants and leader back", func() bool {
 		for _, admin := range []string{adminA, adminB} {
 			b := getBalancer(t, admin)
 			if !b.StoreUp || b.Balancers != 2 || b.Replicas != chaosMin {
@@ -169,14 +170,14 @@ func chaosRedisDown(t *testing.T, lt string) fault {
 	// comes every LEASE_TTL/6), so the lease and their word must agree
 	// within a TTL, not at one instant: a leader may still change hands
 	// once as the two campaign after the outage.
-	waitFor(t, 10*time.Second, "the lease in Redis and the scalers agree on the leader", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the lease in Redis and the scalers agree on the leader", func() bool {
 		holder := docker(t, "exec", redis, "redis-cli", "get", "lbscale:{"+pool+"}:leader")
 		return holder != "" && holder == leaderID(t)
 	})
 	// Scaling resumes: a container killed now is replaced.
 	victim := readyIDs(getStatus(t, adminA))[0]
 	docker(t, "kill", victim)
-	waitFor(t, 30*time.Second, "a replacement after Redis came back", func() bool {
+	testenv.Eventually(t, 30*time.Second, "a replacement after Redis came back", func() bool {
 		ids := readyIDs(getStatus(t, adminA))
 		return len(ids) == chaosMin && !slices.Contains(ids, victim)
 	})
@@ -195,7 +196,7 @@ func chaosBalancerKilled(t *testing.T, lt string) fault {
 	time.Sleep(4 * time.Second)
 	docker(t, "kill", b)
 	killed := time.Now()
-	left := waitForEvery(t, 50*time.Millisecond, 10*time.Second, "balancer-b leaves A's cluster view", func() bool {
+	left := testenv.Eventually(t, 10*time.Second, "balancer-b leaves A's cluster view", func() bool {
 		s := getBalancer(t, adminA)
 		if s.Balancers != 1 {
 			return false
@@ -227,7 +228,7 @@ func chaosBalancerKilled(t *testing.T, lt string) fault {
 		return true
 	})
 	docker(t, "start", b)
-	waitFor(t, 30*time.Second, "balancer-b back", func() bool {
+	testenv.Eventually(t, 30*time.Second, "balancer-b back", func() bool {
 		return getBalancer(t, adminA).Balancers == 2 && getBalancer(t, adminB).Replicas == chaosMin
 	})
 	_ = killed
@@ -251,7 +252,7 @@ func chaosDockerCut(t *testing.T, lt string, relay *dockerRelay) fault {
 	// A container dies while the engine is out of the scaler's reach.
 	victim := readyIDs(getStatus(t, adminA))[0]
 	docker(t, "kill", victim)
-	waitFor(t, 15*time.Second, "the leader reports Docker failing", func() bool {
+	testenv.Eventually(t, 15*time.Second, "the leader reports Docker failing", func() bool {
 		s, err := readScaler(leaderAdmin)
 		return err == nil && hasDockerProblem(s.Problems)
 	})
@@ -266,7 +267,7 @@ func chaosDockerCut(t *testing.T, lt string, relay *dockerRelay) fault {
 	}
 	relay.setCut(false)
 	back := time.Now()
-	took := waitFor(t, 60*time.Second, "the pool is repaired once Docker answers", func() bool {
+	took := testenv.Eventually(t, 60*time.Second, "the pool is repaired once Docker answers", func() bool {
 		ids := readyIDs(getStatus(t, adminA))
 		s, err := readScaler(leaderAdmin)
 		return len(ids) == chaosMin && !slices.Contains(ids, victim) && err == nil && !hasDockerProblem(s.Problems)
@@ -286,14 +287,14 @@ func chaosDockerCut(t *testing.T, lt string, relay *dockerRelay) fault {
 // would fail (see docs/reliability.md).
 func chaosBadBackend(t *testing.T, lt, mode string) fault {
 	bad := startFaulty(t, mode)
-	waitFor(t, 30*time.Second, "the faulty container registered", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the faulty container registered", func() bool {
 		return slices.Contains(readyIDs(getStatus(t, adminA)), bad) && slices.Contains(readyIDs(getStatus(t, adminB)), bad)
 	})
 	// A hung backend holds each request for a per-try timeout, so
 	// least-connections seldom picks it: its OUTLIER_CONSECUTIVE_5XX
 	// failures take about 10 s to gather at this rate.
 	load := startLoad(t, lt, chaosRate, 25*time.Second, "")
-	ejected := waitFor(t, 25*time.Second, "the bad backend ejected by both balancers", func() bool {
+	ejected := testenv.Eventually(t, 25*time.Second, "the bad backend ejected by both balancers", func() bool {
 		for _, admin := range []string{adminA, adminB} {
 			for _, be := range getBalancer(t, admin).Backends {
 				if be.ID == bad && (be.EjectedUntil == nil || be.Failures == 0) {
@@ -317,7 +318,7 @@ func chaosBadBackend(t *testing.T, lt, mode string) fault {
 		}
 	}
 	docker(t, "rm", "-f", bad)
-	waitFor(t, 30*time.Second, "the faulty container leaves the registry", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the faulty container leaves the registry", func() bool {
 		return len(readyIDs(getStatus(t, adminA))) == chaosMin
 	})
 	return row(s, fmt.Sprintf("ejected by both balancers within %s; failures counted in their /status: %s", sec(ejected), strings.Join(fails, " and ")), leftBehind(t))
@@ -341,7 +342,7 @@ func chaosBalancerRestart(t *testing.T, lt string) fault {
 	start := time.Now()
 	docker(t, "restart", "-t", "25", a)
 	took := time.Since(start)
-	waitFor(t, 30*time.Second, "balancer-a serves again", func() bool {
+	testenv.Eventually(t, 30*time.Second, "balancer-a serves again", func() bool {
 		code, _ := tryGet(proxyA + "/")
 		return code == http.StatusOK
 	})
@@ -395,7 +396,7 @@ func chaosLeaderKilled(t *testing.T, lt string) fault {
 	}()
 	leader := getScaler(t)
 	old, oldInstance, oldAdmin := leader.ID, leader.Instance, scalerAdmin(leader.ID)
-	waitForEvery(t, 20*time.Millisecond, 20*time.Second, "a scale-up in progress", func() bool {
+	testenv.Eventually(t, 20*time.Second, "a scale-up in progress", func() bool {
 		s, err := readScaler(oldAdmin)
 		return err == nil && s.Starting > 0
 	})
@@ -406,7 +407,7 @@ func chaosLeaderKilled(t *testing.T, lt string) fault {
 	}
 	// Another instance leads: the standby, or the crashed scaler's
 	// restarted process if it campaigns first (a new instance either way).
-	took := waitForEvery(t, 20*time.Millisecond, 2*chaosLeaseTTL, "another scaler leads", func() bool {
+	took := testenv.Eventually(t, 2*chaosLeaseTTL, "another scaler leads", func() bool {
 		id := leaderID(t)
 		return id != "" && id != oldInstance
 	})
@@ -414,7 +415,7 @@ func chaosLeaderKilled(t *testing.T, lt string) fault {
 		t.Errorf("a new leader took over %v after the crash, want within the lease TTL %v", took, chaosLeaseTTL)
 	}
 	newLeader := leaderID(t)
-	waitFor(t, 40*time.Second, "the pool reaches the size the demand needs", func() bool {
+	testenv.Eventually(t, 40*time.Second, "the pool reaches the size the demand needs", func() bool {
 		return len(readyIDs(getStatus(t, adminA))) == chaosMax
 	})
 	close(stop)
@@ -426,7 +427,7 @@ func chaosLeaderKilled(t *testing.T, lt string) fault {
 	if !strings.HasSuffix(restarts, "true") || strings.HasPrefix(restarts, "0 ") {
 		t.Errorf("the crashed scaler was not restarted: restart count and running %q", restarts)
 	}
-	waitFor(t, 20*time.Second, "the restarted scaler is back, a new instance, agreeing on the leader", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the restarted scaler is back, a new instance, agreeing on the leader", func() bool {
 		s, err := readScaler(scalerAdmin(old))
 		return err == nil && s.Instance != oldInstance && s.LeaderID == newLeader
 	})
@@ -582,7 +583,7 @@ func getBalancer(t *testing.T, admin string) status {
 
 func waitReady(t *testing.T, n int) {
 	t.Helper()
-	waitFor(t, 60*time.Second, fmt.Sprintf("%d ready backends on both balancers", n), func() bool {
+	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("%d ready backends on both balancers", n), func() bool {
 		return len(readyIDs(getStatus(t, adminA))) == n && len(readyIDs(getStatus(t, adminB))) == n
 	})
 }
@@ -694,7 +695,7 @@ func poolContainers(t *testing.T) []string {
 func leftBehind(t *testing.T) string {
 	t.Helper()
 	var ids []string
-	waitFor(t, 30*time.Second, "every pool container running and ready in the registry", func() bool {
+	testenv.Eventually(t, 30*time.Second, "every pool container running and ready in the registry", func() bool {
 		ids = readyIDs(getStatus(t, adminA))
 		running := docker(t, "ps", "--filter", poolFilter, "--format", "{{.Names}}")
 		all := poolContainers(t)
@@ -719,7 +720,7 @@ func leftBehind(t *testing.T) string {
 // request since no load runs, and waits for the registry to follow.
 func shrinkTo(t *testing.T, n int) {
 	t.Helper()
-	waitFor(t, chaosStable+20*time.Second, fmt.Sprintf("the leader's desired size at %d", n), func() bool {
+	testenv.Eventually(t, chaosStable+20*time.Second, fmt.Sprintf("the leader's desired size at %d", n), func() bool {
 		s := getScaler(t)
 		return s.Desired <= n
 	})
@@ -734,7 +735,7 @@ func shrinkTo(t *testing.T, n int) {
 	slices.SortFunc(ids, func(a, b string) int { return strings.Compare(created[a], created[b]) })
 	args := append([]string{"rm", "-f"}, ids[n:]...)
 	docker(t, args...)
-	waitFor(t, 30*time.Second, fmt.Sprintf("the pool back at %d containers, all ready", n), func() bool {
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("the pool back at %d containers, all ready", n), func() bool {
 		return len(readyIDs(getStatus(t, adminA))) == n && len(poolContainers(t)) == n
 	})
 }

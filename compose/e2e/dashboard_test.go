@@ -13,8 +13,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"lbscale/balancer/proctest"
-	"lbscale/scaler/dashboard/browsertest"
+	"lbscale/internal/testenv"
+	"lbscale/internal/testenv/browsertest"
+	"lbscale/internal/testenv/proctest"
 )
 
 // TestDashboardInBrowser opens the scaler's live dashboard in a real
@@ -30,7 +31,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx := browsertest.New(t, 10*time.Minute)
 	up(t, "MIN_REPLICAS=1", "MAX_REPLICAS=4", "WEB_ENV=CAPACITY=2,SLEEP_MS=300", "MAX_INFLIGHT=2",
 		"QUEUE_TIMEOUT=60s", "IDLE_TIMEOUT=10s", "SCALE_DOWN_INTERVAL=2s")
-	waitFor(t, 60*time.Second, "pool settles at 1 replica", func() bool {
+	testenv.Eventually(t, 60*time.Second, "pool settles at 1 replica", func() bool {
 		return getStatus(t, adminA).Replicas == 1 && getStatus(t, adminB).Replicas == 1
 	})
 
@@ -40,7 +41,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	browsertest.Do(t, ctx, "mark the page", chromedp.Evaluate[chromedp.Void](`window.__noReload = 1`))
 
 	// 1. The count the page shows is the one /status reports.
-	waitFor(t, 15*time.Second, "the page's ready count matches /status", func() bool {
+	testenv.Eventually(t, 15*time.Second, "the page's ready count matches /status", func() bool {
 		return readInt(t, ctx, "#ready") == getStatus(t, adminA).Replicas
 	})
 	events0 := rows(t, ctx, "#events tr")
@@ -54,7 +55,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	go func() {
 		done <- driveTo(t, burst, func(k int) string { return []string{proxyA, proxyB}[k%2] + "/" })
 	}()
-	took := waitFor(t, 40*time.Second, "the page shows the pool grow and a new event, without a reload", func() bool {
+	took := testenv.Eventually(t, 40*time.Second, "the page shows the pool grow and a new event, without a reload", func() bool {
 		return readInt(t, ctx, "#ready") > 1 && rows(t, ctx, "#events tr") > events0
 	})
 	t.Logf("the page showed the scale-up %v into the burst", took.Round(100*time.Millisecond))
@@ -87,7 +88,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	before := browsertest.Run(t, ctx, "count reconnects", chromedp.Evaluate[int](`window.lbscale.reconnects`))
 	id := docker(t, "ps", "-q", "--filter", "label=com.docker.compose.project="+project, "--filter", "label=com.docker.compose.service=scaler-a")
 	docker(t, "restart", "-t", "10", id)
-	back := waitFor(t, 60*time.Second, "the page reconnects after the scaler's restart", func() bool {
+	back := testenv.Eventually(t, 60*time.Second, "the page reconnects after the scaler's restart", func() bool {
 		return browsertest.Run(t, ctx, "reconnects", chromedp.Evaluate[int](`window.lbscale.connected ? window.lbscale.reconnects : -1`)) > before
 	})
 	t.Logf("the page reconnected %v after the scaler's restart returned", back.Round(100*time.Millisecond))
@@ -98,7 +99,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if ticks1 <= ticks0 {
 		t.Fatalf("no tick in 3 s after reconnecting (%d then %d)", ticks0, ticks1)
 	}
-	waitFor(t, 15*time.Second, "after the restart the page's ready count matches /status", func() bool {
+	testenv.Eventually(t, 15*time.Second, "after the restart the page's ready count matches /status", func() bool {
 		return readInt(t, ctx, "#ready") == getStatus(t, adminA).Replicas
 	})
 	if browsertest.Run(t, ctx, "the marker", chromedp.Evaluate[int](`window.__noReload || 0`)) != 1 {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"lbscale/internal/testenv"
 )
 
 // The web servers of the autoscaling tests: 2 workers that sleep 200 ms, so
@@ -221,7 +223,7 @@ func TestDemandScaleDown(t *testing.T) {
 		fmt.Sprintf("WEB_ENV=CAPACITY=%d,SLEEP_MS=%d", webCapacity, webService.Milliseconds()),
 		fmt.Sprintf("MAX_INFLIGHT=%d", webCapacity), "IDLE_TIMEOUT=10s", "SCALE_DOWN_INTERVAL="+cron.String(),
 		"STABLE_WINDOW="+stable.String(), "PANIC_WINDOW=3s", "DRAIN_SETTLE="+settle.String(), "QUEUE_TIMEOUT=60s")
-	waitFor(t, 60*time.Second, "pool settles at 1 replica", func() bool {
+	testenv.Eventually(t, 60*time.Second, "pool settles at 1 replica", func() bool {
 		return getStatus(t, adminA).Replicas == 1 && getStatus(t, adminB).Replicas == 1
 	})
 	// The leader's stable window must hold a whole window of history before

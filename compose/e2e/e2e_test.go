@@ -23,7 +23,8 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/proctest"
+	"lbscale/internal/testenv"
+	"lbscale/internal/testenv/proctest"
 )
 
 // The test cluster's identity: apart from the user's (project lbscale,
@@ -58,12 +59,7 @@ func needDocker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("compose end-to-end test skipped in -short mode")
 	}
-	if err := exec.Command("docker", "info").Run(); err != nil {
-		if os.Getenv("REQUIRE_DOCKER") != "" {
-			t.Fatalf("REQUIRE_DOCKER is set but the Docker engine does not answer: %v", err)
-		}
-		t.Skip("no Docker engine; set REQUIRE_DOCKER=1 to fail instead")
-	}
+	testenv.Require(t, testenv.Docker)
 }
 
 // script runs scripts/<name> from the repository root with env added.
@@ -168,27 +164,6 @@ func readyIDs(s status) []string {
 	return ids
 }
 
-// waitFor polls cond every 200 ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	return waitForEvery(t, 200*time.Millisecond, d, what, cond)
-}
-
-// waitForEvery polls cond every interval until it holds or d passes, and
-// returns how long it took.
-func waitForEvery(t *testing.T, every, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for time.Since(start) < d {
-		if cond() {
-			return time.Since(start)
-		}
-		time.Sleep(every)
-	}
-	t.Fatalf("%s: not within %v", what, d)
-	return 0
-}
-
 func hit(t *testing.T, url string) (int, string) {
 	t.Helper()
 	c := &http.Client{Timeout: 60 * time.Second}
@@ -207,7 +182,7 @@ func hit(t *testing.T, url string) (int, string) {
 func TestComposeCluster(t *testing.T) {
 	needDocker(t)
 	up(t, "MIN_REPLICAS=3", "MAX_REPLICAS=5", "LB_POLICY=round-robin")
-	waitFor(t, 30*time.Second, "3 replicas on both balancers", func() bool {
+	testenv.Eventually(t, 30*time.Second, "3 replicas on both balancers", func() bool {
 		return getStatus(t, adminA).Replicas == 3 && getStatus(t, adminB).Replicas == 3
 	})
 	a, b := readyIDs(getStatus(t, adminA)), readyIDs(getStatus(t, adminB))
@@ -234,10 +209,10 @@ func TestComposeCluster(t *testing.T) {
 	victim := a[0]
 	docker(t, "kill", victim)
 	start := time.Now()
-	waitFor(t, 10*time.Second, "killed container leaves the registry", func() bool {
+	testenv.Eventually(t, 10*time.Second, "killed container leaves the registry", func() bool {
 		return !slices.Contains(readyIDs(getStatus(t, adminA)), victim)
 	})
-	took := waitFor(t, 20*time.Second, "a replacement brings the registry back to 3", func() bool {
+	took := testenv.Eventually(t, 20*time.Second, "a replacement brings the registry back to 3", func() bool {
 		ids := readyIDs(getStatus(t, adminA))
 		return len(ids) == 3 && !slices.Contains(ids, victim)
 	})
@@ -256,7 +231,7 @@ func TestComposeCluster(t *testing.T) {
 func TestScaleFromZero(t *testing.T) {
 	needDocker(t)
 	up(t, "MIN_REPLICAS=0", "MAX_REPLICAS=2", "IDLE_TIMEOUT=3s", "SCALE_DOWN_INTERVAL=1s")
-	waitFor(t, 60*time.Second, "the idle pool scales down to zero", func() bool {
+	testenv.Eventually(t, 60*time.Second, "the idle pool scales down to zero", func() bool {
 		return getStatus(t, adminA).Replicas == 0 && getStatus(t, adminB).Replicas == 0 &&
 			docker(t, "ps", "-q", "--filter", poolFilter) == ""
 	})

@@ -16,6 +16,8 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+
+	"lbscale/internal/testenv"
 )
 
 // efficiencyTraces are the benchmark's offered loads (10 req/s per
@@ -88,7 +90,7 @@ func TestEfficiency(t *testing.T) {
 					fmt.Sprintf("WEB_ENV=CAPACITY=%d,SLEEP_MS=%d", webCapacity, webService.Milliseconds()),
 					fmt.Sprintf("MAX_INFLIGHT=%d", target), "SCALE_DOWN="+rule, "STABLE_WINDOW="+stable.String(),
 					"PANIC_WINDOW=3s", "IDLE_TIMEOUT=10s", "SCALE_DOWN_INTERVAL=2s", "DRAIN_SETTLE=1s", "QUEUE_TIMEOUT=60s")
-				waitFor(t, 60*time.Second, "pool settles at 1 replica", func() bool { return getStatus(t, adminA).Replicas == 1 })
+				testenv.Eventually(t, 60*time.Second, "pool settles at 1 replica", func() bool { return getStatus(t, adminA).Replicas == 1 })
 				time.Sleep(stable) // a full stable window of history before the trace
 				smp := startSampler(t, 500*time.Millisecond)
 				res := drive(t, sh)

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/scaler/driver/swarmtest"
+	"lbscale/internal/testenv"
+	"lbscale/internal/testenv/swarmtest"
 )
 
 // swarmNames are the swarm test's stack, pool and network: apart from the
@@ -81,7 +82,7 @@ func TestSwarmStack(t *testing.T) {
 	start := time.Now()
 	out := script(t, "stack-up", env...)
 	t.Logf("scripts/stack-up took %v:\n%s", time.Since(start).Round(100*time.Millisecond), lastLines(out, 4))
-	waitFor(t, 60*time.Second, "one ready web service", func() bool {
+	testenv.Eventually(t, 60*time.Second, "one ready web service", func() bool {
 		return getStatus(t, admin).Replicas == 1 && len(webServices(t)) == 1
 	})
 	if ids := splitLines(docker(t, "ps", "-q", "--filter", "label=lbscale.pool="+swarmPool)); len(ids) != 1 {
@@ -142,7 +143,7 @@ func TestSwarmStack(t *testing.T) {
 	if peak < 2 {
 		t.Errorf("the burst did not grow the pool: peak %d web services", peak)
 	}
-	waitFor(t, 45*time.Second, "the pool shrinks back to 1 web service", func() bool {
+	testenv.Eventually(t, 45*time.Second, "the pool shrinks back to 1 web service", func() bool {
 		return len(webServices(t)) == 1 && getStatus(t, admin).Replicas == 1
 	})
 
@@ -153,7 +154,7 @@ func TestSwarmStack(t *testing.T) {
 	victim := docker(t, "ps", "-q", "--filter", "label=lbscale.pool="+swarmPool)
 	docker(t, "kill", victim)
 	killed := time.Now()
-	waitFor(t, 60*time.Second, "a web task other than the killed one serves", func() bool {
+	testenv.Eventually(t, 60*time.Second, "a web task other than the killed one serves", func() bool {
 		running := splitLines(docker(t, "ps", "-q", "--filter", "label=lbscale.pool="+swarmPool))
 		if len(running) == 0 || slices.Contains(running, victim) || getStatus(t, admin).Replicas < 1 {
 			return false
@@ -162,7 +163,7 @@ func TestSwarmStack(t *testing.T) {
 		return err == nil && code == http.StatusOK
 	})
 	serving := time.Since(killed)
-	waitFor(t, 60*time.Second, "back to one web service after the kill", func() bool {
+	testenv.Eventually(t, 60*time.Second, "back to one web service after the kill", func() bool {
 		return len(webServices(t)) == 1 && getStatus(t, admin).Replicas == 1 &&
 			len(splitLines(docker(t, "ps", "-q", "--filter", "label=lbscale.pool="+swarmPool))) == 1
 	})

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"lbscale/internal/testenv"
 	"lbscale/loadtest/measure"
 	"lbscale/loadtest/schedule"
 	"lbscale/loadtest/target"
@@ -69,17 +70,6 @@ func (s *stallServer) arrivedBy(t time.Time) int {
 	return n
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func newHTTP(urls []string, conns int, timeout time.Duration, keepAlive bool) *HTTP {
 	return NewHTTP(HTTPConfig{Targets: urls, Timeout: timeout, KeepAlive: keepAlive, Conns: conns})
 }
@@ -103,7 +93,7 @@ func TestOpenLoopSendsOnScheduleWhileServerStalls(t *testing.T) {
 	done := make(chan struct{})
 	go func() { o.Run(context.Background()); close(done) }()
 
-	waitFor(t, "50 arrivals", 10*time.Second, func() bool { return srv.count() >= 50 })
+	testenv.Eventually(t, 10*time.Second, "50 arrivals", func() bool { return srv.count() >= 50 })
 	if got := srv.arrivedBy(start.Add(1200 * time.Millisecond)); got != 50 {
 		t.Errorf("%d requests arrived within 1.2 s, want all 50 (open loop must not wait for answers)", got)
 	}
@@ -152,7 +142,7 @@ func TestClosedLoopHoldsAtMostUsersInFlight(t *testing.T) {
 	done := make(chan struct{})
 	go func() { c.Run(context.Background()); close(done) }()
 
-	waitFor(t, "5 arrivals", 10*time.Second, func() bool { return srv.count() >= 5 })
+	testenv.Eventually(t, 10*time.Second, "5 arrivals", func() bool { return srv.count() >= 5 })
 	time.Sleep(time.Until(start.Add(1200 * time.Millisecond)))
 	if got := srv.count(); got != 5 {
 		t.Errorf("closed loop sent %d requests to a stalled server, want exactly 5 (one per user)", got)
@@ -194,7 +184,7 @@ func TestOpenLoopDropsAtCap(t *testing.T) {
 	done := make(chan struct{})
 	go func() { o.Run(context.Background()); close(done) }()
 	// The schedule ends at 500 ms; the dispatcher then waits for the 10.
-	waitFor(t, "all 50 dispatched", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, "all 50 dispatched", func() bool {
 		r := rec.Report()
 		return r.Totals.Offered == 50
 	})

@@ -15,9 +15,9 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"lbscale/balancer/envconf"
-	"lbscale/balancer/state"
-	"lbscale/balancer/state/redisstore"
+	"lbscale/internal/envconf"
+	"lbscale/internal/state"
+	"lbscale/internal/state/redisstore"
 )
 
 // Environment variable names (the design's contract; do not rename).
@@ -167,6 +167,44 @@ type Config struct {
 	BacklogDrain time.Duration
 }
 
+// Vars declares every variable the scaler reads: name, default, range
+// and meaning, once. Load reads through it, -h prints it, and
+// TestDocsMatchVars holds docs/configuration.md to it.
+var Vars = envconf.Join(envconf.Table{
+	{Name: EnvPool, Default: "web", Help: "the pool it owns: it only ever touches containers labelled lbscale.pool=<POOL>"},
+	{Name: EnvMinReplicas, Default: 1, Min: 0, Max: 1000, Help: "never fewer ready containers; 0 scales from zero"},
+	{Name: EnvMaxReplicas, Default: 10, Min: 1, Max: 1000, Help: "never more containers, starting, draining and stopping ones included"},
+	{Name: EnvMaxInflight, Default: DefaultTargetInflight, Min: 1, Max: 1 << 20, Help: "the balancers' per-backend limit (compose passes one value to both): TARGET_INFLIGHT's default and ceiling"},
+	{Name: EnvTargetInflight, Min: 1, Max: 1 << 20, Shown: "MAX_INFLIGHT, else 4", Help: "requests one container should carry (≤ MAX_INFLIGHT); see Autoscaling"},
+	{Name: EnvScaleUpCooldown, Default: time.Second, Min: time.Duration(0), Max: time.Hour, Help: "least time between scale-up decisions"},
+	{Name: EnvIdleTimeout, Default: 60 * time.Second, Min: 100 * time.Millisecond, Max: 7 * 24 * time.Hour, Help: "a container with no request for this long and nothing in flight may be stopped; the only rule that takes a pool below one container (MIN_REPLICAS=0)"},
+	{Name: EnvDrainTimeout, Default: 30 * time.Second, Min: time.Duration(0), Max: time.Hour, Help: "longest wait for a draining container's in-flight to reach 0 (≥ DRAIN_SETTLE)"},
+	{Name: EnvDrainSettle, Default: time.Second, Min: time.Duration(0), Max: 10 * time.Minute, Help: "least time draining before stopping, so every balancer has seen it; the scaler also waits two of the slowest live balancer's SYNC_INTERVALs (balancers publish theirs)"},
+	{Name: EnvStopGrace, Default: 10 * time.Second, Min: time.Duration(0), Max: 10 * time.Minute, Help: "SIGTERM → SIGKILL grace for a stopped container"},
+	{Name: EnvCPULimit, Default: float64(0), Min: float64(0), Max: float64(1024), Help: "CPUs per web container (0.5; 0 or at least 0.01)"},
+	{Name: EnvWebImage, Default: "lbscale/webserver:local", Help: "image of the web servers"},
+	{Name: EnvWebPort, Default: 8080, Min: 1, Max: 65535, Help: "port the web servers listen on"},
+	{Name: EnvNetwork, Default: "bridge", Help: "Docker network of the web containers (compose sets lbscale); with swarm, an attachable overlay network (the stack makes lbscale-web)"},
+	{Name: EnvDriver, Default: DriverDocker, OneOf: []string{DriverDocker, DriverSwarm}, Help: "orchestration back end: docker (one engine, one container per web replica) or swarm (a swarm manager, one single-replica service per web replica; see docs/scaling-out.md)"},
+	{Name: EnvHealthTimeout, Default: 30 * time.Second, Min: 100 * time.Millisecond, Max: 10 * time.Minute, Help: "create → healthy; slower starts are removed and counted as failures"},
+	{Name: EnvLeaseTTL, Default: 5 * time.Second, Min: 300 * time.Millisecond, Max: 10 * time.Minute, Help: "leader lease, renewed every TTL/3; a follower campaigns every TTL/6 and the moment the leader's lease runs out, so a dead leader is replaced within the TTL; one failed renewal is retried while the lease lasts"},
+	{Name: EnvReconcileInterval, Default: 2 * time.Second, Min: 50 * time.Millisecond, Max: time.Hour, Help: "full Docker ↔ registry repair (Docker events also trigger one)"},
+	{Name: EnvPollInterval, Default: 250 * time.Millisecond, Min: 10 * time.Millisecond, Max: time.Minute, Help: "how often the leader reads the cluster load (covers lost demand messages)"},
+	{Name: EnvAdminAddr, Default: ":9090", Help: "the live dashboard at /, /status, /metrics, /healthz"},
+	{Name: EnvAdminToken, Help: "when set, /status, /metrics and the dashboard's data stream (/dashboard/stream) require Authorization: Bearer <token>; the page asks for it"},
+	{Name: EnvScalerID, Shown: "hostname-pid", Help: "names the scaler in /status and its containers' lbscale.created-by label (compose: scaler-a, scaler-b); in the lease, the logs and leader_id each process is SCALER_ID/ and 8 hex digits of its own"},
+	{Name: EnvLogLevel, Default: "info", OneOf: []string{"debug", "info", "warn", "error"}, Help: "log level"},
+	{Name: EnvScaleDown, Default: ScaleDownDemand, OneOf: []string{ScaleDownDemand, ScaleDownIdle}, Help: "scale-down rule: demand drains what the stable window did not need; idle only stops idle containers (the rule before demand, kept for comparison). IDLE_TIMEOUT applies under both"},
+	{Name: EnvStableWindow, Default: 60 * time.Second, Min: time.Second, Max: 24 * time.Hour, Help: "a scale-down shrinks the pool to the most any moment of this window needed (1s…24h)"},
+	{Name: EnvPanicWindow, Default: 6 * time.Second, Min: 100 * time.Millisecond, Max: time.Hour, Help: "a scale-up sizes from the mean steady demand over this window, or at once from the latest reading while requests queue (100ms…STABLE_WINDOW)"},
+	{Name: EnvMaxScaleDownRate, Default: float64(2), Min: float64(1), Max: float64(1000), Help: "one scale-down decision leaves at least floor(ready / rate) containers (1…1000; 1 = no bound)"},
+	{Name: EnvBacklogDrain, Default: 2 * time.Second, Min: 100 * time.Millisecond, Max: time.Hour, Help: "time a queue should take to drain: the backlog's share of a scale-up (100ms…1h)"},
+	{Name: EnvScaleDownInterval, Default: "@every 10s", Help: "how often the scale-down job runs: a cron spec or a Go duration (≥ 1s)"},
+	{Name: EnvMemoryLimit, Help: "memory per web container (128m, 1g; at least 6m); none by default"},
+	{Name: EnvWebEnv, Help: "comma-separated KEY=VALUE list given to every web container (e.g. CAPACITY=2,SLEEP_MS=300)"},
+	{Name: EnvWebConstraints, Help: "swarm only: comma-separated placement constraints of the web tasks (node.role==worker)"},
+}, redisstore.ConnVars)
+
 // Load reads and validates the configuration; the error names every bad
 // variable. main passes os.LookupEnv and calls envconf.Exit on error.
 func Load(lookup func(string) (string, bool)) (Config, error) {
@@ -175,54 +213,54 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		// lookup itself below, which would otherwise panic.
 		lookup = os.LookupEnv
 	}
-	r := envconf.New(lookup)
+	r := envconf.New(lookup, Vars)
 	var c Config
 
 	c.Redis = redisstore.ReadConn(r)
 	if c.Redis.URL == "" {
 		r.Fail(EnvRedisURL, "is required (e.g. redis://redis:6379/0): the scaler publishes the registry and reads the load there")
 	}
-	c.Pool = r.String(EnvPool, "web")
+	c.Pool = r.String(EnvPool)
 	if err := state.CheckPool(c.Pool); err != nil {
 		r.Fail(EnvPool, "%v", err)
 	}
-	c.MinReplicas = r.Int(EnvMinReplicas, 1, 0, 1000)
-	c.MaxReplicas = r.Int(EnvMaxReplicas, 10, 1, 1000)
+	c.MinReplicas = r.Int(EnvMinReplicas)
+	c.MaxReplicas = r.Int(EnvMaxReplicas)
 	if c.MaxReplicas < c.MinReplicas {
 		r.Fail(EnvMaxReplicas, "%d is below MIN_REPLICAS=%d", c.MaxReplicas, c.MinReplicas)
 	}
 	// The same range as the balancer's MAX_INFLIGHT: compose passes one value
 	// to both.
-	maxInflight := r.Int(EnvMaxInflight, DefaultTargetInflight, 1, 1<<20)
-	c.TargetInflight = r.Int(EnvTargetInflight, maxInflight, 1, 1<<20)
+	maxInflight := r.Int(EnvMaxInflight)
+	c.TargetInflight = r.IntOr(EnvTargetInflight, maxInflight)
 	if _, set := lookup(EnvMaxInflight); set && c.TargetInflight > maxInflight {
 		// A container can never carry more than MAX_INFLIGHT, so such a
 		// target would leave requests queued without scaling up.
 		r.Fail(EnvTargetInflight, "%d is above MAX_INFLIGHT=%d: a container never carries more than MAX_INFLIGHT", c.TargetInflight, maxInflight)
 	}
-	c.ScaleUpCooldown = r.Duration(EnvScaleUpCooldown, time.Second, 0, time.Hour)
-	c.IdleTimeout = r.Duration(EnvIdleTimeout, 60*time.Second, 100*time.Millisecond, 7*24*time.Hour)
-	c.ScaleDownSpec = scheduleSpec(r, EnvScaleDownInterval, "@every 10s")
-	c.DrainTimeout = r.Duration(EnvDrainTimeout, 30*time.Second, 0, time.Hour)
-	c.DrainSettle = r.Duration(EnvDrainSettle, time.Second, 0, 10*time.Minute)
+	c.ScaleUpCooldown = r.Duration(EnvScaleUpCooldown)
+	c.IdleTimeout = r.Duration(EnvIdleTimeout)
+	c.ScaleDownSpec = scheduleSpec(r, EnvScaleDownInterval)
+	c.DrainTimeout = r.Duration(EnvDrainTimeout)
+	c.DrainSettle = r.Duration(EnvDrainSettle)
 	if c.DrainTimeout < c.DrainSettle {
 		// The drain would time out before every balancer has seen the
 		// container draining, and it would be stopped under their feet.
 		r.Fail(EnvDrainTimeout, "%s is below DRAIN_SETTLE=%s", c.DrainTimeout, c.DrainSettle)
 	}
-	c.StopGrace = r.Duration(EnvStopGrace, 10*time.Second, 0, 10*time.Minute)
-	cpu := r.Float(EnvCPULimit, 0, 0, 1024)
+	c.StopGrace = r.Duration(EnvStopGrace)
+	cpu := r.Float(EnvCPULimit)
 	if cpu > 0 && cpu < 0.01 {
 		r.Fail(EnvCPULimit, "%g is below Docker's minimum of 0.01 CPU (0 means no limit)", cpu)
 		cpu = 0
 	}
 	c.NanoCPUs = int64(cpu * 1e9)
 	c.MemoryBytes = memory(r, EnvMemoryLimit)
-	c.WebImage = r.String(EnvWebImage, "lbscale/webserver:local")
-	c.WebPort = r.Int(EnvWebPort, 8080, 1, 65535)
+	c.WebImage = r.String(EnvWebImage)
+	c.WebPort = r.Int(EnvWebPort)
 	c.WebEnv = webEnv(r, EnvWebEnv, c.WebPort)
-	c.Network = r.String(EnvNetwork, "bridge")
-	c.Driver = r.OneOf(EnvDriver, DriverDocker, DriverDocker, DriverSwarm)
+	c.Network = r.String(EnvNetwork)
+	c.Driver = r.OneOf(EnvDriver)
 	c.WebConstraints = constraints(r, EnvWebConstraints)
 	switch {
 	case c.Driver == DriverDocker && len(c.WebConstraints) > 0:
@@ -233,22 +271,22 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		// Tasks on other nodes are only reachable on an overlay network.
 		r.Fail(EnvNetwork, "%q cannot carry a swarm's web tasks: name an attachable overlay network (compose/stack.yml makes one)", c.Network)
 	}
-	c.HealthTimeout = r.Duration(EnvHealthTimeout, 30*time.Second, 100*time.Millisecond, 10*time.Minute)
-	c.LeaseTTL = r.Duration(EnvLeaseTTL, 5*time.Second, 300*time.Millisecond, 10*time.Minute)
-	c.ReconcileInterval = r.Duration(EnvReconcileInterval, 2*time.Second, 50*time.Millisecond, time.Hour)
-	c.PollInterval = r.Duration(EnvPollInterval, 250*time.Millisecond, 10*time.Millisecond, time.Minute)
-	c.AdminAddr = r.Addr(EnvAdminAddr, ":9090")
-	c.AdminToken = r.String(EnvAdminToken, "")
-	c.ID = r.String(EnvScalerID, defaultID())
-	c.LogLevel = r.OneOf(EnvLogLevel, "info", "debug", "info", "warn", "error")
-	c.ScaleDown = r.OneOf(EnvScaleDown, ScaleDownDemand, ScaleDownDemand, ScaleDownIdle)
-	c.StableWindow = r.Duration(EnvStableWindow, 60*time.Second, time.Second, 24*time.Hour)
-	c.PanicWindow = r.Duration(EnvPanicWindow, 6*time.Second, 100*time.Millisecond, time.Hour)
+	c.HealthTimeout = r.Duration(EnvHealthTimeout)
+	c.LeaseTTL = r.Duration(EnvLeaseTTL)
+	c.ReconcileInterval = r.Duration(EnvReconcileInterval)
+	c.PollInterval = r.Duration(EnvPollInterval)
+	c.AdminAddr = r.Addr(EnvAdminAddr)
+	c.AdminToken = r.String(EnvAdminToken)
+	c.ID = r.StringOr(EnvScalerID, defaultID())
+	c.LogLevel = r.OneOf(EnvLogLevel)
+	c.ScaleDown = r.OneOf(EnvScaleDown)
+	c.StableWindow = r.Duration(EnvStableWindow)
+	c.PanicWindow = r.Duration(EnvPanicWindow)
 	if c.PanicWindow > c.StableWindow {
 		r.Fail(EnvPanicWindow, "%s is longer than STABLE_WINDOW=%s", c.PanicWindow, c.StableWindow)
 	}
-	c.MaxScaleDownRate = r.Float(EnvMaxScaleDownRate, 2, 1, 1000)
-	c.BacklogDrain = r.Duration(EnvBacklogDrain, 2*time.Second, 100*time.Millisecond, time.Hour)
+	c.MaxScaleDownRate = r.Float(EnvMaxScaleDownRate)
+	c.BacklogDrain = r.Duration(EnvBacklogDrain)
 	return c, r.Err()
 }
 
@@ -264,8 +302,9 @@ func defaultID() string {
 
 // scheduleSpec accepts a cron spec ("*/10 * * * *", "@every 10s") or a bare
 // Go duration ("10s", meaning @every 10s).
-func scheduleSpec(r *envconf.Reader, name, def string) string {
-	v := r.String(name, def)
+func scheduleSpec(r *envconf.Reader, name string) string {
+	v := r.String(name)
+	def := Vars.Var(name).DefaultText()
 	if d, err := time.ParseDuration(v); err == nil {
 		if d < time.Second {
 			// robfig/cron's @every has a resolution of one second.
@@ -288,7 +327,7 @@ var memSize = regexp.MustCompile(`^([0-9]+)(b|k|kb|m|mb|g|gb)?$`)
 // memory parses Docker-style sizes: 134217728, 512k, 128m, 1g (binary
 // units, as docker run --memory). Docker refuses limits below 6 MiB.
 func memory(r *envconf.Reader, name string) int64 {
-	v := strings.ToLower(r.String(name, ""))
+	v := strings.ToLower(r.String(name))
 	if v == "" || v == "0" {
 		return 0
 	}

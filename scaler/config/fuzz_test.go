@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"lbscale/balancer/envconf"
-	"lbscale/balancer/envconf/envconftest"
-	"lbscale/balancer/state"
+	"lbscale/internal/envconf"
+	"lbscale/internal/state"
+	"lbscale/internal/testenv/envconftest"
 )
 
 // fuzzVars are every variable the scaler reads.
@@ -81,7 +81,7 @@ func FuzzWebEnv(f *testing.F) {
 	f.Add(" , ,A= ", 65535)
 	f.Add("LISTEN_ADDR=:8080,LISTEN_ADDR=:8080", 8080)
 	f.Fuzz(func(t *testing.T, list string, port int) {
-		r := envconf.New(envconf.FromMap(map[string]string{EnvWebEnv: list}))
+		r := envconf.New(envconf.FromMap(map[string]string{EnvWebEnv: list}), Vars)
 		out := webEnv(r, EnvWebEnv, port)
 		if err := r.Err(); err != nil {
 			checkNamed(t, err, EnvWebEnv)
@@ -113,7 +113,7 @@ func FuzzMemory(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		r := envconf.New(envconf.FromMap(map[string]string{EnvMemoryLimit: v}))
+		r := envconf.New(envconf.FromMap(map[string]string{EnvMemoryLimit: v}), Vars)
 		n := memory(r, EnvMemoryLimit)
 		if err := r.Err(); err != nil {
 			checkNamed(t, err, EnvMemoryLimit)

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"lbscale/balancer/admin"
-	"lbscale/balancer/state"
+	"lbscale/internal/adminauth"
+	"lbscale/internal/state"
 	"lbscale/scaler/dashboard"
 )
 
@@ -177,7 +177,7 @@ func (c *Controller) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	r.Group(func(r chi.Router) {
-		r.Use(admin.Bearer(c.cfg.AdminToken))
+		r.Use(adminauth.Bearer(c.cfg.AdminToken))
 		r.Get("/status", func(w http.ResponseWriter, req *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			enc := json.NewEncoder(w)

@@ -31,7 +31,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 	"lbscale/scaler/config"
 	"lbscale/scaler/dashboard"
 	"lbscale/scaler/decide"

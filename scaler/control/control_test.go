@@ -17,8 +17,9 @@ import (
 	"testing/synctest"
 	"time"
 
-	"lbscale/balancer/state"
-	"lbscale/balancer/state/memstore"
+	"lbscale/internal/state"
+	"lbscale/internal/state/memstore"
+	"lbscale/internal/testenv"
 	"lbscale/scaler/config"
 	"lbscale/scaler/decide"
 	"lbscale/scaler/driver"
@@ -134,20 +135,6 @@ func inBubble(t *testing.T, f func(t *testing.T)) {
 	synctest.Test(t, f)
 }
 
-// eventually waits until cond holds, checking every 10 ms for up to 15 s
-// of the bubble's time. Each sleep is what lets fake time move on: it
-// blocks the test goroutine, so the controller's next timer fires.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func (h *harness) registry() []state.Backend {
 	bs, err := h.store.Backends(context.Background())
 	if err != nil {
@@ -198,7 +185,7 @@ func (h *harness) balancer(name string, queued int64, inflight map[string]int64,
 func (h *harness) waitDraining() string {
 	h.t.Helper()
 	var id string
-	eventually(h.t, "a backend draining", func() bool {
+	testenv.Eventually(h.t, 15*time.Second, "a backend draining", func() bool {
 		for _, b := range h.registry() {
 			if b.State == state.Draining {
 				id = b.ID
@@ -214,7 +201,7 @@ func (h *harness) waitDraining() string {
 // nothing starting, then a few more controller rounds.
 func (h *harness) settle(n int) {
 	h.t.Helper()
-	eventually(h.t, "pool settles", func() bool {
+	testenv.Eventually(h.t, 15*time.Second, "pool settles", func() bool {
 		return len(h.ready()) == n && len(h.registry()) == n && len(h.eng.Running(pool)) == n
 	})
 	time.Sleep(100 * time.Millisecond)
@@ -262,7 +249,7 @@ func TestKilledContainerLeavesRegistryAndIsReplaced(t *testing.T) {
 		h.settle(2)
 		victim := h.ready()[0]
 		h.eng.Kill(victim)
-		eventually(t, "killed container unregistered and removed", func() bool {
+		testenv.Eventually(t, 15*time.Second, "killed container unregistered and removed", func() bool {
 			_, inReg := h.entry(victim)
 			_, exists := h.eng.Get(victim)
 			return !inReg && !exists
@@ -289,7 +276,7 @@ func TestDemandScalesByTargetNotByOne(t *testing.T) {
 		first := h.ready()[0]
 		// One container saturated (2 in flight), 5 queued: ceil(7/2) = 4.
 		h.balancer("b1", 5, map[string]int64{first: 2}, nil)
-		eventually(t, "4 ready", func() bool { return len(h.ready()) == 4 })
+		testenv.Eventually(t, 15*time.Second, "4 ready", func() bool { return len(h.ready()) == 4 })
 		time.Sleep(200 * time.Millisecond) // more polls on the same load
 		if got := h.eng.Starts(); got != 4 {
 			t.Fatalf("starts = %d, want 4 (1 for min + 3 for demand, each once)", got)
@@ -318,7 +305,7 @@ func TestTwoBalancersSignallingStartWhatTheDemandNeeds(t *testing.T) {
 			_ = h.store.PublishDemand(context.Background(), "b1", 4)
 			_ = h.store.PublishDemand(context.Background(), "b2", 4)
 		}
-		eventually(t, "3 ready", func() bool { return len(h.ready()) == 3 })
+		testenv.Eventually(t, 15*time.Second, "3 ready", func() bool { return len(h.ready()) == 3 })
 		time.Sleep(200 * time.Millisecond)
 		if got := h.eng.Starts(); got != 3 {
 			t.Fatalf("starts = %d, want 3", got)
@@ -335,7 +322,7 @@ func TestMaxReplicasHoldsUnderAnyLoad(t *testing.T) {
 		c, _ := h.start(cfg, nil)
 		h.settle(1)
 		h.balancer("b1", 100_000, map[string]int64{h.ready()[0]: 4}, nil)
-		eventually(t, "3 ready", func() bool { return len(h.ready()) == 3 })
+		testenv.Eventually(t, 15*time.Second, "3 ready", func() bool { return len(h.ready()) == 3 })
 		time.Sleep(300 * time.Millisecond)
 		if got, most := h.eng.Starts(), h.eng.MaxRunning(pool); got != 3 || most != 3 {
 			t.Fatalf("starts %d, most running %d; want 3 and 3", got, most)
@@ -352,14 +339,14 @@ func TestScaleFromZero(t *testing.T) {
 		cfg := testConfig()
 		cfg.MinReplicas = 0
 		c, _ := h.start(cfg, nil)
-		eventually(t, "leads", c.Leader)
+		testenv.Eventually(t, 15*time.Second, "leads", c.Leader)
 		time.Sleep(200 * time.Millisecond)
 		if n := h.eng.Starts(); n != 0 {
 			t.Fatalf("MIN_REPLICAS=0 and no load started %d containers", n)
 		}
 		h.balancer("b1", 1, nil, nil)
 		_ = h.store.PublishDemand(context.Background(), "b1", 1)
-		eventually(t, "one ready", func() bool { return len(h.ready()) == 1 })
+		testenv.Eventually(t, 15*time.Second, "one ready", func() bool { return len(h.ready()) == 1 })
 		if !hasEvent(c, "up", decide.ReasonFromZero) {
 			t.Fatalf("events %+v lack from_zero", c.rep.events.list())
 		}
@@ -375,7 +362,7 @@ func TestCooldownSpacesDemandStarts(t *testing.T) {
 		c, _ := h.start(cfg, nil)
 		h.settle(1)
 		h.balancer("b1", 4, map[string]int64{h.ready()[0]: 4}, nil)
-		eventually(t, "2 ready", func() bool { return len(h.ready()) == 2 })
+		testenv.Eventually(t, 15*time.Second, "2 ready", func() bool { return len(h.ready()) == 2 })
 		// Load doubles, but the cooldown of the first demand start holds it.
 		h.balancer("b1", 12, map[string]int64{h.ready()[0]: 4, h.ready()[1]: 4}, nil)
 		time.Sleep(300 * time.Millisecond)
@@ -383,7 +370,7 @@ func TestCooldownSpacesDemandStarts(t *testing.T) {
 			t.Fatalf("starts = %d during the cooldown, want 2", n)
 		}
 		h.clk.advance(time.Hour)
-		eventually(t, "5 ready after the cooldown", func() bool { return len(h.ready()) == 5 })
+		testenv.Eventually(t, 15*time.Second, "5 ready after the cooldown", func() bool { return len(h.ready()) == 5 })
 		if len(eventsOf(c, "up", decide.ReasonDemand)) != 2 {
 			t.Fatalf("events %+v", c.rep.events.list())
 		}
@@ -430,7 +417,7 @@ func TestScaleDownByCron(t *testing.T) {
 		h.start(cfg, nil)
 		h.settle(1)
 		h.balancer("b1", 4, map[string]int64{h.ready()[0]: 4}, nil)
-		eventually(t, "2 ready", func() bool { return len(h.ready()) == 2 })
+		testenv.Eventually(t, 15*time.Second, "2 ready", func() bool { return len(h.ready()) == 2 })
 		h.balancer("b1", 0, nil, nil)
 		h.settle(1) // the cron job, not the test, drains the idle one
 	})
@@ -453,7 +440,7 @@ func TestInflightKeepsAContainerAndDrainWaitsForIt(t *testing.T) {
 		h.balancer("b1", 0, map[string]int64{busy: 1}, map[string]time.Time{busy: long, idle: long})
 		h.clk.advance(2 * time.Minute)
 		poke(c.downCh)
-		eventually(t, "idle one draining", func() bool { b, _ := h.entry(idle); return b.State == state.Draining })
+		testenv.Eventually(t, 15*time.Second, "idle one draining", func() bool { b, _ := h.entry(idle); return b.State == state.Draining })
 		// A request reaches the draining container before its balancer synced.
 		h.balancer("b1", 0, map[string]int64{busy: 1, idle: 1}, nil)
 		time.Sleep(400 * time.Millisecond)
@@ -464,7 +451,7 @@ func TestInflightKeepsAContainerAndDrainWaitsForIt(t *testing.T) {
 			t.Fatalf("busy container %+v was picked for scale-down", b)
 		}
 		h.balancer("b1", 0, map[string]int64{busy: 1}, nil)
-		eventually(t, "drained container stopped and unregistered", func() bool {
+		testenv.Eventually(t, 15*time.Second, "drained container stopped and unregistered", func() bool {
 			_, reg := h.entry(idle)
 			_, run := h.eng.Get(idle)
 			return !reg && !run
@@ -490,7 +477,7 @@ func TestDrainTimeoutStopsAnyway(t *testing.T) {
 		// A stuck request: one in flight needs 1 replica, the other ready one
 		// covers it, so this is no reason to reclaim; only the timeout ends it.
 		h.balancer("b1", 0, map[string]int64{id: 1}, nil)
-		eventually(t, "stopped after DRAIN_TIMEOUT", func() bool { _, ok := h.eng.Get(id); return !ok })
+		testenv.Eventually(t, 15*time.Second, "stopped after DRAIN_TIMEOUT", func() bool { _, ok := h.eng.Get(id); return !ok })
 		if hasEvent(c, "up", decide.ReasonReclaim) {
 			t.Fatal("reclaimed")
 		}
@@ -515,7 +502,7 @@ func TestDemandReclaimsDrainingContainer(t *testing.T) {
 		// It still has a request in flight (so it is not stopped yet) when
 		// demand returns: 2 in flight + 3 queued needs ceil(5/4) = 2.
 		h.balancer("b1", 3, map[string]int64{draining: 1, h.ready()[0]: 1}, nil)
-		eventually(t, "reclaimed", func() bool { b, _ := h.entry(draining); return b.State == state.Ready })
+		testenv.Eventually(t, 15*time.Second, "reclaimed", func() bool { b, _ := h.entry(draining); return b.State == state.Ready })
 		time.Sleep(200 * time.Millisecond)
 		if h.eng.Starts() != 2 || len(h.eng.Stopped()) != 0 {
 			t.Fatalf("starts %d stopped %v: reclaim should replace a start", h.eng.Starts(), h.eng.Stopped())
@@ -658,7 +645,7 @@ func (s *cutStore) ReleaseLease(ctx context.Context, holder string) error {
 func (h *harness) pair(cfgA, cfgB config.Config, storeA state.Store, n int) (a, b *Controller) {
 	h.t.Helper()
 	a, _ = h.start(cfgA, storeA)
-	eventually(h.t, "a leads", a.Leader)
+	testenv.Eventually(h.t, 15*time.Second, "a leads", a.Leader)
 	b, _ = h.start(cfgB, nil)
 	h.settle(n)
 	time.Sleep(3 * cfgA.LeaseTTL)
@@ -681,15 +668,15 @@ func TestTwoScalersOneActsAndTheOtherTakesOver(t *testing.T) {
 		}
 		// a loses Redis: it must stop acting, and b take over after the TTL.
 		storeA.cut.Store(true)
-		eventually(t, "a steps down", func() bool { return !a.Leader() })
-		eventually(t, "b takes over", b.Leader)
+		testenv.Eventually(t, 15*time.Second, "a steps down", func() bool { return !a.Leader() })
+		testenv.Eventually(t, 15*time.Second, "b takes over", b.Leader)
 		h.settle(2)
 		if h.eng.Starts() != 2 {
 			t.Fatalf("the new leader started %d containers instead of adopting", h.eng.Starts()-2)
 		}
 		// The new leader acts: it replaces a killed container.
 		h.eng.Kill(h.ready()[0])
-		eventually(t, "replaced by b", func() bool { return h.eng.Starts() == 3 })
+		testenv.Eventually(t, 15*time.Second, "replaced by b", func() bool { return h.eng.Starts() == 3 })
 		h.settle(2)
 		if a.Leader() {
 			t.Fatal("a leads while cut off")
@@ -711,7 +698,7 @@ func TestDeadLeaderReplacedWithinTheTTL(t *testing.T) {
 		cfgA.ID, cfgB.ID = "a", "b"
 		storeA := &cutStore{Store: h.store}
 		a, _ := h.start(cfgA, storeA)
-		eventually(t, "a leads", a.Leader)
+		testenv.Eventually(t, 15*time.Second, "a leads", a.Leader)
 		b, _ := h.start(cfgB, nil)
 		h.settle(1)
 		ia := a.Status(context.Background()).Instance
@@ -767,7 +754,7 @@ func TestLeaseHiccupDoesNotEndTheTerm(t *testing.T) {
 		cfg.MinReplicas = 1
 		store := &cutStore{Store: h.store}
 		a, _ := h.start(cfg, store)
-		eventually(t, "a leads", a.Leader)
+		testenv.Eventually(t, 15*time.Second, "a leads", a.Leader)
 		h.settle(1)
 		stop := make(chan struct{})
 		lost := make(chan struct{}, 1)
@@ -796,8 +783,8 @@ func TestLeaseHiccupDoesNotEndTheTerm(t *testing.T) {
 			t.Fatal("the hiccup was never hit")
 		}
 		store.leaseFails.Store(2)
-		eventually(t, "two failures in a row end the term", func() bool { return !a.Leader() })
-		eventually(t, "leads again once Redis answers", a.Leader)
+		testenv.Eventually(t, 15*time.Second, "two failures in a row end the term", func() bool { return !a.Leader() })
+		testenv.Eventually(t, 15*time.Second, "leads again once Redis answers", a.Leader)
 	})
 }
 
@@ -808,7 +795,7 @@ func TestReleasedLeaseIsTakenAtOnce(t *testing.T) {
 		cfgA.LeaseTTL, cfgB.LeaseTTL = time.Hour, time.Hour // only a release can hand over
 		cfgA.ID, cfgB.ID = "a", "b"
 		a, stopA := h.start(cfgA, nil)
-		eventually(t, "a leads", a.Leader)
+		testenv.Eventually(t, 15*time.Second, "a leads", a.Leader)
 		b, _ := h.start(cfgB, nil)
 		h.settle(1)
 		stopA()
@@ -831,7 +818,7 @@ func TestStartFailuresBackOffAndRecover(t *testing.T) {
 		h.eng.SetStartError(errors.New("no such image"))
 		cfg := testConfig()
 		c, _ := h.start(cfg, nil)
-		eventually(t, "leads", c.Leader)
+		testenv.Eventually(t, 15*time.Second, "leads", c.Leader)
 		time.Sleep(1500 * time.Millisecond)
 		// Back-off 0.5 s, 1 s, 2 s …: at most 3 attempts in 1.5 s, where a
 		// reconcile every 50 ms without back-off would make 30.
@@ -852,7 +839,7 @@ func TestEngineErrorsBackOffAndRecover(t *testing.T) {
 		c, _ := h.start(cfg, nil)
 		h.settle(2)
 		h.eng.SetListError(errors.New("cannot connect to the Docker daemon"))
-		eventually(t, "problem shown", func() bool { return c.Status(context.Background()).Problems["docker list"] != "" })
+		testenv.Eventually(t, 15*time.Second, "problem shown", func() bool { return c.Status(context.Background()).Problems["docker list"] != "" })
 		before := h.eng.Lists()
 		time.Sleep(1500 * time.Millisecond)
 		// RECONCILE_INTERVAL is 50 ms (30 lists in 1.5 s); the back-off of
@@ -864,10 +851,10 @@ func TestEngineErrorsBackOffAndRecover(t *testing.T) {
 			t.Fatalf("engine trouble disturbed the registry (%v) or leadership", h.ready())
 		}
 		h.eng.SetListError(nil)
-		eventually(t, "recovered", func() bool { return c.Status(context.Background()).Problems["docker list"] == "" })
+		testenv.Eventually(t, 15*time.Second, "recovered", func() bool { return c.Status(context.Background()).Problems["docker list"] == "" })
 		victim := h.ready()[0]
 		h.eng.Kill(victim)
-		eventually(t, "acting again: killed one replaced", func() bool { return h.eng.Starts() == 3 })
+		testenv.Eventually(t, 15*time.Second, "acting again: killed one replaced", func() bool { return h.eng.Starts() == 3 })
 		h.settle(2)
 	})
 }
@@ -879,8 +866,8 @@ func TestUnhealthyContainerIsRemoved(t *testing.T) {
 		cfg := testConfig()
 		cfg.HealthTimeout = 200 * time.Millisecond
 		c, _ := h.start(cfg, nil)
-		eventually(t, "a failed start", func() bool { return counterValue(t, c, "lbscale_scaler_start_failures_total") >= 1 })
-		eventually(t, "the unhealthy container removed", func() bool { return len(h.eng.Stopped()) >= 1 })
+		testenv.Eventually(t, 15*time.Second, "a failed start", func() bool { return counterValue(t, c, "lbscale_scaler_start_failures_total") >= 1 })
+		testenv.Eventually(t, 15*time.Second, "the unhealthy container removed", func() bool { return len(h.eng.Stopped()) >= 1 })
 		if len(h.ready()) != 0 {
 			t.Fatalf("unhealthy container registered ready: %v", h.ready())
 		}
@@ -896,10 +883,10 @@ func TestContainerDyingWhileBootingIsNotWaitedFor(t *testing.T) {
 		cfg := testConfig()
 		cfg.HealthTimeout = time.Hour
 		c, _ := h.start(cfg, nil)
-		eventually(t, "one starting", func() bool { return len(h.eng.Running(pool)) == 1 })
+		testenv.Eventually(t, 15*time.Second, "one starting", func() bool { return len(h.eng.Running(pool)) == 1 })
 		h.eng.SetBootDelay(0)
 		h.eng.Kill(h.eng.Running(pool)[0])
-		eventually(t, "failure noticed without waiting HEALTH_TIMEOUT", func() bool {
+		testenv.Eventually(t, 15*time.Second, "failure noticed without waiting HEALTH_TIMEOUT", func() bool {
 			return counterValue(t, c, "lbscale_scaler_start_failures_total") == 1
 		})
 		h.settle(1)
@@ -1024,6 +1011,6 @@ func TestDrainWaitsForTheSlowestBalancer(t *testing.T) {
 			t.Fatal("stopped before a balancer syncing every 30s could have seen the drain")
 		}
 		h.clk.advance(61 * time.Second)
-		eventually(t, "stopped once two of the slowest intervals passed", func() bool { _, ok := h.eng.Get(id); return !ok })
+		testenv.Eventually(t, 15*time.Second, "stopped once two of the slowest intervals passed", func() bool { _, ok := h.eng.Get(id); return !ok })
 	})
 }

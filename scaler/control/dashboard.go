@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 	"lbscale/scaler/dashboard"
 )
 

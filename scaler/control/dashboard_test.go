@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
+	"lbscale/internal/testenv"
 	"lbscale/scaler/dashboard"
 	"lbscale/scaler/decide"
 )
@@ -28,7 +29,7 @@ func TestDashboardSnapshotLeaderAndFollower(t *testing.T) {
 		first := h.ready()[0]
 		// Saturated, 3 queued: ceil(5/2) = 3 replicas, so 2 start.
 		h.balancer("b1", 3, map[string]int64{first: 2}, nil)
-		eventually(t, "3 ready", func() bool { return len(h.ready()) == 3 })
+		testenv.Eventually(t, 15*time.Second, "3 ready", func() bool { return len(h.ready()) == 3 })
 		ctx := context.Background()
 		now := h.clk.now()
 		put := func(r state.Report) {
@@ -94,7 +95,7 @@ func TestEventsCarryOverFailover(t *testing.T) {
 		cfgA.MinReplicas, cfgB.MinReplicas = 2, 2
 		cfgB.ID = "scaler-b"
 		a, _ := h.start(cfgA, nil)
-		eventually(t, "a leads", a.Leader)
+		testenv.Eventually(t, 15*time.Second, "a leads", a.Leader)
 		h.settle(2)
 		time.Sleep(2 * summaryEvery)
 		b, _ := h.start(cfgB, nil)
@@ -105,8 +106,8 @@ func TestEventsCarryOverFailover(t *testing.T) {
 		}
 		// a stops (its lease is released); b leads.
 		stopA(t, h, a)
-		eventually(t, "b leads", b.Leader)
-		eventually(t, "b's log holds a's events", func() bool {
+		testenv.Eventually(t, 15*time.Second, "b leads", b.Leader)
+		testenv.Eventually(t, 15*time.Second, "b's log holds a's events", func() bool {
 			got := b.Status(context.Background()).Events
 			return len(got) >= len(before) && got[0].Time.Equal(before[0].Time) && got[0].Reason == before[0].Reason
 		})

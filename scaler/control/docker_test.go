@@ -13,14 +13,15 @@ import (
 
 	"github.com/docker/docker/client"
 
-	"lbscale/balancer/state"
-	"lbscale/balancer/state/redisstore"
-	"lbscale/balancer/state/statetest"
+	"lbscale/internal/state"
+	"lbscale/internal/state/redisstore"
+	"lbscale/internal/testenv"
+	"lbscale/internal/testenv/dockertest"
+	"lbscale/internal/testenv/statetest"
 	"lbscale/scaler/config"
 	"lbscale/scaler/control"
 	"lbscale/scaler/driver"
 	"lbscale/scaler/driver/docker"
-	"lbscale/scaler/driver/dockertest"
 )
 
 // Integration tests: real Docker engine, real Redis, real web-server
@@ -153,7 +154,7 @@ func (c *cluster) poolContainers() int {
 func (c *cluster) waitPool(n int, within time.Duration) []state.Backend {
 	c.t.Helper()
 	var rb []state.Backend
-	waitFor(c.t, within, "pool of "+strconv.Itoa(n), func() bool {
+	testenv.Eventually(c.t, within, "pool of "+strconv.Itoa(n), func() bool {
 		rb = c.ready()
 		return len(rb) == n && len(c.registry()) == n && c.poolContainers() == n
 	})
@@ -180,17 +181,6 @@ func (c *cluster) balancer(name string, queued int64, inflight map[string]int64,
 	}
 	if queued > 0 {
 		_ = c.store.PublishDemand(context.Background(), name, queued)
-	}
-}
-
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -237,7 +227,7 @@ func TestDockerMinReplicasKillAndReplace(t *testing.T) {
 	if err := c.cli.ContainerKill(context.Background(), victim, "KILL"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "killed container gone from the registry", func() bool {
+	testenv.Eventually(t, 15*time.Second, "killed container gone from the registry", func() bool {
 		return !slices.ContainsFunc(c.registry(), func(b state.Backend) bool { return b.ID == victim })
 	})
 	t.Logf("killed container left the registry after %s", time.Since(killed).Round(time.Millisecond))
@@ -269,7 +259,7 @@ func TestDockerScaleUpToMaxAndDownToMinLeavesOthersAlone(t *testing.T) {
 	// Demand far above MAX: 1 saturated + 100 queued wants ceil(104/4)=26.
 	c.balancer("bal-1", 100, map[string]int64{first.ID: 4})
 	most := 0
-	waitFor(t, 60*time.Second, "3 ready", func() bool {
+	testenv.Eventually(t, 60*time.Second, "3 ready", func() bool {
 		most = max(most, c.poolContainers())
 		return len(c.ready()) == 3
 	})
@@ -319,7 +309,7 @@ func TestDockerScaleFromZero(t *testing.T) {
 	cfg := c.config("a")
 	cfg.MinReplicas = 0
 	ctrl, _ := c.start(cfg)
-	waitFor(t, 10*time.Second, "leading", ctrl.Leader)
+	testenv.Eventually(t, 10*time.Second, "leading", ctrl.Leader)
 	time.Sleep(2 * time.Second)
 	if n := c.poolContainers(); n != 0 {
 		t.Fatalf("MIN_REPLICAS=0 without load runs %d containers", n)
@@ -349,7 +339,7 @@ func TestDockerTwoScalersOneActs(t *testing.T) {
 		leader, follower, stopLeader = b, a, stopB
 	}
 	stopLeader()
-	waitFor(t, 3*cfgA.LeaseTTL+5*time.Second, "the other scaler leads", follower.Leader)
+	testenv.Eventually(t, 3*cfgA.LeaseTTL+5*time.Second, "the other scaler leads", follower.Leader)
 	if leader.Leader() {
 		t.Fatal("old leader still leads")
 	}
@@ -387,7 +377,7 @@ func TestDockerRedisOutagePausesScalingAndRegistryIsRebuilt(t *testing.T) {
 	ctrl, _ := c.start(cfg)
 	before := c.waitPool(2, 60*time.Second)
 	c.redis.Stop()
-	waitFor(t, 10*time.Second, "scaler steps down without Redis", func() bool { return !ctrl.Leader() })
+	testenv.Eventually(t, 10*time.Second, "scaler steps down without Redis", func() bool { return !ctrl.Leader() })
 	if p := ctrl.Status(context.Background()).Problems; p["redis lease"] == "" {
 		t.Fatalf("status problems %v do not name the lease", p)
 	}
@@ -400,7 +390,7 @@ func TestDockerRedisOutagePausesScalingAndRegistryIsRebuilt(t *testing.T) {
 	// Redis comes back empty (no persistence): the scaler leads again and
 	// rebuilds the registry from the engine, adopting the running pool.
 	c.redis.Start()
-	waitFor(t, 20*time.Second, "leading again", ctrl.Leader)
+	testenv.Eventually(t, 20*time.Second, "leading again", ctrl.Leader)
 	after := c.waitPool(2, 60*time.Second)
 	if !slices.EqualFunc(before, after, func(x, y state.Backend) bool { return x.ID == y.ID && x.Addr == y.Addr }) {
 		t.Fatalf("registry rebuilt as %v, want the adopted %v", after, before)

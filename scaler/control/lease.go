@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 )
 
 // leaseStore is the part of state.Store the lease loop uses.

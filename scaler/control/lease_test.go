@@ -8,7 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 )
 
 // leaseFake is a lease store for one scaler: every acquire succeeds unless

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 	"lbscale/scaler/decide"
 	"lbscale/scaler/driver"
 )

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 	"lbscale/scaler/decide"
 	"lbscale/scaler/driver"
 )

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 	"lbscale/scaler/config"
 	"lbscale/scaler/decide"
 	"lbscale/scaler/driver"

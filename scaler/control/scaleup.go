@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 	"lbscale/scaler/config"
 	"lbscale/scaler/decide"
 	"lbscale/scaler/driver"

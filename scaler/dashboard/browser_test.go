@@ -18,8 +18,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"lbscale/internal/testenv/browsertest"
 	"lbscale/scaler/dashboard"
-	"lbscale/scaler/dashboard/browsertest"
 	"lbscale/scaler/dashboard/dashboardtest"
 )
 

@@ -14,7 +14,7 @@ import (
 	"slices"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 	"lbscale/scaler/driver"
 )
 

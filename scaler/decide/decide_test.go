@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/state"
+	"lbscale/internal/state"
 	"lbscale/scaler/driver"
 )
 

@@ -30,7 +30,7 @@
 //     ready container serves up to Model.Capacity requests at once
 //     (MAX_INFLIGHT; by default the target, as the scaler's config does),
 //     optionally ramped up over Model.SlowStart after it turned ready, with
-//     the balancer's own ramp (cluster.SlowStartLimit). A request holds its
+//     the balancer's own ramp (internal/slowstart). A request holds its
 //     slot for the service time S (Model.Service, optionally ±Model.Jitter
 //     uniformly); completions are kept per container in a ring indexed by
 //     completion step, so a step's completions cost one read per container.

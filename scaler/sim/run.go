@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"lbscale/balancer/cluster"
+	"lbscale/internal/slowstart"
 	"lbscale/scaler/decide"
 )
 
@@ -259,7 +259,7 @@ func (s *sim) limit(c *container) int64 {
 		return s.capacity
 	}
 	age := time.Duration(s.k-c.readyStep) * s.cfg.Step
-	return cluster.SlowStartLimit(s.capacity, age, s.cfg.SlowStart)
+	return slowstart.Limit(s.capacity, age, s.cfg.SlowStart)
 }
 
 // give starts n queued requests, oldest first, on c.

@@ -4,7 +4,7 @@ import (
 	"os"
 	"time"
 
-	"lbscale/balancer/envconf"
+	"lbscale/internal/envconf"
 )
 
 // Environment variable names the web server reads (the design's contract;
@@ -69,24 +69,38 @@ type Config struct {
 	Fault string
 }
 
+// Vars declares every variable the web server reads: name, default,
+// range and meaning, once. Load reads through it, -h prints it, and
+// TestDocsMatchVars holds docs/configuration.md to it.
+var Vars = envconf.Table{
+	{Name: EnvListenAddr, Default: DefaultListenAddr, Help: "listen address"},
+	{Name: EnvWorkMS, Default: 0, Min: 0, Max: MaxCostMS, Help: "real CPU burned per request (query work_ms overrides)"},
+	{Name: EnvSleepMS, Default: 0, Min: 0, Max: MaxCostMS, Help: "sleep per request (query sleep_ms overrides)"},
+	{Name: EnvCapacity, Default: 0, Min: 0, Max: 1_000_000, Help: "requests processed at once; more wait inside the server"},
+	{Name: EnvServerID, Shown: "hostname", Help: "the X-Server-Id header and / body"},
+	{Name: EnvShutdownTimeout, Default: 30 * time.Second, Min: time.Duration(0), Max: time.Hour, Help: "drain time on SIGTERM"},
+	{Name: EnvLogLevel, Default: "info", OneOf: []string{"debug", "info", "warn", "error"}, Help: "log level"},
+	{Name: EnvFault, Help: "for chaos tests: hang — / and /upgrade read the request and never answer (until the client leaves; at shutdown the connection is cut); error — they answer 500 at once. /healthz and /load answer as ever, so health checks miss it"},
+}
+
 // Load reads the configuration from lookup (os.LookupEnv in main); the
 // error names every invalid variable. Empty values count as unset.
 func Load(lookup func(string) (string, bool)) (Config, error) {
-	r := envconf.New(lookup)
+	r := envconf.New(lookup, Vars)
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "webserver"
 	}
 	c := Config{
-		ListenAddr:      r.Addr(EnvListenAddr, DefaultListenAddr),
-		Work:            time.Duration(r.Int(EnvWorkMS, 0, 0, MaxCostMS)) * time.Millisecond,
-		Sleep:           time.Duration(r.Int(EnvSleepMS, 0, 0, MaxCostMS)) * time.Millisecond,
-		Capacity:        r.Int(EnvCapacity, 0, 0, 1_000_000),
-		ServerID:        r.String(EnvServerID, host),
+		ListenAddr:      r.Addr(EnvListenAddr),
+		Work:            time.Duration(r.Int(EnvWorkMS)) * time.Millisecond,
+		Sleep:           time.Duration(r.Int(EnvSleepMS)) * time.Millisecond,
+		Capacity:        r.Int(EnvCapacity),
+		ServerID:        r.StringOr(EnvServerID, host),
 		Hostname:        host,
-		ShutdownTimeout: r.Duration(EnvShutdownTimeout, 30*time.Second, 0, time.Hour),
-		LogLevel:        r.OneOf(EnvLogLevel, "info", "debug", "info", "warn", "error"),
-		Fault:           r.String(EnvFault, ""),
+		ShutdownTimeout: r.Duration(EnvShutdownTimeout),
+		LogLevel:        r.OneOf(EnvLogLevel),
+		Fault:           r.String(EnvFault),
 	}
 	if c.Fault != "" && c.Fault != FaultHang && c.Fault != FaultError {
 		r.Fail(EnvFault, "%q is not %s or %s (unset: no fault)", c.Fault, FaultHang, FaultError)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"lbscale/balancer/envconf"
+	"lbscale/internal/envconf"
 )
 
 func TestLoadDefaults(t *testing.T) {

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"lbscale/internal/testenv"
 )
 
 // start serves cfg on a real loopback listener for the test's lifetime.
@@ -70,17 +72,12 @@ func loadOf(t *testing.T, base string) LoadReport {
 // waitLoad polls /load until ok holds, failing after 10 s.
 func waitLoad(t *testing.T, base string, what string, ok func(LoadReport) bool) LoadReport {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		l := loadOf(t, base)
-		if ok(l) {
-			return l
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10s for %s; last /load: %+v", what, l)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var l LoadReport
+	testenv.Eventually(t, 10*time.Second, what, func() bool {
+		l = loadOf(t, base)
+		return ok(l)
+	})
+	return l
 }
 
 func TestServerIDOnEveryResponse(t *testing.T) {

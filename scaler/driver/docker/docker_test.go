@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"lbscale/internal/testenv/dockertest"
 	"lbscale/scaler/driver"
 	"lbscale/scaler/driver/docker"
-	"lbscale/scaler/driver/dockertest"
 )
 
 func TestMain(m *testing.M) { os.Exit(dockertest.Main(m)) }

@@ -13,10 +13,10 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 
+	"lbscale/internal/testenv/dockertest"
+	"lbscale/internal/testenv/swarmtest"
 	"lbscale/scaler/driver"
-	"lbscale/scaler/driver/dockertest"
 	swarmdriver "lbscale/scaler/driver/swarm"
-	"lbscale/scaler/driver/swarmtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(dockertest.Main(m)) }
