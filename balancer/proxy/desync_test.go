@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -76,83 +75,39 @@ var misbehaviours = []misbehaviour{
 // ?late=1 is answered well, and the injected answer follows once the
 // test closes late.
 type rogue struct {
-	ln    net.Listener
-	conns atomic.Int32
+	*rawServer
 	late  chan struct{} // closed by the test: write the late stray answer
 	wrote chan struct{} // closed by the backend once it has
-	wg    sync.WaitGroup
 }
 
 func newRogue(t testing.TB) *rogue {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &rogue{ln: ln, late: make(chan struct{}), wrote: make(chan struct{})}
-	var mu sync.Mutex
-	var open []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-		r.wg.Wait()
+	r := &rogue{late: make(chan struct{}), wrote: make(chan struct{})}
+	r.rawServer = newRawServer(t, func(_ int, c net.Conn) {
+		eachRequest(c, func(_ int, _ string, req *http.Request) bool { return r.answer(c, req) })
 	})
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.conns.Add(1)
-			mu.Lock()
-			open = append(open, c)
-			mu.Unlock()
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				defer c.Close()
-				r.serve(c)
-			}()
-		}
-	}()
 	return r
 }
 
-func (r *rogue) serve(c net.Conn) {
-	br := bufio.NewReader(c)
-	for {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		if _, err := io.Copy(io.Discard, req.Body); err != nil {
-			return
-		}
-		q := req.URL.Query()
-		id := q.Get("id")
-		answer := okFor(id)
-		if m := q.Get("m"); m != "" {
-			var i int
-			fmt.Sscan(m, &i)
-			answer = misbehaviours[i].answer(id)
-		}
-		if _, err := io.WriteString(c, answer); err != nil {
-			return
-		}
-		if q.Get("late") != "" {
-			<-r.late
-			_, _ = io.WriteString(c, injected)
-			close(r.wrote)
-		}
+// answer writes the answer req asks for; false ends the connection.
+func (r *rogue) answer(c net.Conn, req *http.Request) bool {
+	q := req.URL.Query()
+	id := q.Get("id")
+	answer := okFor(id)
+	if m := q.Get("m"); m != "" {
+		var i int
+		fmt.Sscan(m, &i)
+		answer = misbehaviours[i].answer(id)
 	}
+	if _, err := io.WriteString(c, answer); err != nil {
+		return false
+	}
+	if q.Get("late") != "" {
+		<-r.late
+		_, _ = io.WriteString(c, injected)
+		close(r.wrote)
+	}
+	return true
 }
-
-func (r *rogue) addr() string { return r.ln.Addr().String() }
 
 // newDesyncFront is the balancer's request path as the balancer builds it
 // (its default transport) in front of one backend.
@@ -311,44 +266,23 @@ func FuzzStrayBytes(f *testing.F) {
 	}
 	var mu sync.Mutex
 	var stray []byte
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	srv := newRawServer(f, func(_ int, c net.Conn) {
+		eachRequest(c, func(_ int, _ string, req *http.Request) bool {
+			id := req.URL.Query().Get("id")
+			answer := []byte(okFor(id))
+			if req.Method == http.MethodHead {
+				answer = []byte("HTTP/1.1 200 OK\r\nX-Marker: " + id + "\r\nContent-Length: 4\r\n\r\n")
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					id := req.URL.Query().Get("id")
-					answer := []byte(okFor(id))
-					if req.Method == http.MethodHead {
-						answer = []byte("HTTP/1.1 200 OK\r\nX-Marker: " + id + "\r\nContent-Length: 4\r\n\r\n")
-					}
-					if id == "first" {
-						mu.Lock()
-						answer = append(answer, stray...)
-						mu.Unlock()
-					}
-					if _, err := c.Write(answer); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	url := "http://" + ln.Addr().String() + "/"
+			if id == "first" {
+				mu.Lock()
+				answer = append(answer, stray...)
+				mu.Unlock()
+			}
+			_, err := c.Write(answer)
+			return err == nil
+		})
+	})
+	url := srv.url()
 	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, extra []byte, m byte) {
 		mu.Lock()

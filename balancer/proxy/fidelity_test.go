@@ -33,70 +33,24 @@ type recorded struct {
 
 // recordingBackend answers every request with answer, and keeps what it read.
 type recordingBackend struct {
-	ln     net.Listener
-	answer string
-	mu     sync.Mutex
-	got    []recorded
+	*rawServer
+	mu  sync.Mutex // guards got
+	got []recorded
 }
 
 func newRecordingBackend(t *testing.T, answer string) *recordingBackend {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &recordingBackend{ln: ln, answer: answer}
-	var wg sync.WaitGroup
-	var open []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		b.mu.Lock()
-		for _, c := range open { // the balancer keeps them alive
-			c.Close()
-		}
-		b.mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
+	b := &recordingBackend{}
+	b.rawServer = newRawServer(t, func(_ int, c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		eachRequest(c, func(_ int, line string, req *http.Request) bool {
+			body, _ := io.ReadAll(req.Body)
 			b.mu.Lock()
-			open = append(open, c)
+			b.got = append(b.got, recorded{line: line, header: req.Header, body: string(body), trailer: req.Trailer})
 			b.mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.Peek(64)
-					if len(line) == 0 && err != nil {
-						return
-					}
-					first := string(line)
-					if i := strings.Index(first, "\r\n"); i >= 0 {
-						first = first[:i]
-					}
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					body, _ := io.ReadAll(req.Body)
-					b.mu.Lock()
-					b.got = append(b.got, recorded{line: first, header: req.Header, body: string(body), trailer: req.Trailer})
-					b.mu.Unlock()
-					if _, err := io.WriteString(c, b.answer); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+			_, err := io.WriteString(c, answer)
+			return err == nil
+		})
+	})
 	return b
 }
 
@@ -155,7 +109,7 @@ func TestAnswerWithoutContentTypeGetsNone(t *testing.T) {
 		{"chunked body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n<html\r\n0\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			front := newFidelityFront(t, newRecordingBackend(t, tc.answer).ln.Addr().String(), false)
+			front := newFidelityFront(t, newRecordingBackend(t, tc.answer).addr(), false)
 			res, body := rawRequest(t, front, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 			if ct, ok := res.Header["Content-Type"]; ok || res.StatusCode != 200 || !strings.HasPrefix(body, "<html") {
 				t.Errorf("status %d, Content-Type %q (present %v), body %q: want 200, no Content-Type, the body", res.StatusCode, ct, ok, body)
@@ -163,7 +117,7 @@ func TestAnswerWithoutContentTypeGetsNone(t *testing.T) {
 		})
 	}
 	t.Run("a typed answer keeps its type", func(t *testing.T) {
-		front := newFidelityFront(t, newRecordingBackend(t, plainOK).ln.Addr().String(), false)
+		front := newFidelityFront(t, newRecordingBackend(t, plainOK).addr(), false)
 		if res, _ := rawRequest(t, front, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); res.Header.Get("Content-Type") != "text/plain" {
 			t.Errorf("Content-Type %q, want text/plain", res.Header.Get("Content-Type"))
 		}
@@ -172,7 +126,7 @@ func TestAnswerWithoutContentTypeGetsNone(t *testing.T) {
 
 func TestRequestLineAsSent(t *testing.T) {
 	backend := newRecordingBackend(t, plainOK)
-	front := newFidelityFront(t, backend.ln.Addr().String(), false)
+	front := newFidelityFront(t, backend.addr(), false)
 	for _, tc := range []struct{ sent, want string }{
 		{"OPTIONS * HTTP/1.1", "OPTIONS * HTTP/1.1"},
 		{"OPTIONS /x HTTP/1.1", "OPTIONS /x HTTP/1.1"},
@@ -222,7 +176,7 @@ func TestForwardingHeaders(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			backend := newRecordingBackend(t, plainOK)
-			front := newFidelityFront(t, backend.ln.Addr().String(), tc.trust)
+			front := newFidelityFront(t, backend.addr(), tc.trust)
 			if res, _ := rawRequest(t, front, tc.request); res.StatusCode != 200 {
 				t.Fatalf("status %d", res.StatusCode)
 			}
@@ -242,7 +196,7 @@ func TestForwardingHeaders(t *testing.T) {
 
 func TestLongRequestIDReplaced(t *testing.T) {
 	backend := newRecordingBackend(t, plainOK)
-	front := newFidelityFront(t, backend.ln.Addr().String(), false)
+	front := newFidelityFront(t, backend.addr(), false)
 	for _, tc := range []struct {
 		id   string
 		kept bool
@@ -260,7 +214,7 @@ func TestLongRequestIDReplaced(t *testing.T) {
 // body read whole before a slot is taken and for one streamed after.
 func TestRequestTrailers(t *testing.T) {
 	backend := newRecordingBackend(t, plainOK)
-	front := newFidelityFront(t, backend.ln.Addr().String(), false)
+	front := newFidelityFront(t, backend.addr(), false)
 	for _, size := range []int{10, 100 << 10} {
 		body := strings.Repeat("x", size)
 		raw := "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n" +

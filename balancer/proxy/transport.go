@@ -30,8 +30,8 @@ import (
 // Why requests with a body do not go to http.Transport: it puts a
 // connection back in its pool before its readLoop has looked for bytes
 // the backend sent past the end of the answer, so a request that takes the
-// connection in that window gets a stray answer, or a 502 (measured: 14 of
-// 1,000 in TestNoAnswerReachesTheWrongClient). Here the check that a
+// connection in that window gets a stray answer, or a 502 (measured: 10 to
+// 14 of 1,000 in TestNoAnswerReachesTheWrongClient). Here the check that a
 // connection is clean and its reuse happen on the goroutine that owns it.
 type Transport struct {
 	// Fallback carries what this transport does not.

@@ -11,7 +11,6 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,64 +47,29 @@ func get(t *testing.T, tr http.RoundTripper, method, url string, body io.Reader)
 	return res, string(b), err
 }
 
-// scripted is a backend on a raw TCP listener: each connection reads
-// requests and answers with what answer returns for the n-th request on
-// it; close after the answer when hangUp says so.
-type scripted struct {
-	ln    net.Listener
-	conns atomic.Int32
-	wg    sync.WaitGroup
-}
-
-func newScripted(t testing.TB, answer func(conn, n int, req *http.Request) (resp string, hangUp bool)) *scripted {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &scripted{ln: ln}
-	t.Cleanup(func() { ln.Close(); s.wg.Wait() })
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+// newScripted is a backend that answers each request with what answer
+// returns for the n-th request on connection conn, and closes after the
+// answer when hangUp says so. An empty answer hangs (reads on, never
+// answers); closeNow closes at once.
+func newScripted(t testing.TB, answer func(conn, n int, req *http.Request) (resp string, hangUp bool)) *rawServer {
+	return newRawServer(t, func(id int, c net.Conn) {
+		eachRequest(c, func(n int, _ string, req *http.Request) bool {
+			resp, hangUp := answer(id, n, req)
+			switch resp {
+			case "": // hang: never answer
+				_, _ = io.Copy(io.Discard, c)
+				return false
+			case closeNow:
+				return false
 			}
-			id := int(s.conns.Add(1))
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for n := 1; ; n++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					resp, hangUp := answer(id, n, req)
-					if resp == "" { // hang: never answer
-						_, _ = io.Copy(io.Discard, br)
-						return
-					}
-					if resp == closeNow {
-						return
-					}
-					if _, err := io.WriteString(c, resp); err != nil || hangUp {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return s
+			_, err := io.WriteString(c, resp)
+			return err == nil && !hangUp
+		})
+	})
 }
 
 // closeNow, as an answer, closes the connection without one.
 const closeNow = "close"
-
-func (s *scripted) url() string { return "http://" + s.ln.Addr().String() + "/" }
 
 const okAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 

@@ -15,7 +15,6 @@ import (
 
 	"lbscale/internal/testenv"
 	"lbscale/internal/testenv/browsertest"
-	"lbscale/internal/testenv/proctest"
 )
 
 // TestDashboardInBrowser opens the scaler's live dashboard in a real
@@ -61,7 +60,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Logf("the page showed the scale-up %v into the burst", took.Round(100*time.Millisecond))
 	time.Sleep(time.Until(start.Add(10 * time.Second)))                         // let the charts fill
 	shot := browsertest.Run(t, ctx, "screenshot", chromedp.FullScreenshot(100)) // 100: PNG; less, JPEG
-	out := filepath.Join(proctest.Root(t), "docs", "img", "dashboard.png")
+	out := filepath.Join(testenv.Root(), "docs", "img", "dashboard.png")
 	if err := os.WriteFile(out, shot, 0o644); err != nil {
 		t.Fatal(err)
 	}

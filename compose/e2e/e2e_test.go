@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"lbscale/internal/testenv"
-	"lbscale/internal/testenv/proctest"
 )
 
 // The test cluster's identity: apart from the user's (project lbscale,
@@ -66,7 +65,7 @@ func needDocker(t *testing.T) {
 func script(t *testing.T, name string, env ...string) string {
 	t.Helper()
 	cmd := exec.Command("bash", filepath.Join("scripts", name))
-	cmd.Dir = proctest.Root(t)
+	cmd.Dir = testenv.Root()
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -118,13 +118,18 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	}
 }
 
+// Root is the module root (the directory holding go.mod).
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
 // ConfigDocs holds the section of docs/configuration.md headed section to
 // a command's table of variables: every variable documented, nothing
 // documented that is not read, and the defaults the same.
 func ConfigDocs(t testing.TB, vars envconf.Table, section string) {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	md, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "docs", "configuration.md"))
+	md, err := os.ReadFile(filepath.Join(Root(), "docs", "configuration.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,12 @@ package proctest
 import (
 	"bytes"
 	"fmt"
+	"lbscale/internal/testenv"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,13 +23,6 @@ var (
 	built   = map[string]string{}
 	binDir  string
 )
-
-// Root is the module root (the directory holding go.mod).
-func Root(t testing.TB) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
-}
 
 // Build compiles ./<cmd> (e.g. "webserver") once per test binary and
 // returns the executable's path.
@@ -49,7 +42,7 @@ func Build(t testing.TB, cmd string) string {
 	}
 	out := filepath.Join(binDir, cmd)
 	c := exec.Command("go", "build", "-o", out, "./"+cmd)
-	c.Dir = Root(t)
+	c.Dir = testenv.Root()
 	if b, err := c.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./%s: %v\n%s", cmd, err, b)
 	}
