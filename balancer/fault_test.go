@@ -162,10 +162,10 @@ func TestFaultyBackendUnderLoad(t *testing.T) {
 
 			metrics := scrape(t, b.admin)
 			for series, want := range map[string]uint64{
-				`lbscale_balancer_backend_failures_total{backend="` + bad + `"}`:   be.Failures,
-				`lbscale_balancer_backend_failures_total{backend="` + good1 + `"}`: 0,
-				`lbscale_balancer_backend_ejected{backend="` + bad + `"}`:          1,
-				`lbscale_balancer_retries_total{reason="` + tc.reason + `"}`:       be.Failures - 1,
+				`lbscale_balancer_backend_failures_total{backend="` + bad + `",pool="web"}`:   be.Failures,
+				`lbscale_balancer_backend_failures_total{backend="` + good1 + `",pool="web"}`: 0,
+				`lbscale_balancer_backend_ejected{backend="` + bad + `",pool="web"}`:          1,
+				`lbscale_balancer_retries_total{pool="web",reason="` + tc.reason + `"}`:       be.Failures - 1,
 			} {
 				if got, ok := metrics[series]; !ok || got != want {
 					t.Errorf("/metrics %s = %d (present %v), want %d", series, got, ok, want)

@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,17 +22,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"lbscale/balancer/admin"
-	"lbscale/balancer/cluster"
 	"lbscale/balancer/config"
 	"lbscale/balancer/edge"
-	"lbscale/balancer/flow"
-	"lbscale/balancer/health"
-	"lbscale/balancer/outlier"
-	"lbscale/balancer/policy"
-	"lbscale/balancer/proxy"
+	"lbscale/balancer/front"
 	"lbscale/balancer/tlsterm"
 	"lbscale/internal/envconf"
 	"lbscale/internal/healthcheck"
+	"lbscale/internal/poolfile"
 	"lbscale/internal/state"
 	"lbscale/internal/state/memstore"
 	"lbscale/internal/state/redisstore"
@@ -56,6 +53,10 @@ func main() {
 		runtime.SetBlockProfileRate(int((100 * time.Microsecond).Nanoseconds()))
 	}
 	if err := run(cfg, log); err != nil {
+		var ce configError
+		if errors.As(err, &ce) {
+			envconf.Exit("balancer", ce.error)
+		}
 		log.Error("balancer stopped", "err", err)
 		os.Exit(1)
 	}
@@ -63,21 +64,21 @@ func main() {
 
 // balancer is the process, built whole before anything runs: each part is
 // made by one function below, and run starts them, serves, and stops them
-// in order.
+// in order. The pools (one without a pool file) are the front door's; the
+// rest is the process's own: listeners, admin, TLS, the Redis client.
 type balancer struct {
-	cfg      config.Config
-	log      *slog.Logger
-	store    state.Store
-	reports  state.Reports // nil without a shared store
-	syncer   *cluster.Syncer
-	queue    *proxy.Queue
-	counter  *flow.Counter
-	detector *outlier.Detector
-	budget   *proxy.RetryBudget
-	reg      *prometheus.Registry
-	handler  http.Handler
-	admin    *admin.Server
-	certs    *tlsterm.Reloader // nil without TLS
+	cfg   config.Config // the process's settings, and every pool's defaults
+	log   *slog.Logger
+	store *redisstore.Store // the shared Redis client; nil without REDIS_URL
+	pools poolfile.Config   // as the pool file gave it last (or the environment)
+	data  []byte            // the pool file's contents behind pools
+	reg   *prometheus.Registry
+	door  *front.Door
+	admin *admin.Server
+	certs *tlsterm.Reloader // nil without TLS
+
+	// reloads counts pool files refused by a reload.
+	reloadErrors prometheus.Counter
 }
 
 func run(cfg config.Config, log *slog.Logger) error {
@@ -87,52 +88,83 @@ func run(cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer b.store.Close()
+	if b.store != nil {
+		defer b.store.Close()
+	}
 	return b.run(ctx)
 }
 
+// configError is an invalid configuration found at start-up: the process
+// exits 2, as for an invalid environment.
+type configError struct{ error }
+
 // build makes every part from the configuration; nothing runs yet.
 func build(ctx context.Context, cfg config.Config, log *slog.Logger) (*balancer, error) {
-	b := &balancer{cfg: cfg, log: log, counter: &flow.Counter{}}
+	b := &balancer{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	var err error
-	if b.store, b.reports, err = newStore(ctx, cfg, log); err != nil {
-		return nil, err
+	if b.pools, b.data, err = poolfile.Read(os.LookupEnv, cfg.Pool); err != nil {
+		return nil, configError{err}
 	}
-	pol, err := newPolicy(cfg)
+	specs, err := poolSpecs(b.pools)
 	if err != nil {
-		b.store.Close()
+		return nil, configError{err}
+	}
+	if b.store, err = newStore(ctx, cfg, b.pools.Names()[0], log); err != nil {
 		return nil, err
 	}
-	b.queue = proxy.NewQueue(cfg.QueueMax, cfg.QueueTimeout, func() { b.syncer.Kick() })
-	b.syncer = b.newSyncer()
-	b.detector = &outlier.Detector{Config: outlier.Config{
-		Consecutive: cfg.OutlierConsecutive, BaseEjection: cfg.OutlierBase,
-		MaxEjection: cfg.OutlierMax, MaxPercent: cfg.OutlierMaxPercent,
-	}}
-	b.budget = proxy.NewRetryBudget(cfg.RetryBudgetPercent, cfg.RetryMinConcurrency)
-	b.reg = b.newMetrics()
-	b.handler = b.newProxy(pol)
-	b.admin = &admin.Server{ID: cfg.BalancerID, Policy: cfg.Policy, Token: cfg.AdminToken, Dashboard: cfg.DashboardURL,
-		Src: b.syncer, Queue: b.queue.Depth, Retries: b.budget.Counts, Overflows: b.detector.Overflows, Gather: b.reg, Pprof: cfg.DebugPprof}
+	b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	b.reloadErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "lbscale_balancer_config_reload_errors_total", Help: "Pool files refused by a reload (the running configuration stayed)."})
+	b.reg.MustRegister(b.reloadErrors)
+	b.door = front.NewDoor(front.Deps{Store: b.poolStore, Shared: b.store != nil, Registerer: b.reg, Log: log, BalancerID: cfg.BalancerID}, cfg.ShutdownTimeout)
+	if err := b.door.Apply(ctx, specs); err != nil {
+		b.closeStore()
+		return nil, configError{err}
+	}
+	b.admin = &admin.Server{ID: cfg.BalancerID, Token: cfg.AdminToken, Dashboard: cfg.DashboardURL,
+		Pools: b.door.AdminPools, Gather: b.reg, Pprof: cfg.DebugPprof}
 	if cfg.TLS() {
 		if b.certs, err = tlsterm.NewReloader(cfg.TLSCertFile, cfg.TLSKeyFile, log); err != nil {
-			b.store.Close()
+			b.door.Close(ctx)
+			b.closeStore()
 			return nil, err
 		}
 	}
 	return b, nil
 }
 
-// newStore is the shared store (Redis) when REDIS_URL is set, else an
-// in-memory one; reports go to the scalers' dashboard, so only to a shared
-// store.
-func newStore(ctx context.Context, cfg config.Config, log *slog.Logger) (state.Store, state.Reports, error) {
-	if cfg.Redis.URL == "" {
-		return memstore.New(nil), nil, nil
+func (b *balancer) closeStore() {
+	if b.store != nil {
+		b.store.Close()
 	}
-	rs, err := redisstore.NewConn(cfg.Redis, cfg.Pool)
+}
+
+// poolSpecs reads every pool's configuration: the environment overlaid
+// with the pool file's settings, validated by the same table as the
+// environment alone. An error names the file, line and key.
+func poolSpecs(pc poolfile.Config) ([]front.Spec, error) {
+	var errs []error
+	specs := make([]front.Spec, 0, len(pc.Pools))
+	for _, p := range pc.Pools {
+		cfg, err := config.Load(p.Lookup(os.LookupEnv))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pool %s: %w", p.Name, p.Explain(err)))
+			continue
+		}
+		specs = append(specs, front.Spec{Cfg: cfg, Hosts: p.Hosts, Paths: p.Paths})
+	}
+	return specs, errors.Join(errs...)
+}
+
+// newStore is the shared Redis client when REDIS_URL is set (nil
+// otherwise: each pool then has an in-memory store); first names the pool
+// its own keys are for.
+func newStore(ctx context.Context, cfg config.Config, first string, log *slog.Logger) (*redisstore.Store, error) {
+	if cfg.Redis.URL == "" {
+		return nil, nil
+	}
+	rs, err := redisstore.NewConn(cfg.Redis, first)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// Not fatal: Redis may come up later, and the balancer works on local
 	// counts meanwhile. The error says what to fix when the cause is the
@@ -142,51 +174,40 @@ func newStore(ctx context.Context, cfg config.Config, log *slog.Logger) (state.S
 	if err := rs.Ping(pctx); err != nil {
 		log.Warn("redis not reachable at start-up; carrying on with local counts", "redis", cfg.Redis.String(), "err", err)
 	}
-	return rs, rs, nil
+	return rs, nil
 }
 
-func newPolicy(cfg config.Config) (policy.Policy, error) {
-	return policy.New(cfg.Policy, policy.Options{
-		HashKey: cfg.HashKey, HashLoadFactor: cfg.HashLoadFactor, TrustForwardedFor: cfg.TrustForwarded,
-		StickyCookie: cfg.StickyCookie, Seed: uint64(time.Now().UnixNano()), LatencyDecay: cfg.LatencyDecay,
-	})
-}
-
-// newSyncer keeps the pool: the registry (or BACKENDS), the shared counts
-// and this balancer's slots.
-func (b *balancer) newSyncer() *cluster.Syncer {
-	cfg := b.cfg
-	var static []cluster.Static
-	for _, s := range cfg.Backends {
-		static = append(static, cluster.Static{Addr: s.Addr, Weight: s.Weight})
+// poolStore is a pool's store: its view of the shared Redis client (keys
+// under the pool's hash tag), else an in-memory store of its own. Reports
+// go to the scalers' dashboard, so only to a shared store.
+func (b *balancer) poolStore(pool string) (state.Store, state.Reports) {
+	if b.store == nil {
+		return memstore.New(nil), nil
 	}
-	return cluster.New(cluster.Options{
-		Store: b.store, ID: cfg.BalancerID, Share: cfg.ShareState && cfg.Redis.URL != "",
-		Interval: cfg.SyncInterval, Limit: cfg.MaxInflight, SlowStart: cfg.SlowStart,
-		Static: static, Queued: b.queue.Depth, Flow: b.counter, OnCapacity: b.queue.Dispatch, Log: b.log,
-		Reports: b.reports,
-	})
+	s := b.store.ForPool(pool)
+	return s, s
 }
 
-func (b *balancer) newMetrics() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(&admin.Collector{Src: b.syncer, Queue: b.queue.Depth, Retries: b.budget.Counts, Overflows: b.detector.Overflows})
-	return reg
+// reload applies a changed pool file: every pool's configuration is read
+// first, and any error refuses the whole file (the running configuration
+// stays).
+func (b *balancer) reload(ctx context.Context, pc poolfile.Config) {
+	start := time.Now()
+	specs, err := poolSpecs(pc)
+	if err == nil {
+		err = b.door.Apply(ctx, specs)
+	}
+	if err != nil {
+		b.reloadRefused(err)
+		return
+	}
+	b.pools = pc
+	b.log.Info("pool file reloaded", "file", pc.File, "pools", pc.Names(), "took", time.Since(start).Round(time.Microsecond))
 }
 
-// newProxy is the request path. The proxy port takes every path and every
-// method token (PROPFIND, PURGE, ...) straight to it: a router would only
-// add a method table that answers 405 to extension methods.
-func (b *balancer) newProxy(pol policy.Policy) http.Handler {
-	cfg := b.cfg
-	return proxy.New(proxy.Options{
-		Sets: b.syncer, Policy: pol, Queue: b.queue, UpstreamTimeout: cfg.UpstreamTimeout, RetryOn: cfg.RetryOn,
-		MaxIdlePerHost: int(cfg.MaxInflight), Flow: b.counter, Outlier: b.detector, RetryBudget: b.budget,
-		TrustForwarded: cfg.TrustForwarded, Metrics: proxy.NewMetrics(b.reg), Log: b.log,
-		Prospects: b.syncer, BodyBuffer: cfg.BodyBufferBytes, BodyTimeout: cfg.ClientBodyTimeout,
-		TunnelIdle: cfg.TunnelIdleTimeout, BackendHeader: cfg.DebugBackendHeader,
-	})
+func (b *balancer) reloadRefused(err error) {
+	b.reloadErrors.Inc()
+	b.log.Error("pool file refused; the running configuration stays", "file", b.pools.File, "err", err)
 }
 
 // listener is one server with the call that serves it (TLS or not).
@@ -203,7 +224,7 @@ func (b *balancer) newListeners() ([]listener, error) {
 		RequestLineBytes: cfg.MaxRequestLineBytes, HeaderLineBytes: cfg.MaxHeaderLineBytes, HeaderBytes: cfg.MaxHeaderBytes,
 		HeaderTimeout: cfg.ClientHeaderTimeout, IdleTimeout: cfg.ClientIdleTimeout,
 	}
-	proxySrv := edge.NewServer(cfg.ListenAddr, b.handler, limits, b.log)
+	proxySrv := edge.NewServer(cfg.ListenAddr, b.door, limits, b.log)
 	admSrv := &http.Server{Addr: cfg.AdminAddr, Handler: b.admin.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	var front net.Listener
 	var err error
@@ -238,10 +259,10 @@ func (b *balancer) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	goRun := func(f func(context.Context)) { wg.Add(1); go func() { defer wg.Done(); f(bg) }() }
 	stopBG := func() { cancelBG(); wg.Wait() }
-	goRun(b.syncer.Run)
-	goRun((&health.Checker{Sets: b.syncer, Path: cfg.HealthPath, Interval: cfg.HealthInterval, OnUp: b.queue.Dispatch}).Run)
-	if cfg.Policy == "least-loaded" {
-		goRun((&health.LoadPoller{Sets: b.syncer, Interval: cfg.LoadInterval}).Run)
+	if b.pools.File != "" {
+		w := &poolfile.Watcher{Path: b.pools.File, Apply: func(pc poolfile.Config) { b.reload(bg, pc) }, Invalid: b.reloadRefused}
+		w.Prime(b.data)
+		goRun(w.Run)
 	}
 	listeners, err := b.newListeners()
 	if err != nil {
@@ -256,8 +277,8 @@ func (b *balancer) run(ctx context.Context) error {
 			}
 		}()
 	}
-	log.Info("balancer up", "proxy", cfg.ListenAddr, "tls", cfg.TLS(), "tls_redirect", cfg.TLSRedirectAddr, "admin", cfg.AdminAddr, "policy", cfg.Policy,
-		"redis", cfg.Redis.String(), "share_state", cfg.ShareState, "max_inflight", cfg.MaxInflight, "id", cfg.BalancerID)
+	log.Info("balancer up", "proxy", cfg.ListenAddr, "tls", cfg.TLS(), "tls_redirect", cfg.TLSRedirectAddr, "admin", cfg.AdminAddr,
+		"pools", b.pools.Names(), "pool_file", b.pools.File, "redis", cfg.Redis.String(), "share_state", cfg.ShareState, "id", cfg.BalancerID)
 
 	var runErr error
 	select {
@@ -271,5 +292,6 @@ func (b *balancer) run(ctx context.Context) error {
 		_ = l.srv.Shutdown(sctx)
 	}
 	stopBG()
+	b.door.Close(sctx)
 	return runErr
 }

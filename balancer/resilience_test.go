@@ -109,10 +109,10 @@ func TestOutlierEjection(t *testing.T) {
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	for _, want := range []string{
-		`lbscale_balancer_backend_ejections_total{backend="` + badAddr + `"} 2`,
-		`lbscale_balancer_backend_ejected{backend="` + badAddr + `"} 1`,
-		`lbscale_balancer_backend_ejected{backend="` + good + `"} 0`,
-		`lbscale_balancer_retries_refused_total 0`,
+		`lbscale_balancer_backend_ejections_total{backend="` + badAddr + `",pool="web"} 2`,
+		`lbscale_balancer_backend_ejected{backend="` + badAddr + `",pool="web"} 1`,
+		`lbscale_balancer_backend_ejected{backend="` + good + `",pool="web"} 0`,
+		`lbscale_balancer_retries_refused_total{pool="web"} 0`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

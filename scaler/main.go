@@ -5,6 +5,11 @@
 // cron schedule, and elects one acting scaler among its replicas through a
 // Redis lease. Every threshold is an environment variable (scaler/config).
 //
+// With a pool file (LBSCALE_CONFIG) it does all of that for each pool, one
+// controller and one lease per pool (scaler/fleet), and follows the file's
+// changes without a restart. Without one, the pool is POOL, from the
+// environment: the same code with a single pool.
+//
 // "scaler healthcheck" probes the admin /healthz of a scaler in the same
 // container and exits 0 or 1 (for the image's HEALTHCHECK).
 package main
@@ -17,17 +22,20 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"lbscale/internal/envconf"
 	"lbscale/internal/healthcheck"
+	"lbscale/internal/poolfile"
+	"lbscale/internal/state"
 	"lbscale/internal/state/redisstore"
 	"lbscale/scaler/config"
-	"lbscale/scaler/control"
 	"lbscale/scaler/driver"
 	"lbscale/scaler/driver/docker"
 	"lbscale/scaler/driver/swarm"
+	"lbscale/scaler/fleet"
 )
 
 func main() {
@@ -37,65 +45,86 @@ func main() {
 	if envconf.HelpAsked(os.Args[1:]) {
 		envconf.PrintUsage(config.Vars, "scaler")
 	}
-	cfg, err := config.Load(os.LookupEnv)
+	file, data, err := poolfile.Read(os.LookupEnv, config.Vars.Var(config.EnvPool).DefaultText())
 	if err != nil {
 		envconf.Exit("scaler", err)
 	}
-	log := envconf.Logger(cfg.LogLevel)
-	if err := run(cfg, log); err != nil {
+	pools, err := fleet.Load(file, os.LookupEnv)
+	if err != nil {
+		envconf.Exit("scaler", err)
+	}
+	// Process-wide settings (admin, Redis, identity, log level) come from
+	// the environment alone, so every pool's configuration has the same.
+	proc := pools[0].Config
+	log := envconf.Logger(proc.LogLevel)
+	if err := run(file, data, pools, proc, log); err != nil {
 		log.Error("scaler stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(cfg config.Config, log *slog.Logger) error {
+func run(file poolfile.Config, data []byte, pools []fleet.Pool, proc config.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	store, err := redisstore.NewConn(cfg.Redis, cfg.Pool)
+	// One client for every pool; each pool's Store (ForPool) has its keys.
+	root, err := redisstore.NewConn(proc.Redis, proc.Pool)
 	if err != nil {
 		return fmt.Errorf("redis store: %w", err)
 	}
-	defer store.Close()
-	// Not fatal: the controller backs off and retries until Redis answers.
+	defer root.Close()
+	// Not fatal: the controllers back off and retry until Redis answers.
 	// The error says what to fix when the cause is the configuration.
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	if err := store.Ping(pctx); err != nil {
-		log.Warn("redis not reachable at start-up; will keep retrying", "redis", cfg.Redis.String(), "err", err)
+	if err := root.Ping(pctx); err != nil {
+		log.Warn("redis not reachable at start-up; will keep retrying", "redis", proc.Redis.String(), "err", err)
 	}
 	cancel()
 
-	drv, closeDrv, err := newDriver(ctx, cfg, log)
-	if err != nil {
+	f := fleet.New(fleet.Options{
+		Store: func(pool string) state.Store { return root.ForPool(pool) },
+		Driver: func(ctx context.Context, cfg config.Config) (driver.Driver, func(), error) {
+			return newDriver(ctx, cfg, log)
+		},
+		Logger: log,
+	})
+	fctx, stopFleet := context.WithCancel(ctx)
+	defer stopFleet()
+	if err := f.Start(fctx, pools); err != nil {
 		return err
 	}
-	defer closeDrv()
-
-	ctrl := control.New(control.Options{Config: cfg, Store: store, Driver: drv, Logger: log})
-	ln, err := net.Listen("tcp", cfg.AdminAddr)
-	if err != nil {
-		return fmt.Errorf("admin listener %s: %w", cfg.AdminAddr, err)
+	var watching sync.WaitGroup
+	if file.File != "" {
+		w := &poolfile.Watcher{Path: file.File, Apply: f.Apply, Invalid: f.Invalid}
+		w.Prime(data)
+		watching.Go(func() { w.Run(fctx) })
 	}
-	srv := &http.Server{Handler: ctrl.Handler(), ReadHeaderTimeout: 5 * time.Second}
+
+	ln, err := net.Listen("tcp", proc.AdminAddr)
+	if err != nil {
+		stopFleet()
+		watching.Wait()
+		f.Wait()
+		return fmt.Errorf("admin listener %s: %w", proc.AdminAddr, err)
+	}
+	srv := &http.Server{Handler: f.Handler(proc.AdminToken), ReadHeaderTimeout: 5 * time.Second}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
-	log.Info("scaler up", "admin", ln.Addr().String(), "id", cfg.ID, "pool", cfg.Pool, "driver", cfg.Driver,
-		"min", cfg.MinReplicas, "max", cfg.MaxReplicas, "target_inflight", cfg.TargetInflight,
-		"image", cfg.WebImage, "network", cfg.Network)
+	log.Info("scaler up", "admin", ln.Addr().String(), "id", proc.ID, "pools", file.Names(), "pool_file", file.File,
+		"driver", proc.Driver, "network", proc.Network)
 
-	runErr := make(chan error, 1)
-	go func() { runErr <- ctrl.Run(ctx) }()
 	select {
-	case err = <-runErr:
+	case <-ctx.Done():
 	case err = <-srvErr:
-		stop()
-		<-runErr
 		err = fmt.Errorf("admin server: %w", err)
 	}
+	stopFleet()
+	watching.Wait()
+	f.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
-	log.Info("scaler stopped; lease released")
+	log.Info("scaler stopped; leases released")
 	return err
 }
 

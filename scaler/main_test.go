@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -236,4 +237,152 @@ func TestLeaderKilledOtherScalerTakesOverAndTermReleases(t *testing.T) {
 	if err != nil || !l.HeldBy("probe") {
 		t.Fatalf("lease still held after a clean stop: %+v %v", l, err)
 	}
+}
+
+func TestInvalidPoolFileExitsTwoNamingFileLineAndKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pools.yml")
+	file := "pools:\n  web:\n    min_replicas: 2\n  api:\n    min_replicas: 3\n    max_replicas: 2\n    health_path: healthz\n  bad-:\n    max_inflite: 1\n"
+	if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		vars map[string]string
+		want []string
+	}{
+		// Parsing: the unknown key, with its line.
+		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "LBSCALE_CONFIG": path}, []string{path + ":9: pools.bad-.max_inflite: unknown setting"}},
+		{map[string]string{"REDIS_URL": "redis://127.0.0.1:1", "LBSCALE_CONFIG": filepath.Join(t.TempDir(), "missing.yml")}, []string{"LBSCALE_CONFIG", "missing.yml"}},
+	} {
+		assertExitTwo(t, tt.vars, tt.want)
+	}
+	// Values: each pool's problem at its line; the environment's once.
+	file = "pools:\n  web:\n    min_replicas: 2\n  api:\n    min_replicas: 3\n    max_replicas: 2\n    health_path: healthz\n"
+	if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	assertExitTwo(t, map[string]string{"REDIS_URL": "", "LBSCALE_CONFIG": path}, []string{
+		path + ":6: pools.api.max_replicas: MAX_REPLICAS: 2 is below MIN_REPLICAS=3",
+		path + ":7: pools.api.health_path: HEALTH_PATH",
+		"REDIS_URL",
+	})
+}
+
+func assertExitTwo(t *testing.T, vars map[string]string, want []string) {
+	t.Helper()
+	cmd := exec.Command(binary)
+	cmd.Env = env(vars)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Errorf("%v: exit %v, want status 2", vars, err)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr.String(), w) {
+			t.Errorf("%v: stderr %q does not say %q", vars, stderr.String(), w)
+		}
+	}
+	if n := strings.Count(stderr.String(), "REDIS_URL"); n > 1 {
+		t.Errorf("an environment variable's problem is told %d times, once per pool:\n%s", n, stderr.String())
+	}
+}
+
+// Two scaler processes, a pool file with two pools: each pool gets its
+// containers and one leader, either scaler's /status reports each pool as
+// its leader sees it, and a change of the file (a pool removed, another's
+// min_replicas raised) is applied by both without a restart: the removed
+// pool's containers are drained and gone, the other grows.
+func TestPoolFileTwoPoolsAndReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test (Docker) skipped in -short mode")
+	}
+	cli := dockertest.Client(t)
+	redis := statetest.StartRedis(t)
+	img := dockertest.WebImage(t, cli)
+	netName := dockertest.Network(t, cli)
+	web, api := dockertest.Pool(t, cli), dockertest.Pool(t, cli)
+	path := filepath.Join(t.TempDir(), "pools.yml")
+	write := func(s string) { t.Helper(); testenv.ReplaceFile(t, path, s) }
+	head := fmt.Sprintf("defaults:\n  image: %s\npools:\n", img)
+	write(head + fmt.Sprintf("  %s:\n    min_replicas: 2\n  %s:\n    min_replicas: 1\n    health_path: /\n", web, api))
+	vars := map[string]string{
+		"REDIS_URL": redis.URL(), "LBSCALE_CONFIG": path, "NETWORK": netName, "POOL": "", "WEB_IMAGE": "",
+		"MIN_REPLICAS": "", "LEASE_TTL": "1500ms", "RECONCILE_INTERVAL": "500ms", "DRAIN_SETTLE": "300ms",
+		"STOP_GRACE": "2s", "LOG_LEVEL": "debug",
+	}
+	a := startScaler(t, "scaler-a", vars)
+	b := startScaler(t, "scaler-b", vars)
+
+	ready := func(pool string) int {
+		s, err := redisstore.New(redis.URL(), pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		bs, err := s.Backends(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, b := range bs {
+			if b.State == state.Ready {
+				n++
+			}
+		}
+		return n
+	}
+	testenv.Eventually(t, 90*time.Second, "web 2 and api 1 ready", func() bool { return ready(web) == 2 && ready(api) == 1 })
+	for _, pool := range []string{web, api} {
+		testenv.Eventually(t, 10*time.Second, "one leader of "+pool+", both scalers reporting its replicas", func() bool {
+			sa, okA := a.poolStatus(t, pool)
+			sb, okB := b.poolStatus(t, pool)
+			return okA && okB && sa.Leader != sb.Leader && sa.Replicas == sb.Replicas && sa.Replicas == ready(pool) &&
+				slices.Equal(sa.Pools, []string{web, api})
+		})
+	}
+	if n := dockertest.Count(t, cli, driver.PoolFilter(api)); n != 1 {
+		t.Fatalf("%d api containers with two scalers and min_replicas 1", n)
+	}
+
+	changed := time.Now()
+	write(head + fmt.Sprintf("  %s:\n    min_replicas: 3\n", web))
+	took := testenv.Eventually(t, 60*time.Second, "api gone", func() bool {
+		return dockertest.Count(t, cli, driver.PoolFilter(api)) == 0 && ready(api) == 0
+	})
+	t.Logf("removed pool drained and gone %s after the file changed", took.Round(time.Millisecond))
+	testenv.Eventually(t, 60*time.Second, "web 3", func() bool { return ready(web) == 3 })
+	t.Logf("raised min_replicas reached %s after the file changed", time.Since(changed).Round(time.Millisecond))
+	for _, p := range []*proc{a, b} {
+		if _, ok := p.poolStatus(t, api); ok {
+			t.Fatalf("%s still reports the removed pool", p.id)
+		}
+	}
+
+	write("pools: [\n")
+	testenv.Eventually(t, 10*time.Second, "the broken file in both scalers' /status", func() bool {
+		sa, okA := a.poolStatus(t, "")
+		sb, okB := b.poolStatus(t, "")
+		return okA && okB && strings.Contains(sa.Problems["pool file"], path) && strings.Contains(sb.Problems["pool file"], path)
+	})
+	if ready(web) != 3 {
+		t.Fatal("a broken file changed the running pool")
+	}
+}
+
+// poolStatus reads /status?pool=pool (ok false: no answer, or 404).
+func (p *proc) poolStatus(t *testing.T, pool string) (control.Status, bool) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + p.admin + "/status?pool=" + pool)
+	if err != nil {
+		return control.Status{}, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return control.Status{}, false
+	}
+	var s control.Status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatalf("decode %s status: %v", p.id, err)
+	}
+	return s, true
 }

@@ -29,10 +29,32 @@ type Source interface {
 	Peers() int
 }
 
-// Status is the /status document.
+// Status is the /status document. Its top-level figures cover every
+// pool (replicas, queue depth and retries summed, backends listed with
+// their pool), so that a single-pool reader (loadtest --status) reads the
+// whole balancer; Pools gives each pool alone.
 type Status struct {
 	Balancer string `json:"balancer"`
-	Policy   string `json:"policy"`
+	// Policy is the first pool's LB_POLICY.
+	Policy string `json:"policy"`
+	Totals
+	// Pools are the pools this balancer serves, in the pool file's order
+	// (one, named by POOL, without a pool file).
+	Pools []PoolStatus `json:"pools"`
+	// Dashboard is the live dashboard's URL (DASHBOARD_URL; the scaler
+	// serves it, and only the deployment knows where it is published).
+	Dashboard string `json:"dashboard,omitempty"`
+}
+
+// PoolStatus is one pool in /status.
+type PoolStatus struct {
+	Name   string `json:"name"`
+	Policy string `json:"policy"`
+	Totals
+}
+
+// Totals are the figures of one pool, or summed over every pool.
+type Totals struct {
 	// Replicas is the number of ready backends (routable, not draining).
 	Replicas   int   `json:"replicas"`
 	QueueDepth int64 `json:"queue_depth"`
@@ -49,13 +71,26 @@ type Status struct {
 	// but stayed in: OUTLIER_MAX_EJECTION_PERCENT, or the last pickable one.
 	EjectionOverflows uint64          `json:"ejection_overflows"`
 	Backends          []BackendStatus `json:"backends"`
-	// Dashboard is the live dashboard's URL (DASHBOARD_URL; the scaler
-	// serves it, and only the deployment knows where it is published).
-	Dashboard string `json:"dashboard,omitempty"`
+}
+
+// add sums p into t (StoreUp: all up; Balancers: the most any pool sees).
+func (t *Totals) add(p Totals) {
+	t.Replicas += p.Replicas
+	t.QueueDepth += p.QueueDepth
+	t.StoreUp = t.StoreUp && p.StoreUp
+	t.Balancers = max(t.Balancers, p.Balancers)
+	t.Retries += p.Retries
+	t.RetriesRefused += p.RetriesRefused
+	t.EjectionOverflows += p.EjectionOverflows
+	for r, n := range p.RetriesByReason {
+		t.RetriesByReason[r] += n
+	}
+	t.Backends = append(t.Backends, p.Backends...)
 }
 
 // BackendStatus is one backend in /status.
 type BackendStatus struct {
+	Pool            string     `json:"pool"`
 	ID              string     `json:"id"`
 	Addr            string     `json:"addr"`
 	State           string     `json:"state"`
@@ -81,18 +116,25 @@ type BackendStatus struct {
 	Ejections    uint64     `json:"ejections"`
 }
 
-// Server is the admin handler.
-type Server struct {
-	ID     string
+// Pool is one pool the admin port reports on.
+type Pool struct {
+	Name   string
 	Policy string
-	Token  string
 	Src    Source
 	Queue  func() int64
 	// Retries reports retries made, by reason, and refused (nil: none).
 	Retries func() (byReason map[string]uint64, refused uint64)
 	// Overflows reports ejections refused by the pool share (nil: none).
 	Overflows func() uint64
-	Gather    prometheus.Gatherer
+}
+
+// Server is the admin handler.
+type Server struct {
+	ID    string
+	Token string
+	// Pools returns the pools served now (they change with the pool file).
+	Pools  func() []Pool
+	Gather prometheus.Gatherer
 	// Pprof serves Go's profiles under /debug/pprof/ (DEBUG_PPROF), behind
 	// the same token as /status: a profile of the running balancer is how
 	// its request path is measured, and it tells about the process.
@@ -124,15 +166,29 @@ func (s *Server) auth(next http.Handler) http.Handler { return adminauth.Bearer(
 
 // Snapshot builds the /status document.
 func (s *Server) Snapshot() Status {
-	st := Status{Balancer: s.ID, Policy: s.Policy, QueueDepth: s.Queue(), StoreUp: s.Src.StoreUp(), Balancers: s.Src.Peers(), Backends: []BackendStatus{}, Dashboard: s.Dashboard}
-	st.RetriesByReason, st.RetriesRefused = retries(s.Retries)
+	st := Status{Balancer: s.ID, Pools: []PoolStatus{}, Dashboard: s.Dashboard,
+		Totals: Totals{Backends: []BackendStatus{}, RetriesByReason: map[string]uint64{}, StoreUp: true}}
+	for i, p := range s.Pools() {
+		ps := p.snapshot()
+		if i == 0 {
+			st.Policy = ps.Policy
+		}
+		st.add(ps.Totals)
+		st.Pools = append(st.Pools, ps)
+	}
+	return st
+}
+
+func (p Pool) snapshot() PoolStatus {
+	st := PoolStatus{Name: p.Name, Policy: p.Policy, Totals: Totals{QueueDepth: p.Queue(), StoreUp: p.Src.StoreUp(), Balancers: p.Src.Peers(), Backends: []BackendStatus{}}}
+	st.RetriesByReason, st.RetriesRefused = retries(p.Retries)
 	for _, n := range st.RetriesByReason {
 		st.Retries += n
 	}
-	st.EjectionOverflows = call1(s.Overflows)
+	st.EjectionOverflows = call1(p.Overflows)
 	now := time.Now()
-	for _, b := range s.Src.Set().Backends {
-		state := string(s.Src.State(b.ID))
+	for _, b := range p.Src.Set().Backends {
+		state := string(p.Src.State(b.ID))
 		if state == "" {
 			state = "ready"
 		}
@@ -140,7 +196,7 @@ func (s *Server) Snapshot() Status {
 			state = "draining"
 		}
 		bs := BackendStatus{
-			ID: b.ID, Addr: b.Addr, State: state, Healthy: b.Healthy(),
+			Pool: p.Name, ID: b.ID, Addr: b.Addr, State: state, Healthy: b.Healthy(),
 			InflightLocal: b.Local(), InflightCluster: b.Inflight(), Grant: b.Grant(), Limit: b.Limit(),
 			Served: b.Served(), Failures: b.Failures(), ConsecutiveFailures: b.ConsecutiveFailures(),
 			Load: b.Load(), Ejections: b.Ejections(),
@@ -167,8 +223,9 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	_ = enc.Encode(s.Snapshot())
 }
 
-// Collector exports per-backend gauges read from the pool, and the retry
-// and ejection counts, at scrape time.
+// Collector exports per-backend gauges read from one pool, and its retry
+// and ejection counts, at scrape time; each pool's is registered under a
+// pool label.
 type Collector struct {
 	Src       Source
 	Queue     func() int64

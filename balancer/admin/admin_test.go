@@ -34,7 +34,7 @@ func TestPprof(t *testing.T) {
 		{"on, token", true, "Bearer s3cret", http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &admin.Server{Token: "s3cret", Src: src{}, Queue: func() int64 { return 0 }, Gather: prometheus.NewRegistry(), Pprof: tc.pprof}
+			s := &admin.Server{Token: "s3cret", Pools: func() []admin.Pool { return []admin.Pool{{Name: "web", Src: src{}, Queue: func() int64 { return 0 }}} }, Gather: prometheus.NewRegistry(), Pprof: tc.pprof}
 			srv := httptest.NewServer(s.Handler())
 			defer srv.Close()
 			for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/cmdline"} {

@@ -15,6 +15,7 @@ import (
 	"lbscale/balancer/policy"
 	"lbscale/balancer/tlsterm"
 	"lbscale/internal/envconf"
+	"lbscale/internal/poolfile"
 	"lbscale/internal/state"
 	"lbscale/internal/state/redisstore"
 )
@@ -65,9 +66,10 @@ type Config struct {
 	ListenAddr      string        // LISTEN_ADDR: proxy port
 	AdminAddr       string        // ADMIN_ADDR: /status, /metrics, /healthz
 	Backends        []Static      // BACKENDS: host:port[=weight],...; static pool
-	Pool            string        // POOL: which registry in Redis
+	Pool            string        // POOL: which registry in Redis (without a pool file)
+	PoolFile        string        // LBSCALE_CONFIG: the pool file; empty for one pool from the environment
 	Policy          string        // LB_POLICY
-	HashKey         string        // HASH_KEY: ip | header:<Name> | cookie:<Name>
+	HashKey         string        // HASH_KEY: ip | path | url | header:<Name> | cookie:<Name>
 	HashLoadFactor  float64       // HASH_LOAD_FACTOR: bounded-loads factor c
 	TrustForwarded  bool          // TRUST_FORWARDED_FOR: hash by the first X-Forwarded-For hop
 	StickyCookie    string        // STICKY_COOKIE: the sticky policy's cookie
@@ -131,9 +133,10 @@ func (c Config) TLS() bool { return c.TLSCertFile != "" }
 var Vars = envconf.Join(envconf.Table{
 	{Name: "LISTEN_ADDR", Default: ":8080", Help: "proxy address"},
 	{Name: "ADMIN_ADDR", Default: ":9090", Help: "admin address: /status, /metrics, /healthz"},
-	{Name: state.EnvPool, Default: "web", Help: "which pool's registry and counts to use (all Redis keys carry it)"},
+	{Name: state.EnvPool, Default: "web", Help: "which pool's registry and counts to use (all Redis keys carry it); without LBSCALE_CONFIG"},
+	{Name: poolfile.EnvConfig, Help: "a pool file (YAML): several pools routed by Host and path, each with its own settings (the variables marked per pool, in lower case); reloaded within 2 s when it changes. Unset: one pool from the environment"},
 	{Name: "LB_POLICY", Default: "least-connections", OneOf: policy.Names(), Help: "see Policies"},
-	{Name: "HASH_KEY", Default: "ip", Help: "consistent-hash key: ip, header:<Name> or cookie:<Name>"},
+	{Name: "HASH_KEY", Default: "ip", Help: "consistent-hash key: ip, path (the URL path: each object's requests to one backend, for its cache), url (path and query), header:<Name> or cookie:<Name>"},
 	{Name: "HASH_LOAD_FACTOR", Default: float64(1.25), Min: float64(1), Max: float64(100), Help: "bounded-loads factor c for consistent-hash (≥ 1)"},
 	{Name: "TRUST_FORWARDED_FOR", Default: false, Help: "believe a client's Forwarded and X-Forwarded-* headers (only when every client comes through a proxy of your own): kept and appended to instead of replaced, and consistent-hash keys by the first X-Forwarded-For hop"},
 	{Name: "STICKY_COOKIE", Default: "lbscale_sticky", Help: "cookie of the sticky policy"},
@@ -185,6 +188,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		AdminAddr:       r.Addr("ADMIN_ADDR"),
 		Redis:           redisstore.ReadConn(r),
 		Pool:            r.String(state.EnvPool),
+		PoolFile:        r.String(poolfile.EnvConfig),
 		Policy:          r.OneOf("LB_POLICY"),
 		HashKey:         r.String("HASH_KEY"),
 		HashLoadFactor:  r.Float("HASH_LOAD_FACTOR"),
@@ -261,7 +265,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		r.Fail("HEALTH_PATH", "%q must start with /", c.HealthPath)
 	}
 	if _, err := policy.ParseHashKey(c.HashKey); err != nil {
-		r.Fail("HASH_KEY", "%q is not ip, header:<Name> or cookie:<Name> with a valid name", c.HashKey)
+		r.Fail("HASH_KEY", "%q is not ip, path, url, header:<Name> or cookie:<Name> with a valid name", c.HashKey)
 	}
 	if err := (&http.Cookie{Name: c.StickyCookie}).Valid(); err != nil {
 		r.Fail("STICKY_COOKIE", "%q is not a valid cookie name", c.StickyCookie)
@@ -271,7 +275,10 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		// scaler refuses the same names.
 		r.Fail(state.EnvPool, "%v", err)
 	}
-	if c.Redis.URL == "" && len(c.Backends) == 0 && r.Err() == nil {
+	// With a pool file each pool names its own backends (or follows the
+	// registry); the check is made for each pool's configuration, which
+	// does not see LBSCALE_CONFIG (poolfile.Pool.Lookup).
+	if c.Redis.URL == "" && len(c.Backends) == 0 && c.PoolFile == "" && r.Err() == nil {
 		r.Fail("BACKENDS", "no backends: set BACKENDS (host:port,...) or REDIS_URL to follow the scaler's registry")
 	}
 	return c, r.Err()

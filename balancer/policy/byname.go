@@ -41,8 +41,8 @@ type Options struct {
 	Rand rand.Source
 	// Seed seeds the PCG used when Rand is nil; 0 means a random seed.
 	Seed uint64
-	// HashKey is consistent-hash's key in HASH_KEY syntax ("ip",
-	// "header:<Name>", "cookie:<Name>"); empty means "ip".
+	// HashKey is consistent-hash's key in HASH_KEY syntax ("ip", "path",
+	// "url", "header:<Name>", "cookie:<Name>"); empty means "ip".
 	HashKey string
 	// TrustForwardedFor makes consistent-hash key client addresses by the
 	// first X-Forwarded-For hop (only behind a proxy that sets it).

@@ -33,20 +33,33 @@ const (
 	KeyIP     KeyKind = iota // the client address
 	KeyHeader                // a request header's value
 	KeyCookie                // a cookie's value
+	// KeyPath is the URL path: requests for one object go to one backend
+	// while its load allows (locality-aware request distribution), so each
+	// backend's cache holds its share of the objects instead of every
+	// backend caching the same popular ones.
+	KeyPath
+	// KeyURL is the path and the query, for backends whose objects are
+	// named by both ("/img?id=7" and "/img?id=8" are different objects).
+	KeyURL
 )
 
 // HashKey is the request attribute consistent-hash affinity follows.
 type HashKey struct {
 	Kind KeyKind
-	// Name is the header or cookie name; empty for KeyIP.
+	// Name is the header or cookie name; empty for the other kinds.
 	Name string
 }
 
-// ParseHashKey reads the HASH_KEY syntax: "ip", "header:<Name>" or
-// "cookie:<Name>".
+// ParseHashKey reads the HASH_KEY syntax: "ip", "path", "url",
+// "header:<Name>" or "cookie:<Name>".
 func ParseHashKey(s string) (HashKey, error) {
-	if s == "ip" || s == "" {
+	switch s {
+	case "ip", "":
 		return HashKey{Kind: KeyIP}, nil
+	case "path":
+		return HashKey{Kind: KeyPath}, nil
+	case "url":
+		return HashKey{Kind: KeyURL}, nil
 	}
 	kind, name, _ := strings.Cut(s, ":")
 	switch {
@@ -55,7 +68,7 @@ func ParseHashKey(s string) (HashKey, error) {
 	case kind == "cookie" && (&http.Cookie{Name: name}).Valid() == nil:
 		return HashKey{Kind: KeyCookie, Name: name}, nil
 	}
-	return HashKey{}, fmt.Errorf("hash key %q: want ip, header:<Name> or cookie:<Name> with a valid name", s)
+	return HashKey{}, fmt.Errorf("hash key %q: want ip, path, url, header:<Name> or cookie:<Name> with a valid name", s)
 }
 
 // String is the HASH_KEY form of k.
@@ -65,6 +78,10 @@ func (k HashKey) String() string {
 		return "header:" + k.Name
 	case KeyCookie:
 		return "cookie:" + k.Name
+	case KeyPath:
+		return "path"
+	case KeyURL:
+		return "url"
 	}
 	return "ip"
 }
@@ -85,8 +102,8 @@ func validToken(s string) bool {
 
 // HashConfig configures ConsistentHash.
 type HashConfig struct {
-	// Key is what affinity follows. A request without the header or cookie
-	// falls back to its client address.
+	// Key is what affinity follows. A request without the header or cookie,
+	// or with an empty path (CONNECT), falls back to its client address.
 	Key HashKey
 	// TrustForwardedFor keys client addresses by the first X-Forwarded-For
 	// hop instead of the peer address: only right behind a proxy that sets
@@ -111,6 +128,13 @@ type HashConfig struct {
 // so a hot key's backend at 4 sends the request on to the next one below 4,
 // while at 3 it keeps it. The bound is at least 1, and some backend is
 // always under it, so a pick succeeds whenever any backend is available.
+//
+// Keyed by path (KeyPath), this is locality-aware request distribution
+// (Pai et al., "Locality-Aware Request Distribution in Cluster-based Network
+// Servers"): each backend's cache holds about 1/N of the objects rather than
+// all N holding the same popular ones, and the bound is what LARD's load
+// thresholds are there for: an object too hot for one backend spills over
+// to the next ones on the ring instead of queueing there.
 type ConsistentHash struct {
 	cfg    HashConfig
 	header string // canonical header name, so a pick indexes r.Header directly
@@ -135,8 +159,14 @@ func NewConsistentHash(cfg HashConfig) (*ConsistentHash, error) {
 	if cfg.LoadFactor < 1 || math.IsNaN(cfg.LoadFactor) || math.IsInf(cfg.LoadFactor, 0) {
 		return nil, fmt.Errorf("consistent hash: load factor %v: must be a number >= 1", cfg.LoadFactor)
 	}
-	if cfg.Key.Kind != KeyIP && cfg.Key.Name == "" {
-		return nil, errors.New("consistent hash: header or cookie key without a name")
+	switch cfg.Key.Kind {
+	case KeyIP, KeyPath, KeyURL:
+	case KeyHeader, KeyCookie:
+		if cfg.Key.Name == "" {
+			return nil, errors.New("consistent hash: header or cookie key without a name")
+		}
+	default:
+		return nil, fmt.Errorf("consistent hash: unknown key kind %d", cfg.Key.Kind)
 	}
 	p := &ConsistentHash{cfg: cfg}
 	if cfg.Key.Kind == KeyHeader {
@@ -166,7 +196,7 @@ func (p *ConsistentHash) Pick(set *pool.Set, _ http.ResponseWriter, r *http.Requ
 		rg = p.rings.build(set, buildRing)
 	}
 	pts := rg.points
-	h := xxhash.Sum64String(p.key(r))
+	h := p.hash(r)
 	start, _ := slices.BinarySearchFunc(pts, h, func(pt ringPoint, h uint64) int { return cmp.Compare(pt.hash, h) })
 	// Counts move between the sum above and the walk; if no backend meets
 	// the bound by then, the first available one clockwise is still better
@@ -187,10 +217,30 @@ func (p *ConsistentHash) Pick(set *pool.Set, _ http.ResponseWriter, r *http.Requ
 	return fallback
 }
 
-// key is the request's hash key: the header or cookie when present, else
-// the client address.
+// hash is the ring position of the request's key. The url key is hashed in
+// pieces, path then "?" then query, which gives the hash of "/a?x=1" without
+// building that string (a pick allocates nothing).
+func (p *ConsistentHash) hash(r *http.Request) uint64 {
+	if p.cfg.Key.Kind == KeyURL && r.URL != nil && r.URL.RawQuery != "" {
+		var d xxhash.Digest
+		d.Reset()
+		_, _ = d.WriteString(r.URL.Path)
+		_, _ = d.WriteString("?")
+		_, _ = d.WriteString(r.URL.RawQuery)
+		return d.Sum64()
+	}
+	return xxhash.Sum64String(p.key(r))
+}
+
+// key is the request's hash key: the path, header or cookie when present,
+// else the client address. For KeyURL it is the path alone, which is the
+// whole key when there is no query (hash handles the rest).
 func (p *ConsistentHash) key(r *http.Request) string {
 	switch p.cfg.Key.Kind {
+	case KeyPath, KeyURL:
+		if r.URL != nil && r.URL.Path != "" {
+			return r.URL.Path
+		}
 	case KeyHeader:
 		if vs := r.Header[p.header]; len(vs) > 0 && vs[0] != "" {
 			return vs[0]

@@ -3,6 +3,9 @@ package policy_test
 import (
 	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"testing"
 
 	"lbscale/balancer/policy"
@@ -264,8 +267,14 @@ func TestParseHashKey(t *testing.T) {
 		{"header:bad name", policy.HashKey{}, true},
 		{"cookie:", policy.HashKey{}, true},
 		{"cookie:a;b", policy.HashKey{}, true},
+		{"path", policy.HashKey{Kind: policy.KeyPath}, false},
+		{"url", policy.HashKey{Kind: policy.KeyURL}, false},
 		{"query:user", policy.HashKey{}, true},
 		{"IP", policy.HashKey{}, true},
+		{"Path", policy.HashKey{}, true},
+		{"path:", policy.HashKey{}, true},
+		{"url:/a", policy.HashKey{}, true},
+		{"uri", policy.HashKey{}, true},
 	}
 	for _, tc := range cases {
 		got, err := policy.ParseHashKey(tc.in)
@@ -276,9 +285,199 @@ func TestParseHashKey(t *testing.T) {
 			t.Errorf("%q round-trips to %q", tc.in, got.String())
 		}
 	}
+	for _, k := range []policy.HashKey{{Kind: policy.KeyHeader}, {Kind: policy.KeyCookie}, {Kind: policy.KeyURL + 1}} {
+		if _, err := policy.NewConsistentHash(policy.HashConfig{Key: k}); err == nil {
+			t.Errorf("key %+v accepted", k)
+		}
+	}
 	for _, c := range []float64{0.5, -1, math.NaN(), math.Inf(1)} {
 		if _, err := policy.NewConsistentHash(policy.HashConfig{LoadFactor: c}); err == nil {
 			t.Errorf("load factor %v accepted", c)
+		}
+	}
+}
+
+// pathRequest is a GET for target (path and query) from client address
+// remote.
+func pathRequest(target, remote string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	r.RemoteAddr = remote
+	return r
+}
+
+// TestConsistentHashPathKeys checks what the path and url keys are: the
+// same backend for the same key from any client, the key being exactly the
+// path (or path?query). A header key carrying the same string must land on
+// the same backend, since both hash that string on the same ring.
+func TestConsistentHashPathKeys(t *testing.T) {
+	bs := newBackends(16, 1000)
+	set := setOf(1, bs...)
+	byHeader := newHash(t, policy.HashConfig{Key: policy.HashKey{Kind: policy.KeyHeader, Name: "X-Key"}})
+	byIP := newHash(t, policy.HashConfig{})
+	keyed := func(k string) *pool.Backend { return byHeader.Pick(set, nil, request("192.0.2.1:1", "X-Key", k)) }
+	cases := []struct {
+		kind   policy.KeyKind
+		target string
+		key    string // the string the pick must be keyed by; "" for the client address
+	}{
+		{policy.KeyPath, "/a", "/a"},
+		{policy.KeyPath, "/a?x=1", "/a"},
+		{policy.KeyPath, "/img/logo.png?v=2&w=10", "/img/logo.png"},
+		{policy.KeyPath, "/a%20b", "/a b"}, // the decoded path
+		{policy.KeyURL, "/a", "/a"},
+		{policy.KeyURL, "/a?x=1", "/a?x=1"},
+		{policy.KeyURL, "/a?x=2", "/a?x=2"},
+		{policy.KeyURL, "/img/logo.png?v=2&w=10", "/img/logo.png?v=2&w=10"},
+		{policy.KeyURL, "/q?a=%20", "/q?a=%20"}, // the raw query, as sent
+	}
+	for _, tc := range cases {
+		name := policy.HashKey{Kind: tc.kind}.String() + " " + tc.target
+		t.Run(name, func(t *testing.T) {
+			p := newHash(t, policy.HashConfig{Key: policy.HashKey{Kind: tc.kind}})
+			want := keyed(tc.key)
+			for c := range 20 {
+				if got := p.Pick(set, nil, pathRequest(tc.target, fmt.Sprintf("198.51.100.%d:%d", c, 2000+c))); got != want {
+					t.Fatalf("client %d: %s, want %s (the backend of key %q)", c, got.ID, want.ID, tc.key)
+				}
+			}
+		})
+	}
+
+	t.Run("empty path falls back to the client address", func(t *testing.T) {
+		for _, kind := range []policy.KeyKind{policy.KeyPath, policy.KeyURL} {
+			p := newHash(t, policy.HashConfig{Key: policy.HashKey{Kind: kind}})
+			for i := range 50 {
+				addr := fmt.Sprintf("198.18.2.%d", i)
+				r := request(addr + ":999")
+				r.Method, r.URL = http.MethodConnect, &url.URL{Host: "example.com:443"}
+				if got, want := p.Pick(set, nil, r), byIP.Pick(set, nil, request(addr+":1")); got != want {
+					t.Fatalf("%v: CONNECT from %s: %s, by address %s", kind, addr, got.ID, want.ID)
+				}
+			}
+		}
+	})
+
+	t.Run("objects spread over the backends", func(t *testing.T) {
+		for _, kind := range []policy.KeyKind{policy.KeyPath, policy.KeyURL} {
+			p := newHash(t, policy.HashConfig{Key: policy.HashKey{Kind: kind}})
+			share := map[string]int{}
+			for i := range 1600 {
+				share[p.Pick(set, nil, pathRequest(fmt.Sprintf("/obj/%d?v=%d", i/2, i%2), "192.0.2.1:1")).ID]++
+			}
+			// 100 each if even; every backend owns some objects.
+			for _, b := range bs {
+				if n := share[b.ID]; n < 40 || n > 200 {
+					t.Errorf("%v: %s got %d of 1600 requests, want 40..200: %v", kind, b.ID, n, share)
+				}
+			}
+		}
+	})
+}
+
+// TestConsistentHashPathBound: affinity by path gives way to the bound
+// exactly as by address. The owner of "/hot" keeps it while it is within
+// ceil(c * (in flight + 1) / available); above that the request goes to the
+// next backend clockwise, and a hot object's requests spread.
+func TestConsistentHashPathBound(t *testing.T) {
+	cases := []struct {
+		name      string
+		kind      policy.KeyKind
+		target    string
+		factor    float64
+		owner     int64
+		others    [3]int64
+		wantOwner bool
+	}{
+		{"idle keeps its backend", policy.KeyPath, "/hot", 0, 0, [3]int64{}, true},
+		// bound = ceil(1.25 * (12+1) / 4) = 5; 3+1 <= 5.
+		{"even load keeps it", policy.KeyPath, "/hot?v=1", 0, 3, [3]int64{3, 3, 3}, true},
+		// total 10: bound = ceil(1.25 * 11 / 4) = 4; 4+1 > 4.
+		{"over the bound moves", policy.KeyPath, "/hot", 0, 4, [3]int64{2, 2, 2}, false},
+		// c=2: bound = ceil(2 * 11 / 4) = 6; 4+1 <= 6.
+		{"looser factor keeps it", policy.KeyPath, "/hot", 2, 4, [3]int64{2, 2, 2}, true},
+		{"url key, even load keeps it", policy.KeyURL, "/hot?v=1", 0, 3, [3]int64{3, 3, 3}, true},
+		{"url key, over the bound moves", policy.KeyURL, "/hot?v=1", 0, 4, [3]int64{2, 2, 2}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := newBackends(4, 1000)
+			set := setOf(1, bs...)
+			p := newHash(t, policy.HashConfig{Key: policy.HashKey{Kind: tc.kind}, LoadFactor: tc.factor})
+			r := pathRequest(tc.target, "192.0.2.7:1")
+			owner := p.Pick(set, nil, r)
+			owner.SetHealthy(false)
+			next := p.Pick(set, nil, r)
+			owner.SetHealthy(true)
+			k := 0
+			for _, b := range bs {
+				if b == owner {
+					b.SetRemote(tc.owner)
+					continue
+				}
+				b.SetRemote(tc.others[k])
+				k++
+			}
+			// From another client: the key, not the address, decides.
+			got := p.Pick(set, nil, pathRequest(tc.target, "203.0.113.200:9"))
+			switch {
+			case tc.wantOwner && got != owner:
+				t.Fatalf("moved to %s, want to stay on %s", got.ID, owner.ID)
+			case !tc.wantOwner && got != next:
+				t.Fatalf("picked %s, want the next clockwise %s (owner %s)", got.ID, next.ID, owner.ID)
+			}
+		})
+	}
+
+	t.Run("a hot object spreads no further than the bound needs", func(t *testing.T) {
+		bs := newBackends(4, 1000)
+		set := setOf(1, bs...)
+		p := newHash(t, policy.HashConfig{Key: policy.HashKey{Kind: policy.KeyPath}})
+		r := pathRequest("/hot", "192.0.2.7:1")
+		// 8 requests for one object held at once: bound = ceil(1.25*8/4) = 3
+		// at the last, so it takes three backends, each holding at most 3.
+		for total := 1; total <= 8; total++ {
+			b := p.Pick(set, nil, r)
+			fill(t, b, 1)
+			if bound := int64(math.Ceil(1.25 * float64(total) / 4)); b.Inflight() > bound {
+				t.Fatalf("request %d: %s has %d in flight, bound %d", total, b.ID, b.Inflight(), bound)
+			}
+		}
+		used := 0
+		for _, b := range bs {
+			if b.Inflight() > 0 {
+				used++
+			}
+		}
+		if used != 3 {
+			t.Fatalf("8 concurrent requests for one object used %d backends, want 3", used)
+		}
+	})
+}
+
+// TestPathKeyPickAllocatesNothing holds the path and url keys to the
+// hot-path rule: the url key is hashed in pieces, never concatenated.
+func TestPathKeyPickAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	set := setOf(1, newBackends(8, 100)...)
+	for _, key := range []string{"path", "url"} {
+		// The long target is past the 32 bytes a concatenation could keep
+		// on the stack, so building the key string would show here.
+		for _, target := range []string{"/a", "/assets/images/2024/banner-large.png?width=1200&format=webp"} {
+			p := newPolicy(t, policy.NameConsistentHash, policy.Options{HashKey: key})
+			r := pathRequest(target, "203.0.113.9:5555")
+			if p.Pick(set, nil, r) == nil {
+				t.Fatalf("%s %s: no pick", key, target)
+			}
+			allocs := testing.AllocsPerRun(200, func() {
+				if p.Pick(set, nil, r) == nil {
+					panic("no pick")
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("HASH_KEY=%s, %s: %v allocations per pick, want 0", key, target, allocs)
+			}
 		}
 	}
 }

@@ -65,3 +65,11 @@ func (m *Metrics) observe(code int, d time.Duration) {
 		m.Duration.Observe(d.Seconds())
 	}
 }
+
+// Unregister takes the series out of reg again, when their pool is removed
+// by a reload (reg is the Registerer NewMetrics was given).
+func (m *Metrics) Unregister(reg prometheus.Registerer) {
+	for _, c := range []prometheus.Collector{m.Requests, m.Duration, m.QueueWait, m.Rejected} {
+		reg.Unregister(c)
+	}
+}

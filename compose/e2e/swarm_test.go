@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -180,4 +183,93 @@ func tryHit(url string) (int, string, error) {
 	}
 	res.Body.Close()
 	return res.StatusCode, res.Header.Get("X-Server-Id"), nil
+}
+
+// TestSwarmPools deploys the stack with a pool file on a swarm of its own:
+// lbscale's web server and go-httpbin as two pools routed by host, one
+// single-replica web service per replica of each. The web pool serves at
+// its minimum, go-httpbin scales from zero on its first request, an
+// unknown host gets 404, and scripts/stack-down removes every pool's
+// services and containers.
+func TestSwarmPools(t *testing.T) {
+	needDocker(t)
+	swarmtest.Swarm(t)
+	web, bin := swarmPool+"-web", swarmPool+"-bin"
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pools.yml")
+	testenv.ReplaceFile(t, file, fmt.Sprintf(`pools:
+  %s:
+    hosts: [web.test]
+    image: lbscale/webserver:local
+    min_replicas: 1
+    max_replicas: 2
+  %s:
+    hosts: [bin.test]
+    image: lbscale/httpbin:local
+    health_path: /status/200
+    min_replicas: 0
+    max_replicas: 1
+`, web, bin))
+	ports := freePorts(t, 4)
+	proxy := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	scalerAdmin := fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+	env := []string{
+		"STACK_NAME=" + swarmStack, "POOL=" + swarmPool, "NETWORK=" + swarmNetwork, "LBSCALE_CONFIG=" + file,
+		fmt.Sprintf("LB_PORT=%d", ports[0]), fmt.Sprintf("ADMIN_PORT=%d", ports[1]),
+		fmt.Sprintf("SCALER_ADMIN_PORT=%d", ports[2]), fmt.Sprintf("SCALER_B_ADMIN_PORT=%d", ports[3]),
+		"LEASE_TTL=3s",
+	}
+	services := func(p string) []string {
+		return splitLines(docker(t, "service", "ls", "-q", "--filter", "label=lbscale.pool="+p))
+	}
+	t.Cleanup(func() {
+		script(t, "stack-down", env...)
+		for _, p := range []string{web, bin} {
+			if s := services(p); len(s) > 0 {
+				t.Errorf("web services of pool %s left behind: %v", p, s)
+			}
+			if ids := docker(t, "ps", "-aq", "--filter", "label=lbscale.pool="+p); ids != "" {
+				t.Errorf("containers of pool %s left behind: %s", p, ids)
+			}
+		}
+		if nets := docker(t, "network", "ls", "-q", "--filter", "name=^"+swarmNetwork+"$"); nets != "" {
+			t.Errorf("network %s left behind", swarmNetwork)
+		}
+	})
+	start := time.Now()
+	out := script(t, "stack-up", env...)
+	t.Logf("scripts/stack-up with a pool file took %v:\n%s", time.Since(start).Round(100*time.Millisecond), lastLines(out, 4))
+
+	client := &http.Client{Timeout: 60 * time.Second}
+	testenv.Eventually(t, 90*time.Second, "the web pool serves through the balancer", func() bool {
+		code, _, _, err := hostGet(client, proxy+"/", "web.test")
+		return err == nil && code == http.StatusOK
+	})
+	if n := len(services(web)); n != 1 {
+		t.Errorf("web pool: %d services, want its minimum, 1", n)
+	}
+	if n := len(services(bin)); n != 0 {
+		t.Fatalf("httpbin pool: %d services before any request, want 0", n)
+	}
+	if code, _, _, err := hostGet(client, proxy+"/", "nobody.test"); err != nil || code != http.StatusNotFound {
+		t.Errorf("unknown host: %d %v, want 404", code, err)
+	}
+	begin := time.Now()
+	code, _, body, err := hostGet(client, proxy+"/get", "bin.test")
+	if err != nil || code != http.StatusOK || !strings.Contains(string(body), `"url"`) {
+		t.Fatalf("first request to the httpbin pool on the swarm: %d %v %.200s", code, err, body)
+	}
+	t.Logf("go-httpbin on the swarm served its first request from zero services after %v", time.Since(begin).Round(time.Millisecond))
+	if n := len(services(bin)); n != 1 {
+		t.Errorf("httpbin pool: %d services after its first request, want 1", n)
+	}
+	var s scalerPools
+	res, err := http.Get(scalerAdmin + "/status")
+	if err == nil {
+		_ = json.NewDecoder(res.Body).Decode(&s)
+		res.Body.Close()
+	}
+	if strings.Join(s.Pools, ",") != web+","+bin {
+		t.Errorf("scaler lists pools %v (%v), want %s and %s", s.Pools, err, web, bin)
+	}
 }

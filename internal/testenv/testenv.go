@@ -137,3 +137,17 @@ func ConfigDocs(t testing.TB, vars envconf.Table, section string) {
 		t.Error(p)
 	}
 }
+
+// ReplaceFile writes contents to path as an editor saves a file: a new
+// file renamed over the old one (what a pool file's watcher must see as
+// well as an in-place write).
+func ReplaceFile(t testing.TB, path, contents string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(contents), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}

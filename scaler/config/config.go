@@ -16,6 +16,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"lbscale/internal/envconf"
+	"lbscale/internal/poolfile"
 	"lbscale/internal/state"
 	"lbscale/internal/state/redisstore"
 )
@@ -24,6 +25,7 @@ import (
 const (
 	EnvRedisURL          = redisstore.EnvRedisURL // and REDIS_CA_FILE, REDIS_CERT_FILE, REDIS_KEY_FILE (state)
 	EnvPool              = state.EnvPool
+	EnvConfig            = poolfile.EnvConfig
 	EnvMinReplicas       = "MIN_REPLICAS"
 	EnvMaxReplicas       = "MAX_REPLICAS"
 	EnvMaxInflight       = "MAX_INFLIGHT"
@@ -43,6 +45,7 @@ const (
 	EnvDriver            = "SCALER_DRIVER"
 	EnvWebConstraints    = "WEB_CONSTRAINTS"
 	EnvHealthTimeout     = "HEALTH_TIMEOUT"
+	EnvHealthPath        = "HEALTH_PATH"
 	EnvLeaseTTL          = "LEASE_TTL"
 	EnvReconcileInterval = "RECONCILE_INTERVAL"
 	EnvPollInterval      = "POLL_INTERVAL"
@@ -134,6 +137,11 @@ type Config struct {
 	// HealthTimeout bounds create → healthy; a container slower than this is
 	// removed and counted as a failed start.
 	HealthTimeout time.Duration
+	// HealthPath is what the start gate probes (GET, 200 is healthy). It is
+	// the balancers' HEALTH_PATH too, one value for both: an image without
+	// /healthz (go-httpbin answers /status/200) would otherwise never pass
+	// the gate, and each try would cost a container and HEALTH_TIMEOUT.
+	HealthPath string
 	// LeaseTTL is the leader lease; a dead leader is replaced within it.
 	LeaseTTL time.Duration
 	// ReconcileInterval is the period of the full Docker ↔ registry repair
@@ -171,6 +179,7 @@ type Config struct {
 // and meaning, once. Load reads through it, -h prints it, and
 // TestDocsMatchVars holds docs/configuration.md to it.
 var Vars = envconf.Join(envconf.Table{
+	{Name: EnvConfig, Help: "the pool file (YAML): one controller, lease and set of containers per pool, each pool's settings over these variables; reloaded without a restart when it changes. Unset: one pool, POOL, from these variables"},
 	{Name: EnvPool, Default: "web", Help: "the pool it owns: it only ever touches containers labelled lbscale.pool=<POOL>"},
 	{Name: EnvMinReplicas, Default: 1, Min: 0, Max: 1000, Help: "never fewer ready containers; 0 scales from zero"},
 	{Name: EnvMaxReplicas, Default: 10, Min: 1, Max: 1000, Help: "never more containers, starting, draining and stopping ones included"},
@@ -187,10 +196,11 @@ var Vars = envconf.Join(envconf.Table{
 	{Name: EnvNetwork, Default: "bridge", Help: "Docker network of the web containers (compose sets lbscale); with swarm, an attachable overlay network (the stack makes lbscale-web)"},
 	{Name: EnvDriver, Default: DriverDocker, OneOf: []string{DriverDocker, DriverSwarm}, Help: "orchestration back end: docker (one engine, one container per web replica) or swarm (a swarm manager, one single-replica service per web replica; see docs/scaling-out.md)"},
 	{Name: EnvHealthTimeout, Default: 30 * time.Second, Min: 100 * time.Millisecond, Max: 10 * time.Minute, Help: "create → healthy; slower starts are removed and counted as failures"},
+	{Name: EnvHealthPath, Default: "/healthz", Help: "path the start gate probes on a new container (GET must answer 200); the balancers' HEALTH_PATH, one value for both"},
 	{Name: EnvLeaseTTL, Default: 5 * time.Second, Min: 300 * time.Millisecond, Max: 10 * time.Minute, Help: "leader lease, renewed every TTL/3; a follower campaigns every TTL/6 and the moment the leader's lease runs out, so a dead leader is replaced within the TTL; one failed renewal is retried while the lease lasts"},
 	{Name: EnvReconcileInterval, Default: 2 * time.Second, Min: 50 * time.Millisecond, Max: time.Hour, Help: "full Docker ↔ registry repair (Docker events also trigger one)"},
 	{Name: EnvPollInterval, Default: 250 * time.Millisecond, Min: 10 * time.Millisecond, Max: time.Minute, Help: "how often the leader reads the cluster load (covers lost demand messages)"},
-	{Name: EnvAdminAddr, Default: ":9090", Help: "the live dashboard at /, /status, /metrics, /healthz"},
+	{Name: EnvAdminAddr, Default: ":9090", Help: "the live dashboard at /, /status, /metrics, /healthz; with several pools, ?pool=NAME picks one on / and /status (default: the pool file's first), /metrics holds them all"},
 	{Name: EnvAdminToken, Help: "when set, /status, /metrics and the dashboard's data stream (/dashboard/stream) require Authorization: Bearer <token>; the page asks for it"},
 	{Name: EnvScalerID, Shown: "hostname-pid", Help: "names the scaler in /status and its containers' lbscale.created-by label (compose: scaler-a, scaler-b); in the lease, the logs and leader_id each process is SCALER_ID/ and 8 hex digits of its own"},
 	{Name: EnvLogLevel, Default: "info", OneOf: []string{"debug", "info", "warn", "error"}, Help: "log level"},
@@ -272,6 +282,10 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		r.Fail(EnvNetwork, "%q cannot carry a swarm's web tasks: name an attachable overlay network (compose/stack.yml makes one)", c.Network)
 	}
 	c.HealthTimeout = r.Duration(EnvHealthTimeout)
+	c.HealthPath = r.String(EnvHealthPath)
+	if !strings.HasPrefix(c.HealthPath, "/") {
+		r.Fail(EnvHealthPath, "%q must start with /", c.HealthPath)
+	}
 	c.LeaseTTL = r.Duration(EnvLeaseTTL)
 	c.ReconcileInterval = r.Duration(EnvReconcileInterval)
 	c.PollInterval = r.Duration(EnvPollInterval)

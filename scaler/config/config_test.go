@@ -32,7 +32,7 @@ func TestDefaults(t *testing.T) {
 		c.Driver != DriverDocker || c.HealthTimeout != 30*time.Second || c.LeaseTTL != 5*time.Second ||
 		c.ReconcileInterval != 2*time.Second || c.AdminAddr != ":9090" || c.ID == "" ||
 		c.ScaleDown != ScaleDownDemand || c.StableWindow != time.Minute || c.PanicWindow != 6*time.Second ||
-		c.MaxScaleDownRate != 2 || c.BacklogDrain != 2*time.Second {
+		c.MaxScaleDownRate != 2 || c.BacklogDrain != 2*time.Second || c.HealthPath != "/healthz" {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if len(c.WebEnv) != 1 || c.WebEnv[0] != "LISTEN_ADDR=:8080" {
@@ -44,10 +44,13 @@ func TestValues(t *testing.T) {
 	c, err := load(t, map[string]string{
 		EnvMinReplicas: "0", EnvMaxReplicas: "3", EnvMaxInflight: "7",
 		EnvCPULimit: "0.5", EnvMemoryLimit: "128m", EnvScaleDownInterval: "1s",
-		EnvWebEnv: "CAPACITY=2, SLEEP_MS=300", EnvWebPort: "9000",
+		EnvWebEnv: "CAPACITY=2, SLEEP_MS=300", EnvWebPort: "9000", EnvHealthPath: "/status/200",
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.HealthPath != "/status/200" {
+		t.Errorf("HealthPath = %q", c.HealthPath)
 	}
 	if c.MinReplicas != 0 || c.MaxReplicas != 3 {
 		t.Errorf("min/max = %d/%d", c.MinReplicas, c.MaxReplicas)
@@ -128,6 +131,7 @@ func TestInvalidNamesTheVariable(t *testing.T) {
 		{map[string]string{EnvMaxScaleDownRate: "0.5"}, EnvMaxScaleDownRate},
 		{map[string]string{EnvMaxScaleDownRate: "NaN"}, EnvMaxScaleDownRate},
 		{map[string]string{EnvBacklogDrain: "0s"}, EnvBacklogDrain},
+		{map[string]string{EnvHealthPath: "healthz"}, EnvHealthPath},
 	}
 	for _, tt := range tests {
 		_, err := load(t, tt.env)

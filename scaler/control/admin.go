@@ -19,9 +19,14 @@ import (
 
 // Status is the scaler's /status document.
 type Status struct {
-	ID     string `json:"id"`
-	Pool   string `json:"pool"`
-	Leader bool   `json:"leader"`
+	ID   string `json:"id"`
+	Pool string `json:"pool"`
+	// Pools are the pools this scaler runs, in the pool file's order
+	// (/status?pool=NAME shows another); Retiring those it is draining
+	// and removing since they left the pool file.
+	Pools    []string `json:"pools"`
+	Retiring []string `json:"retiring,omitempty"`
+	Leader   bool     `json:"leader"`
 	// Instance is this process's name in the lease: SCALER_ID, a slash,
 	// and a suffix of its own, so that a restarted scaler is told apart.
 	Instance string `json:"instance"`
@@ -31,7 +36,9 @@ type Status struct {
 	LeaderID string `json:"leader_id"`
 	// Desired is the replica count the latest load reading asked for;
 	// Replicas the ready containers; Starting and Draining the others.
-	// These are the leader's view (zero on a follower).
+	// These are the leader's view: a follower reports them, and Inflight,
+	// Queued and Demand, from the leader's latest Summary (at most a
+	// second old), zero while it has none from the scaler that leads.
 	Desired  int `json:"desired"`
 	Replicas int `json:"replicas"`
 	Starting int `json:"starting"`
@@ -85,6 +92,9 @@ type StatusConfig struct {
 	Driver          string  `json:"driver"`
 }
 
+// Pool is the name of the controller's pool.
+func (c *Controller) Pool() string { return c.cfg.Pool }
+
 // Leader reports whether this scaler leads now.
 func (c *Controller) Leader() bool { return c.leader.Load() }
 
@@ -99,8 +109,12 @@ func (c *Controller) Healthy() error {
 	return nil
 }
 
-// Gatherer is the controller's Prometheus registry.
+// Gatherer is the controller's Prometheus registry: its pool's series
+// only (the process's are ProcessGatherer's).
 func (c *Controller) Gatherer() prometheus.Gatherer { return c.m.reg }
+
+// Dashboard is the controller's live page and its data stream.
+func (c *Controller) Dashboard() *dashboard.Hub { return c.dash }
 
 // Status returns the current picture; it reads the registry from the store.
 func (c *Controller) Status(ctx context.Context) Status {
@@ -108,6 +122,7 @@ func (c *Controller) Status(ctx context.Context) Status {
 		ID:       c.cfg.ID,
 		Instance: c.instance,
 		Pool:     c.cfg.Pool,
+		Pools:    c.pools(),
 		Config: StatusConfig{
 			MinReplicas:     c.cfg.MinReplicas,
 			MaxReplicas:     c.cfg.MaxReplicas,
@@ -152,6 +167,15 @@ func (c *Controller) Status(ctx context.Context) Status {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
+	if !s.Leader && s.LeaderID != "" {
+		// Every scaler's /status describes the pool, not its own role in
+		// it: loadtest --status may poll any of them. An error leaves the
+		// zeros; the dashboard's stream reports the same read failing.
+		if sum, ok, err := c.readSummary(ctx); err == nil && ok && sum.Leader == s.LeaderID {
+			s.Desired, s.Replicas, s.Starting, s.Draining = sum.Desired, sum.Replicas, sum.Starting, sum.Draining
+			s.Inflight, s.Queued, s.Demand = sum.Inflight, sum.Queued, sum.Demand
+		}
+	}
 	if reg, err := c.store.Backends(ctx); err != nil {
 		s.RegistryError = err.Error()
 	} else if reg != nil {
@@ -184,7 +208,7 @@ func (c *Controller) Handler() http.Handler {
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(c.Status(req.Context()))
 		})
-		r.Handle("/metrics", promhttp.HandlerFor(c.m.reg, promhttp.HandlerOpts{}))
+		r.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{ProcessGatherer(), c.m.reg}, promhttp.HandlerOpts{}))
 		r.Get(dashboard.StreamPath, c.dash.Stream)
 	})
 	return r

@@ -62,7 +62,7 @@ type Options struct {
 	Store  state.Store
 	Driver driver.Driver
 	// Health probes addr once and returns nil when it is healthy; nil means
-	// HTTPHealth (GET http://addr/healthz must answer 200).
+	// HTTPHealth of the pool's HEALTH_PATH (a GET must answer 200).
 	Health func(ctx context.Context, addr string) error
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
@@ -75,6 +75,11 @@ type Options struct {
 	// (nor two scalers started with one SCALER_ID share one), so a new
 	// process always campaigns like any follower.
 	Instance string
+	// Pools lists the pools the process runs, for /status and the
+	// dashboard's pool selector (nil: this controller's pool alone). A
+	// scaler of several pools runs one Controller per pool; each names
+	// them all, so that any of its pages leads to the others.
+	Pools func() []string
 }
 
 // Controller is one scaler process's control loop. It owns one value per
@@ -99,6 +104,7 @@ type Controller struct {
 	down    *drainer
 	recon   *reconciler
 	flaps   *flapMeter
+	pools   func() []string
 
 	// Triggers for the lead goroutine; buffered 1 so that they coalesce.
 	reconcileCh, downCh chan struct{}
@@ -129,6 +135,7 @@ func New(o Options) *Controller {
 		downCh:      make(chan struct{}, 1),
 		members:     newMemberTable(),
 		flaps:       &flapMeter{window: o.Config.StableWindow},
+		pools:       o.Pools,
 	}
 	c.auto = decide.Autoscaler{
 		Sizing:      decide.Sizing{Target: c.cfg.TargetInflight, Min: c.cfg.MinReplicas, Max: c.cfg.MaxReplicas, BacklogDrain: c.cfg.BacklogDrain},
@@ -140,7 +147,10 @@ func New(o Options) *Controller {
 	}
 	health := o.Health
 	if health == nil {
-		health = HTTPHealth(&http.Client{Timeout: probeTimeout})
+		health = HTTPHealth(&http.Client{Timeout: probeTimeout}, c.cfg.HealthPath)
+	}
+	if c.pools == nil {
+		c.pools = func() []string { return []string{c.cfg.Pool} }
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -169,21 +179,32 @@ func New(o Options) *Controller {
 	return c
 }
 
-// HTTPHealth probes GET http://addr/healthz with client; 200 is healthy.
-func HTTPHealth(client *http.Client) func(ctx context.Context, addr string) error {
+// DefaultHealthPath is what HTTPHealth probes when given no path.
+const DefaultHealthPath = "/healthz"
+
+// HTTPHealth probes GET http://addr<path> with client (path "" is
+// DefaultHealthPath); 200 is healthy. The pool's HEALTH_PATH is the path:
+// an image serves its health where it does (go-httpbin at /status/200),
+// and a probe of a path it lacks would fail every start. Errors name the
+// URL probed, so that a wrong path reads as one in the log.
+func HTTPHealth(client *http.Client, path string) func(ctx context.Context, addr string) error {
+	if path == "" {
+		path = DefaultHealthPath
+	}
 	return func(ctx context.Context, addr string) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
+		url := "http://" + addr + path
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			return fmt.Errorf("health request for %s: %w", addr, err)
+			return fmt.Errorf("health request %s: %w", url, err)
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return fmt.Errorf("health probe %s: %w", addr, err)
+			return fmt.Errorf("health probe GET %s: %w", url, err)
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("health probe %s: %s", addr, resp.Status)
+			return fmt.Errorf("health probe GET %s: %s (HEALTH_PATH is %s)", url, resp.Status, path)
 		}
 		return nil
 	}

@@ -34,13 +34,24 @@ type Summary struct {
 	// bounds and windows.
 	Ideal  float64 `json:"ideal"`
 	Events []Event `json:"events"`
+	// Replicas, Starting and Draining are the members as the leader
+	// tracks them; Inflight, Queued and Demand its latest load reading: a
+	// follower's /status reports them as the leader's own does.
+	Replicas int    `json:"replicas"`
+	Starting int    `json:"starting"`
+	Draining int    `json:"draining"`
+	Inflight int64  `json:"inflight"`
+	Queued   int64  `json:"queued"`
+	Demand   Demand `json:"demand"`
 }
 
 // summary is this scaler's Summary, as leader.
 func (c *Controller) summary() Summary {
 	r := c.up.latest()
+	ready, starting, draining := c.members.counts()
 	return Summary{Leader: c.instance, Since: c.lease.leaderSince(), Desired: r.desired,
-		Ideal: r.demand.Steady / float64(max(c.cfg.TargetInflight, 1)), Events: c.rep.events.list()}
+		Ideal: r.demand.Steady / float64(max(c.cfg.TargetInflight, 1)), Events: c.rep.events.list(),
+		Replicas: ready, Starting: starting, Draining: draining, Inflight: r.inflight, Queued: r.queued, Demand: r.demand}
 }
 
 // publishSummaries writes the Summary every summaryEvery for the term.
@@ -92,7 +103,7 @@ func (c *Controller) seedEvents(ctx context.Context) {
 // when this scaler leads). Every scaler serves it, leader or not.
 func (c *Controller) Snapshot(ctx context.Context) (dashboard.Snapshot, error) {
 	now := c.now()
-	s := dashboard.Snapshot{Time: now, Pool: c.cfg.Pool, Scaler: c.instance, Problems: c.rep.failing(),
+	s := dashboard.Snapshot{Time: now, Pool: c.cfg.Pool, Pools: c.pools(), Scaler: c.instance, Problems: c.rep.failing(),
 		Backends: []dashboard.Backend{}, Balancers: []dashboard.Balancer{}, Events: []dashboard.Event{}}
 	s.Replicas.Min, s.Replicas.Max = c.cfg.MinReplicas, c.cfg.MaxReplicas
 	reg, err := c.store.Backends(ctx)

@@ -10,8 +10,24 @@ import (
 	"lbscale/scaler/decide"
 )
 
-// metrics is the scaler's Prometheus output. Each Controller has its own
-// registry, so that tests can run two scalers in one process.
+// processMetrics holds the Go runtime's and the process's collectors,
+// once per process: a scaler of several pools has one Controller per pool,
+// each with its own registry, and a scrape of them all together must not
+// see go_goroutines twice.
+var processMetrics = sync.OnceValue(func() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+})
+
+// ProcessGatherer gathers the Go runtime's and the process's metrics: an
+// admin endpoint serves it once beside the controllers' Gatherers.
+func ProcessGatherer() prometheus.Gatherer { return processMetrics() }
+
+// metrics is the scaler's Prometheus output for one pool. Each Controller
+// has its own registry, its series labelled with its pool, so that one
+// process may run a controller per pool (and tests two scalers) and serve
+// them together (prometheus.Gatherers).
 type metrics struct {
 	reg       *prometheus.Registry
 	coldStart prometheus.Histogram
@@ -27,13 +43,12 @@ type metrics struct {
 
 func newMetrics(pool string) *metrics {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pl := prometheus.Labels{"pool": pool}
 	m := &metrics{
 		reg: reg,
 		coldStart: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:        "lbscale_scaler_cold_start_seconds",
-			Help:        "Time from container create to its first healthy /healthz answer.",
+			Help:        "Time from container create to its first 200 on HEALTH_PATH.",
 			ConstLabels: pl,
 			Buckets:     []float64{.05, .1, .2, .3, .5, .75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60},
 		}),

@@ -89,6 +89,20 @@ func (r *reporter) fail(op string, err error) {
 	}
 }
 
+// problem records err as op's latest failure for /status, without
+// counting or logging it: for a caller that logs and counts its failures
+// itself (a failed start has its own counter and log line).
+func (r *reporter) problem(op string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.problems[op]
+	if p == nil {
+		p = &problem{first: r.now(), logged: r.now()}
+		r.problems[op] = p
+	}
+	p.err = err.Error()
+}
+
 // recover logs once that a failing operation works again.
 func (r *reporter) recover(op string) {
 	r.mu.Lock()

@@ -25,6 +25,9 @@ type starter interface {
 	Start(ctx context.Context, spec driver.Spec) (driver.Instance, error)
 }
 
+// opStart names failed starts among the problems of /status.
+const opStart = "container start"
+
 // remover stops a member's container, unregisters it and forgets it; scale-up
 // uses it to clean up after a start that failed once the container existed.
 type remover interface {
@@ -228,6 +231,7 @@ func (u *upscaler) startOne(ctx context.Context, m *member) {
 	u.mu.Lock()
 	u.failures, u.notBefore = 0, time.Time{}
 	u.mu.Unlock()
+	u.rep.recover(opStart)
 	u.log.Info("container ready", "id", m.id, "addr", inst.Addr, "cold_start", cold.Round(time.Millisecond).String())
 }
 
@@ -260,6 +264,10 @@ func (u *upscaler) startFailed(ctx context.Context, m *member, why string, err e
 	failures := u.failures
 	u.mu.Unlock()
 	u.m.failures.WithLabelValues(why).Inc()
+	// In /status too, not only in the log: a start that can never succeed
+	// (a wrong image, a HEALTH_PATH the image does not serve) shows there
+	// as the pool's problem until a start works.
+	u.rep.problem(opStart, err)
 	u.log.Error("container start failed", "id", m.id, "why", why, "err", err, "failures", failures, "retry_in", wait.String())
 	poke(u.recheck)
 }

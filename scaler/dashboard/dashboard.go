@@ -30,7 +30,10 @@ type Snapshot struct {
 	// Pool is the pool's name; Scaler the scaler instance serving the page.
 	Pool   string `json:"pool"`
 	Scaler string `json:"scaler"`
-	Leader Leader `json:"leader"`
+	// Pools are the pools the serving scaler runs, in the pool file's
+	// order: the page offers them in its pool selector (?pool=NAME).
+	Pools  []string `json:"pools,omitempty"`
+	Leader Leader   `json:"leader"`
 	// Replicas are the registry's counts and the leader's targets.
 	Replicas Replicas `json:"replicas"`
 	Requests Requests `json:"requests"`

@@ -12,6 +12,12 @@ const (
 	LabelRole = "lbscale.role"
 	// LabelCreator is the SCALER_ID of the scaler that created it.
 	LabelCreator = "lbscale.created-by"
+	// LabelNetwork is the cluster's network (NETWORK) the container or
+	// service joined: with several pools, it is what tells one cluster's
+	// containers, of every pool, from another's, so that a tear-down
+	// (scripts/down, scripts/stack-down) finds them all without knowing the
+	// pools.
+	LabelNetwork = "lbscale.network"
 )
 
 // RoleWeb is the LabelRole value of web-server containers.

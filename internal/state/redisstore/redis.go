@@ -39,6 +39,9 @@ type Store struct {
 	rdb  redis.UniversalClient
 	keys state.Keys
 	conn Conn // zero for NewClient; names the server in Ping's error
+	// borrowed: rdb belongs to the Store ForPool was called on, which
+	// closes it; Close leaves it open.
+	borrowed bool
 
 	mu      sync.Mutex
 	views   map[string]*view  // balancer id -> what it has told and read
@@ -278,5 +281,19 @@ func (s *Store) ReleaseLease(ctx context.Context, holder string) error {
 	return nil
 }
 
-// Close implements Store.
-func (s *Store) Close() error { return s.rdb.Close() }
+// ForPool returns a Store for another pool over the same client: a scaler
+// running many pools keeps one connection pool to Redis, not one per pool.
+// Closing the returned Store leaves the client open; it is closed with s.
+func (s *Store) ForPool(pool string) *Store {
+	p := NewClient(s.rdb, pool)
+	p.conn, p.borrowed = s.conn, true
+	return p
+}
+
+// Close implements Store. A Store from ForPool closes nothing.
+func (s *Store) Close() error {
+	if s.borrowed {
+		return nil
+	}
+	return s.rdb.Close()
+}

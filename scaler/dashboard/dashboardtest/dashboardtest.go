@@ -79,6 +79,7 @@ func (s *Source) Calls() int {
 
 // Clone returns a copy of s that shares no slice or map with it.
 func Clone(s dashboard.Snapshot) dashboard.Snapshot {
+	s.Pools = slices.Clone(s.Pools)
 	s.Backends = slices.Clone(s.Backends)
 	s.Balancers = slices.Clone(s.Balancers)
 	s.Events = slices.Clone(s.Events)

@@ -134,6 +134,7 @@ func (d *Docker) Start(ctx context.Context, spec driver.Spec) (driver.Instance, 
 			driver.LabelPool:    d.cfg.Pool,
 			driver.LabelRole:    driver.RoleWeb,
 			driver.LabelCreator: d.cfg.Creator,
+			driver.LabelNetwork: d.cfg.Network,
 		},
 	}
 	hc := &container.HostConfig{

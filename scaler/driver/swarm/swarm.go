@@ -135,5 +135,6 @@ func (s *Swarm) labels() map[string]string {
 		driver.LabelPool:    s.cfg.Pool,
 		driver.LabelRole:    driver.RoleWeb,
 		driver.LabelCreator: s.cfg.Creator,
+		driver.LabelNetwork: s.cfg.Network,
 	}
 }

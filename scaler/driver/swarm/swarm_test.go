@@ -202,7 +202,7 @@ func TestStartSpec(t *testing.T) {
 	if len(unexpected) > 0 {
 		t.Errorf("calls outside the fake (a registry lookup?): %v", unexpected)
 	}
-	want := map[string]string{driver.LabelPool: pool, driver.LabelRole: driver.RoleWeb, driver.LabelCreator: "scaler-1"}
+	want := map[string]string{driver.LabelPool: pool, driver.LabelRole: driver.RoleWeb, driver.LabelCreator: "scaler-1", driver.LabelNetwork: fakeNetwork}
 	cs := got.TaskTemplate.ContainerSpec
 	checks := []struct {
 		what string
