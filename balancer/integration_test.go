@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -268,5 +269,76 @@ func TestClusterWideLimitOtherShapes(t *testing.T) {
 	}
 	if got.throughput < 0.8*100 {
 		t.Errorf("throughput %.0f req/s < 80%% of the ideal 2 x 2 / 40ms = 100", got.throughput)
+	}
+}
+
+// TestEachPoolKeepsItsOwnClusterWideLimit: two balancers share Redis and
+// one pool file with two pools routed by path, each over its own web
+// servers with its own MAX_INFLIGHT. Nearly all of one pool's clients come
+// through one balancer, and the other pool's through the other. Each
+// pool's limit holds for the sum over the balancers, the pools' slots are
+// their own (the quiet pool is served in full while the busy one queues),
+// and nothing fails.
+func TestEachPoolKeepsItsOwnClusterWideLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long integration test")
+	}
+	srv := statetest.StartRedis(t)
+	a1, a2 := web(t, "a1", "CAPACITY=3", "SLEEP_MS=40"), web(t, "a2", "CAPACITY=3", "SLEEP_MS=40")
+	b1 := web(t, "b1", "CAPACITY=2", "SLEEP_MS=40")
+	file := filepath.Join(t.TempDir(), "pools.yml")
+	testenv.ReplaceFile(t, file, fmt.Sprintf(`defaults:
+  lb_policy: least-connections
+  queue_timeout: 30s
+pools:
+  busy:
+    paths: [/busy]
+    backends: %s,%s
+    max_inflight: 3
+  quiet:
+    paths: [/quiet]
+    backends: %s
+    max_inflight: 2
+`, a1, a2, b1))
+	env := []string{"LBSCALE_CONFIG=" + file, "REDIS_URL=" + srv.URL()}
+	lbA, lbB := balancer(t, append(env, "BALANCER_ID=A")...), balancer(t, append(env, "BALANCER_ID=B")...)
+	for _, b := range []lb{lbA, lbB} {
+		testenv.Eventually(t, 10*time.Second, "3 backends over both pools on "+b.admin, func() bool { return status(t, b.admin).Replicas == 3 })
+	}
+
+	var busy, quiet result
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	closedLoop(ctx, &wg, &busy, lbA.proxy+"/busy", 27) // 4.5x the pool's 6 slots
+	closedLoop(ctx, &wg, &busy, lbB.proxy+"/busy", 3)
+	closedLoop(ctx, &wg, &quiet, lbB.proxy+"/quiet", 2) // exactly its 2 slots
+	closedLoop(ctx, &wg, &quiet, lbA.proxy+"/quiet", 2)
+	time.Sleep(2 * time.Second)
+	for _, addr := range []string{a1, a2, b1} {
+		resetLoad(t, addr)
+	}
+	quietBefore := quiet.ok.Load()
+	const measure = 6 * time.Second
+	time.Sleep(measure)
+	quietRate := float64(quiet.ok.Load()-quietBefore) / measure.Seconds()
+	peaks := map[string]int64{}
+	for name, addr := range map[string]string{"a1": a1, "a2": a2, "b1": b1} {
+		peaks[name] = load(t, addr).PeakInflight
+	}
+	cancel()
+	wg.Wait()
+	t.Logf("peak in flight per web server %v (busy's limit 3, quiet's 2); quiet served %.0f req/s (ideal 2 / 40 ms = 50); busy ok %d failed %d, quiet ok %d failed %d",
+		peaks, quietRate, busy.ok.Load(), busy.failed.Load(), quiet.ok.Load(), quiet.failed.Load())
+	if peaks["a1"] > 4 || peaks["a2"] > 4 {
+		t.Errorf("busy pool: peak in flight %d/%d > its limit 3 + tolerated 1", peaks["a1"], peaks["a2"])
+	}
+	if peaks["b1"] > 3 {
+		t.Errorf("quiet pool: peak in flight %d > its limit 2 + tolerated 1", peaks["b1"])
+	}
+	if busy.failed.Load()+quiet.failed.Load() != 0 {
+		t.Errorf("failed requests: busy %d, quiet %d", busy.failed.Load(), quiet.failed.Load())
+	}
+	if quietRate < 0.8*50 {
+		t.Errorf("the quiet pool served %.0f req/s beside a saturated one, want at least 80%% of its 50", quietRate)
 	}
 }

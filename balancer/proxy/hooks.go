@@ -106,14 +106,17 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		why = RetryTimeout
 	}
 	if !a.retried && a.canRetry && h.o.RetryBudget.tryRetry() {
-		// The retry gives the failed slot back first and takes a free slot
-		// elsewhere without queueing: waiting in line while holding a slot
-		// would block that slot for the whole QUEUE_TIMEOUT, and a waiter
-		// that excludes a backend would hold up the queue's head.
+		// The retry gives the failed slot back first, then takes a free
+		// slot elsewhere; when every other backend is full, it waits in
+		// line for one of theirs like any request (a backend that died
+		// under load leaves its requests to a pool that is busy, not
+		// down). It waits only while another backend is up: a waiter that
+		// excludes the only backend would hold up the queue's head for
+		// nothing.
 		a.retried = true
 		h.release(failed)
 		a.backend = nil
-		if next := h.pick(w, r, failed); next != nil {
+		if next := h.pickElsewhere(w, r, failed); next != nil {
 			h.retry(w, r, a, next, why)
 			return
 		}
@@ -124,6 +127,28 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+}
+
+// pickElsewhere takes a slot on a backend other than failed for a retry,
+// waiting in the queue while every other one is full. It returns nil when
+// no other backend is up, or the wait ended (QUEUE_TIMEOUT, client gone).
+func (h *Handler) pickElsewhere(w http.ResponseWriter, r *http.Request, failed *pool.Backend) *pool.Backend {
+	if next := h.pick(w, r, failed); next != nil {
+		return next
+	}
+	other := func() bool {
+		for _, b := range h.o.Sets.Set().Backends {
+			if b != failed && b.Routable() {
+				return true
+			}
+		}
+		return false
+	}
+	next, _, err := h.o.Queue.AcquireIf(r.Context(), PickFunc(func() *pool.Backend { return h.pick(w, r, failed) }), other)
+	if err != nil {
+		return nil
+	}
+	return next
 }
 
 // retry sends the request to next, whose slot the caller took along with a

@@ -154,3 +154,73 @@ func TestRetryBudgetWhenEveryBackendRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryWaitsForABusyBackend: a backend dies under a GET while the
+// only other backend's slot is taken. The retry waits in line for that
+// slot, as a new request would, instead of answering 502: one dead backend
+// in a busy pool loses no idempotent request.
+func TestRetryWaitsForABusyBackend(t *testing.T) {
+	dead := newRawServer(t, func(_ int, c net.Conn) {
+		_, _ = c.Read(make([]byte, 4096)) // the request, then a reset
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+	})
+	held := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	var served atomic.Int64
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if served.Add(1) == 1 {
+			held <- struct{}{}
+			<-release
+		}
+		_, _ = w.Write([]byte("ok"))
+	}))
+	defer busy.Close()
+	defer unblock() // before busy.Close, which waits for the held request
+	bs := []*pool.Backend{
+		pool.New("dead", dead.ln.Addr().String(), 1, 1),
+		pool.New("busy", busy.Listener.Addr().String(), 1, 1),
+	}
+	pol, err := policy.New(policy.NameRoundRobin, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue := proxy.NewQueue(100, 10*time.Second, nil)
+	front := httptest.NewServer(proxy.New(proxy.Options{
+		Sets: fixedSet{&pool.Set{Backends: bs, Version: 1}}, Policy: pol, Queue: queue,
+		UpstreamTimeout: 5 * time.Second, RetryBudget: proxy.NewRetryBudget(20, 3),
+	}))
+	defer front.Close()
+
+	get := func() chan int {
+		ch := make(chan int, 1)
+		go func() {
+			res, err := http.Get(front.URL)
+			if err != nil {
+				ch <- 0
+				return
+			}
+			res.Body.Close()
+			ch <- res.StatusCode
+		}()
+		return ch
+	}
+	first := get() // on busy, directly or after dead reset it; held there
+	<-held
+	second := get() // busy is full: dead takes it, resets, and the retry waits
+	deadline := time.Now().Add(5 * time.Second)
+	for queue.Depth() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the retry is not waiting in line (depth %d)", queue.Depth())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	unblock()
+	if a, b := <-first, <-second; a != 200 || b != 200 {
+		t.Fatalf("statuses %d and %d, want both 200 (the second retried on the busy backend once its slot freed)", a, b)
+	}
+}
