@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -142,17 +141,10 @@ func (b *balancer) closeStore() {
 // with the pool file's settings, validated by the same table as the
 // environment alone. An error names the file, line and key.
 func poolSpecs(pc poolfile.Config) ([]front.Spec, error) {
-	var errs []error
-	specs := make([]front.Spec, 0, len(pc.Pools))
-	for _, p := range pc.Pools {
+	return poolfile.Each(pc, func(p poolfile.Pool) (front.Spec, error) {
 		cfg, err := config.Load(p.Lookup(os.LookupEnv))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("pool %s: %w", p.Name, p.Explain(err)))
-			continue
-		}
-		specs = append(specs, front.Spec{Cfg: cfg, Hosts: p.Hosts, Paths: p.Paths})
-	}
-	return specs, errors.Join(errs...)
+		return front.Spec{Cfg: cfg, Hosts: p.Hosts, Paths: p.Paths}, err
+	})
 }
 
 // newStore is the shared Redis client when REDIS_URL is set (nil

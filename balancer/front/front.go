@@ -111,16 +111,15 @@ func (d *Door) Apply(ctx context.Context, specs []Spec) error {
 	}
 	d.gen++
 	next := make(map[string]*Pool, len(specs))
+	// Pools built for a configuration that is then refused never ran:
+	// nothing of them needs stopping.
 	var order []*Pool
 	var built []*Pool
 	rules := make([]route.Rule, 0, len(specs))
-	// Pools built for a configuration that is then refused never ran:
-	// nothing of them needs stopping.
-	fail := func(err error) error { return err }
 	for _, s := range specs {
 		name := s.Cfg.Pool
 		if _, dup := next[name]; dup {
-			return fail(fmt.Errorf("pool %s: defined twice", name))
+			return fmt.Errorf("pool %s: defined twice", name)
 		}
 		p := byName[name]
 		if p == nil || !reflect.DeepEqual(p.Cfg, s.Cfg) {
@@ -130,7 +129,7 @@ func (d *Door) Apply(ctx context.Context, specs []Spec) error {
 			}
 			np, err := NewPool(d.deps, s.Cfg, gen)
 			if err != nil {
-				return fail(fmt.Errorf("pool %s: %w", name, err))
+				return fmt.Errorf("pool %s: %w", name, err)
 			}
 			built = append(built, np)
 			p = np
@@ -141,7 +140,7 @@ func (d *Door) Apply(ctx context.Context, specs []Spec) error {
 	}
 	table, err := route.New(rules, func(name string) *Pool { return next[name] })
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	var dropped []*Pool
 	for _, p := range old.pools {

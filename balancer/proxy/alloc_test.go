@@ -8,16 +8,8 @@ import (
 	"net/url"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"lbscale/balancer/edge"
-	"lbscale/balancer/flow"
-	"lbscale/balancer/outlier"
 	"lbscale/balancer/policy"
-	"lbscale/balancer/pool"
-	"lbscale/balancer/proxy"
 )
 
 // memTransport answers every request at once, in memory, so that a
@@ -63,18 +55,8 @@ func handlers() (bare, lbscale http.Handler) {
 		pr.Out.Host = pr.In.Host
 		pr.SetXForwarded()
 	}}
-	set := &pool.Set{Backends: []*pool.Backend{
-		pool.New("a", "10.0.0.1:8080", 1, 1000), pool.New("b", "10.0.0.2:8080", 1, 1000),
-	}, Version: 1}
 	pol, _ := policy.New("least-connections", policy.Options{Seed: 1})
-	reg := prometheus.NewRegistry()
-	h := proxy.New(proxy.Options{
-		Sets: fixedSet{set}, Policy: pol, Queue: proxy.NewQueue(1024, time.Second, nil),
-		UpstreamTimeout: 5 * time.Second, Transport: memTransport{}, Flow: &flow.Counter{},
-		Outlier:     &outlier.Detector{Config: outlier.Config{Consecutive: 5, BaseEjection: time.Second, MaxEjection: time.Minute, MaxPercent: 50}},
-		RetryBudget: proxy.NewRetryBudget(20, 3), Metrics: proxy.NewMetrics(reg), BodyBuffer: 64 << 10,
-	})
-	return bare, edge.Guard(h, nil)
+	return bare, policyHandler(pol)
 }
 
 // serveOne sends one GET through h as net/http's server would hand it

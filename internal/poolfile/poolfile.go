@@ -423,3 +423,29 @@ func Read(env func(string) (string, bool), defPool string) (c Config, data []byt
 	c, err = Parse(path, data)
 	return c, data, err
 }
+
+// Each reads every pool's configuration with load (a command's config.Load
+// over p.Lookup of the environment). Every pool's problems are reported at
+// once, each line explained by the file, line and key that set the value
+// (Explain); a line that several pools share (an environment variable's)
+// is reported once.
+func Each[T any](c Config, load func(Pool) (T, error)) ([]T, error) {
+	var out []T
+	var lines []string
+	for _, p := range c.Pools {
+		v, err := load(p)
+		if err != nil {
+			for _, l := range strings.Split(p.Explain(err).Error(), "\n") {
+				if !slices.Contains(lines, l) {
+					lines = append(lines, l)
+				}
+			}
+			continue
+		}
+		out = append(out, v)
+	}
+	if len(lines) > 0 {
+		return nil, errors.New(strings.Join(lines, "\n"))
+	}
+	return out, nil
+}

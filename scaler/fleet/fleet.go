@@ -13,13 +13,11 @@ package fleet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -49,24 +47,10 @@ func Load(c poolfile.Config, env func(string) (string, bool)) ([]Pool, error) {
 	if env == nil {
 		env = os.LookupEnv
 	}
-	var out []Pool
-	var lines []string
-	for _, p := range c.Pools {
+	return poolfile.Each(c, func(p poolfile.Pool) (Pool, error) {
 		cfg, err := config.Load(p.Lookup(env))
-		if err != nil {
-			for _, l := range strings.Split(p.Explain(err).Error(), "\n") {
-				if !slices.Contains(lines, l) {
-					lines = append(lines, l)
-				}
-			}
-			continue
-		}
-		out = append(out, Pool{File: p, Config: cfg})
-	}
-	if len(lines) > 0 {
-		return nil, errors.New(strings.Join(lines, "\n"))
-	}
-	return out, nil
+		return Pool{File: p, Config: cfg}, err
+	})
 }
 
 // Options wire a Fleet.
