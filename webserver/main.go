@@ -1,7 +1,8 @@
 // Command webserver is lbscale's sample backend: it answers "Hello from
 // <id>" at a configurable cost per request (WORK_MS of CPU, SLEEP_MS of
 // waiting, at most CAPACITY at once), reports its load at /load and its
-// health at /healthz, and drains in-flight requests on SIGTERM. See package
+// health at /healthz, and on SIGTERM drains in-flight requests and closes
+// its upgraded connections and event streams. See package
 // lbscale/webserver/server for the routes.
 //
 // Environment (empty counts as unset; an invalid value exits 2 naming it):

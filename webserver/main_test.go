@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -228,5 +229,59 @@ func TestHealthcheckCommand(t *testing.T) {
 		if code != tc.want {
 			t.Errorf("healthcheck with LISTEN_ADDR=%s: exit %d, want %d", tc.listen, code, tc.want)
 		}
+	}
+}
+
+// TestSIGTERMClosesLongConns: at SIGTERM the process closes an open tunnel
+// and ends an event stream with "bye" itself, then exits 0 at once, long
+// before SHUTDOWN_TIMEOUT: their clients are free to reconnect elsewhere.
+func TestSIGTERMClosesLongConns(t *testing.T) {
+	addr := freeAddr(t)
+	base := "http://" + addr
+	p := run(t, "LISTEN_ADDR="+addr, "SERVER_ID=long-1", "CAPACITY=1", "SHUTDOWN_TIMEOUT=60s")
+	waitOK(t, base+"/healthz", p)
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprint(conn, "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+	tunnel := bufio.NewReader(conn)
+	if res, err := http.ReadResponse(tunnel, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	res, err := http.Get(base + "/events?interval_ms=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	stream := bufio.NewReader(res.Body)
+	if line, err := stream.ReadString('\n'); err != nil || line != "data: 1\n" {
+		t.Fatalf("first event: %q %v", line, err)
+	}
+
+	t0 := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(tunnel); len(rest) != 0 || (err != nil && !strings.Contains(err.Error(), "reset")) {
+		t.Errorf("tunnel at SIGTERM: %q %v, want closed", rest, err)
+	}
+	rest, err := io.ReadAll(stream)
+	if err != nil || !strings.HasSuffix(string(rest), "event: bye\ndata: shutting down\n\n") {
+		t.Errorf("stream at SIGTERM ended with %q %v, want a bye event", rest, err)
+	}
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Errorf("exit: %v\n%s", p.err, p.out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not exit after SIGTERM with only long-lived connections open")
+	}
+	if took := time.Since(t0); took > 5*time.Second {
+		t.Errorf("SIGTERM to exit took %s", took)
 	}
 }

@@ -114,6 +114,12 @@ type BackendStatus struct {
 	Ejected      bool       `json:"ejected"`
 	EjectedUntil *time.Time `json:"ejected_until"`
 	Ejections    uint64     `json:"ejections"`
+	// Conns is this balancer's open long-lived connections on the backend
+	// (upgrades, event streams, bodies open past STREAM_AFTER), which hold
+	// no request slot; ConnsCluster adds the other balancers' as they last
+	// reported them, the count MAX_CONNECTIONS bounds.
+	Conns        int64 `json:"conns"`
+	ConnsCluster int64 `json:"conns_cluster"`
 }
 
 // Pool is one pool the admin port reports on.
@@ -199,7 +205,7 @@ func (p Pool) snapshot() PoolStatus {
 			Pool: p.Name, ID: b.ID, Addr: b.Addr, State: state, Healthy: b.Healthy(),
 			InflightLocal: b.Local(), InflightCluster: b.Inflight(), Grant: b.Grant(), Limit: b.Limit(),
 			Served: b.Served(), Failures: b.Failures(), ConsecutiveFailures: b.ConsecutiveFailures(),
-			Load: b.Load(), Ejections: b.Ejections(),
+			Load: b.Load(), Ejections: b.Ejections(), Conns: b.Conns(), ConnsCluster: b.ClusterConns(),
 		}
 		if t := b.LastSeen(); !t.IsZero() {
 			bs.LastSeen = &t

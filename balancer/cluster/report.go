@@ -13,6 +13,13 @@ import (
 // against the sync's 40 script calls a second.
 const ReportEvery = time.Second
 
+// ReportFresh is how old another balancer's report may be and still count
+// its long-lived connections: three reports. A balancer silent for longer
+// has stopped or lost the store, and its connections are gone with it or
+// no longer known; counted for ever they would shut backends out of
+// MAX_CONNECTIONS that have room.
+const ReportFresh = 3 * ReportEvery
+
 // Report is this balancer's account for the dashboard at now: its sync
 // state and queue, and per backend its in-flight count, limit and counters.
 // Safe to call from any goroutine.
@@ -26,14 +33,19 @@ func (s *Syncer) Report(now time.Time) state.Report {
 	r.Backends = make([]state.BackendReport, 0, len(set.Backends))
 	for _, b := range set.Backends {
 		r.Backends = append(r.Backends, state.BackendReport{ID: b.ID, Local: b.Local(), Limit: b.Limit(),
-			Served: b.Served(), Failures: b.Failures()})
+			Served: b.Served(), Failures: b.Failures(), Busy: b.Busy(), Conns: b.Conns()})
 	}
 	return r
 }
 
-// runReports writes a Report every ReportEvery until ctx ends. A failed
-// write is dropped: the next one replaces it, and the sync loop, not this
-// one, says whether the store is reachable.
+// runReports writes a Report every ReportEvery until ctx ends, then reads
+// every balancer's back for the others' long-lived connections per backend
+// (pool.Backend.SetRemoteConns), which MAX_CONNECTIONS bounds cluster-wide.
+// The reports carry them rather than the sync: connections are admitted
+// rarely compared with requests, and a count a second old only lets a
+// backend go a few over a soft limit. A failed write is dropped: the next
+// one replaces it, and the sync loop, not this one, says whether the store
+// is reachable. A failed read keeps the counts last read.
 func (s *Syncer) runReports(ctx context.Context, to state.Reports) {
 	t := time.NewTicker(ReportEvery)
 	defer t.Stop()
@@ -44,7 +56,43 @@ func (s *Syncer) runReports(ctx context.Context, to state.Reports) {
 		case <-t.C:
 		}
 		rctx, cancel := context.WithTimeout(ctx, ReportEvery)
-		_ = to.PutReport(rctx, s.Report(s.o.Now()))
+		now := s.o.Now()
+		_ = to.PutReport(rctx, s.Report(now))
+		all, err := to.Reports(rctx)
 		cancel()
+		if err == nil {
+			s.setRemoteConns(RemoteConns(all, s.o.ID, now))
+		}
 	}
+}
+
+// setRemoteConns applies the other balancers' connection counts to the
+// current set (0 for a backend none reports), then dispatches the queue:
+// connections closed elsewhere may have made room.
+func (s *Syncer) setRemoteConns(remote map[string]int64) {
+	for _, b := range s.set.Load().Backends {
+		b.SetRemoteConns(remote[b.ID])
+	}
+	s.o.OnCapacity()
+}
+
+// RemoteConns sums, per backend id, the long-lived connections in the
+// reports of the balancers other than self made within ReportFresh of now
+// (either way: the clocks of two hosts differ a little).
+func RemoteConns(reports []state.Report, self string, now time.Time) map[string]int64 {
+	sums := map[string]int64{}
+	for _, r := range reports {
+		if r.Balancer == self {
+			continue
+		}
+		if age := now.Sub(r.At); age > ReportFresh || age < -ReportFresh {
+			continue
+		}
+		for _, b := range r.Backends {
+			if b.Conns > 0 {
+				sums[b.ID] += b.Conns
+			}
+		}
+	}
+	return sums
 }

@@ -105,6 +105,19 @@ type Config struct {
 	DebugBackendHeader  bool          // DEBUG_BACKEND_HEADER: X-Lbscale-Backend on responses
 	DebugPprof          bool          // DEBUG_PPROF: /debug/pprof/ on the admin port (behind ADMIN_TOKEN)
 
+	// MaxConnections (MAX_CONNECTIONS) bounds the long-lived connections
+	// (upgrades, event streams, bodies still open after StreamAfter) per
+	// backend, summed over all balancers; 0: no limit. They hold no
+	// request slot, so MAX_INFLIGHT does not bound them.
+	MaxConnections int64
+	// StreamAfter (STREAM_AFTER) turns a response whose body is still
+	// being copied this long after its headers into a long-lived
+	// connection (0: never): what follows the headers is transfer, not
+	// processing, and a body still open a second later is a stream, a
+	// download or a long poll whose life would otherwise hold a request
+	// slot and be read by the scaler as service time.
+	StreamAfter time.Duration
+
 	// TLSCertFile and TLSKeyFile (TLS_CERT_FILE, TLS_KEY_FILE): both set,
 	// the proxy listener serves HTTPS and HTTP/2; both empty, plain HTTP.
 	TLSCertFile string
@@ -161,7 +174,9 @@ var Vars = envconf.Join(envconf.Table{
 	{Name: "CLIENT_IDLE_TIMEOUT", Default: 60 * time.Second, Min: time.Millisecond, Max: 24 * time.Hour, Help: "a keep-alive client connection with no next request is closed"},
 	{Name: "CLIENT_BODY_TIMEOUT", Default: 30 * time.Second, Min: time.Millisecond, Max: time.Hour, Help: "wait for a buffered body as a whole, and for each read of a streamed one; then 408 and close"},
 	{Name: "BODY_BUFFER_BYTES", Default: 64 << 10, Min: 0, Max: 64 << 20, Help: "request bodies up to this size are read whole *before* a backend slot is taken (0…64 MiB; 0 = stream every body)"},
-	{Name: "TUNNEL_IDLE_TIMEOUT", Default: 60 * time.Second, Min: time.Millisecond, Max: 24 * time.Hour, Help: "an upgraded connection (WebSocket, …) with no byte either way is closed and its slot returned"},
+	{Name: "TUNNEL_IDLE_TIMEOUT", Default: 60 * time.Second, Min: time.Millisecond, Max: 24 * time.Hour, Help: "an upgraded connection (WebSocket, …) with no byte either way is closed and its connection (MAX_CONNECTIONS) returned"},
+	{Name: "MAX_CONNECTIONS", Default: 1000, Min: 0, Max: 1 << 20, Help: "long-lived connections (WebSocket and other upgrades, server-sent-event streams, bodies still open after STREAM_AFTER) per backend, summed over all balancers; they hold no request slot but count here. A request that asks for one (Upgrade, or Accept: text/event-stream) goes to the backend with the fewest that has room, else waits in the queue (0…1048576; 0 = no limit). Soft: exact for this balancer, the others' as reported about once a second"},
+	{Name: "STREAM_AFTER", Default: time.Second, Min: time.Duration(0), Max: time.Hour, Help: "a response whose body is still being copied this long after its headers becomes a long-lived connection: its request slot is given back and its service time stops there (the time after the headers is transfer, not processing; a body still open a second later is a stream, a download or a long poll). 0 = off"},
 	{Name: "MAX_REQUEST_LINE_BYTES", Default: 8 << 10, Min: 256, Max: 1 << 20, Help: "longer request line (method, URI, version): 414"},
 	{Name: "MAX_HEADER_LINE_BYTES", Default: 16 << 10, Min: 256, Max: 1 << 20, Help: "longer header line: 431"},
 	{Name: "MAX_HEADER_BYTES", Default: 64 << 10, Min: 1 << 10, Max: 16 << 20, Help: "request line and headers together: 431 (≥ both line limits)"},
@@ -217,6 +232,8 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		ClientBodyTimeout:   r.Duration("CLIENT_BODY_TIMEOUT"),
 		BodyBufferBytes:     int64(r.Int("BODY_BUFFER_BYTES")),
 		TunnelIdleTimeout:   r.Duration("TUNNEL_IDLE_TIMEOUT"),
+		MaxConnections:      int64(r.Int("MAX_CONNECTIONS")),
+		StreamAfter:         r.Duration("STREAM_AFTER"),
 		MaxRequestLineBytes: r.Int("MAX_REQUEST_LINE_BYTES"),
 		MaxHeaderLineBytes:  r.Int("MAX_HEADER_LINE_BYTES"),
 		MaxHeaderBytes:      r.Int("MAX_HEADER_BYTES"),

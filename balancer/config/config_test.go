@@ -78,6 +78,18 @@ func TestLoad(t *testing.T) {
 		{name: "body timeout negative", env: map[string]string{"BACKENDS": "a:1", "CLIENT_BODY_TIMEOUT": "-1s"}, wantErr: "CLIENT_BODY_TIMEOUT"},
 		{name: "body buffer too big", env: map[string]string{"BACKENDS": "a:1", "BODY_BUFFER_BYTES": "1000000000"}, wantErr: "BODY_BUFFER_BYTES"},
 		{name: "tunnel idle zero", env: map[string]string{"BACKENDS": "a:1", "TUNNEL_IDLE_TIMEOUT": "0"}, wantErr: "TUNNEL_IDLE_TIMEOUT"},
+		{name: "connection defaults", env: map[string]string{"BACKENDS": "a:1"}, check: func(t *testing.T, c Config) {
+			if c.MaxConnections != 1000 || c.StreamAfter != time.Second {
+				t.Errorf("MAX_CONNECTIONS %d, STREAM_AFTER %s; want 1000, 1s", c.MaxConnections, c.StreamAfter)
+			}
+		}},
+		{name: "connections off", env: map[string]string{"BACKENDS": "a:1", "MAX_CONNECTIONS": "0", "STREAM_AFTER": "0"}, check: func(t *testing.T, c Config) {
+			if c.MaxConnections != 0 || c.StreamAfter != 0 {
+				t.Errorf("MAX_CONNECTIONS %d, STREAM_AFTER %s; want both 0 (off)", c.MaxConnections, c.StreamAfter)
+			}
+		}},
+		{name: "connections negative", env: map[string]string{"BACKENDS": "a:1", "MAX_CONNECTIONS": "-1"}, wantErr: "MAX_CONNECTIONS"},
+		{name: "stream after words", env: map[string]string{"BACKENDS": "a:1", "STREAM_AFTER": "soon"}, wantErr: "STREAM_AFTER"},
 		{name: "request line tiny", env: map[string]string{"BACKENDS": "a:1", "MAX_REQUEST_LINE_BYTES": "10"}, wantErr: "MAX_REQUEST_LINE_BYTES"},
 		{name: "header line past the total", env: map[string]string{"BACKENDS": "a:1", "MAX_HEADER_LINE_BYTES": "65536", "MAX_HEADER_BYTES": "8192"}, wantErr: "MAX_HEADER_LINE_BYTES"},
 		{name: "header bytes words", env: map[string]string{"BACKENDS": "a:1", "MAX_HEADER_BYTES": "64k"}, wantErr: "MAX_HEADER_BYTES"},

@@ -113,6 +113,7 @@ func NewPool(d Deps, cfg config.Config, gen int) (*Pool, error) {
 		TrustForwarded: cfg.TrustForwarded, Metrics: p.metrics, Log: p.log,
 		Prospects: p.syncer, BodyBuffer: cfg.BodyBufferBytes, BodyTimeout: cfg.ClientBodyTimeout,
 		TunnelIdle: cfg.TunnelIdleTimeout, BackendHeader: cfg.DebugBackendHeader,
+		MaxConnections: cfg.MaxConnections, StreamAfter: cfg.StreamAfter,
 	})
 	return p, nil
 }
@@ -156,7 +157,7 @@ func (p *Pool) Close(ctx context.Context) {
 
 // register exports the pool's series under its pool label.
 func (p *Pool) register() error {
-	for _, c := range []prometheus.Collector{p.coll, p.metrics.Requests, p.metrics.Duration, p.metrics.QueueWait, p.metrics.Rejected} {
+	for _, c := range append([]prometheus.Collector{p.coll}, p.metrics.Collectors()...) {
 		if err := p.reg.Register(c); err != nil {
 			return err
 		}

@@ -47,6 +47,12 @@ type Backend struct {
 	lastSeen atomic.Int64  // unix nanoseconds of the last request sent (cluster-wide max after sync)
 	served   atomic.Uint64 // requests completed through this balancer
 	failures atomic.Uint64 // failed attempts (5xx answers, gateway failures) through this balancer
+	busy     atomic.Int64  // summed service time (ns) of the served requests, long-lived connections excluded
+
+	// Long-lived connections (upgrades, streams) hold no request slot:
+	// they count here, against a connection capacity of their own.
+	conns       atomic.Int64 // open through this balancer
+	remoteConns atomic.Int64 // open through the other balancers, as last reported
 
 	// Outlier ejection (balancer/outlier decides; the pool only stores).
 	// ejectedUntil is unix nanoseconds, 0 when not ejected: one word, so the
@@ -305,6 +311,28 @@ func (b *Backend) SeenAt(t time.Time) {
 		}
 	}
 }
+
+// Busy is the summed service time of the requests this balancer served
+// on b (long-lived connections excluded).
+func (b *Backend) Busy() time.Duration { return time.Duration(b.busy.Load()) }
+
+// AddBusy adds one served request's service time.
+func (b *Backend) AddBusy(d time.Duration) { b.busy.Add(int64(d)) }
+
+// Conns is the number of long-lived connections this balancer holds open
+// on b.
+func (b *Backend) Conns() int64 { return b.conns.Load() }
+
+// ClusterConns is the cluster-wide number of long-lived connections on b:
+// this balancer's exact count plus the others' as last reported.
+func (b *Backend) ClusterConns() int64 { return b.conns.Load() + b.remoteConns.Load() }
+
+// OpenConn counts a long-lived connection opened on b; CloseConn its end.
+func (b *Backend) OpenConn()  { b.conns.Add(1) }
+func (b *Backend) CloseConn() { b.conns.Add(-1) }
+
+// SetRemoteConns records the other balancers' long-lived connections on b.
+func (b *Backend) SetRemoteConns(n int64) { b.remoteConns.Store(n) }
 
 // Failed counts a failed attempt on b (a 5xx answer or a gateway failure).
 func (b *Backend) Failed() { b.failures.Add(1) }

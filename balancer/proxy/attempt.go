@@ -4,6 +4,7 @@ import (
 	"context"
 	mrand "math/rand/v2"
 	"net/http"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -24,6 +25,7 @@ type attempt struct {
 
 	backend *pool.Backend
 	start   time.Time // when this attempt was placed, for Observer
+	served  time.Time // when the first attempt was placed: service time runs from here
 	retried bool
 	// canRetry: the request may be sent twice (idempotent, no body).
 	canRetry bool
@@ -46,6 +48,22 @@ type attempt struct {
 	idv   [1]string
 	idBuf [16]byte
 
+	// longLived: the request asks for a long-lived connection (wantsConn),
+	// so it is placed by connection room (pickConn), not by the policy.
+	longLived bool
+	// phase is phaseRequest, phaseConn or phaseEnded (see conn.go): the one
+	// word that decides, whichever goroutine gets there first, whether the
+	// request slot or the connection is given back, and that each is
+	// given back once.
+	phase atomic.Int32
+	// streamAt is when a response body still open becomes a stream
+	// (StreamAfter after its headers); resBody wraps that body, here so
+	// that wrapping allocates nothing; timer, set for bodies of unknown
+	// length only, converts one that stalls with no byte to read.
+	streamAt time.Time
+	resBody  respBody
+	timer    *time.Timer
+
 	// The forwarding headers' values (see forward), held here so that
 	// setting them allocates nothing; fwdBuf holds the Forwarded element's
 	// bytes when they fit.
@@ -63,7 +81,12 @@ func (a *attempt) Value(key any) any {
 }
 
 // Pick takes a slot for the request's first attempt: the queue calls it.
-func (a *attempt) Pick() *pool.Backend { return a.h.pick(a.w, a.in, nil) }
+func (a *attempt) Pick() *pool.Backend { return a.h.pickFor(a, a.w, a.in, nil) }
+
+// WaitsForRoom tells the queue that a long-lived request under
+// MAX_CONNECTIONS may find no backend for want of connection room, while
+// slots are free for the requests behind it.
+func (a *attempt) WaitsForRoom() bool { return a.longLived && a.h.o.MaxConnections > 0 }
 
 // newID makes a request id: 64 random bits in hex. Unique is what it must
 // be, not secret, so it comes from the runtime's fast generator rather than

@@ -21,6 +21,10 @@ import (
 // another backend's slot is taken here, now. Otherwise the answer goes to
 // the client as it is: a 5xx the client sees beats a 502 made up for a
 // retry that found no room.
+//
+// An answer that goes to the client is watched (see watch): a 101 or an
+// event stream makes the attempt a long-lived connection at once, any
+// other body once it is still open StreamAfter from now.
 func (h *Handler) modifyResponse(res *http.Response) error {
 	a := res.Request.Context().Value(ctxKey{}).(*attempt)
 	if h.o.BackendHeader {
@@ -29,12 +33,13 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	if res.StatusCode >= 500 {
 		h.failure(a.backend, res.Status)
 		if !a.retried && a.canRetry && h.retriesOn(res.StatusCode) && h.o.RetryBudget.tryRetry() {
-			if next := h.pick(a.w, a.in, a.backend); next != nil {
+			if next := h.pickFor(a, a.w, a.in, a.backend); next != nil {
 				a.retried, a.next = true, next
 				return errRetryStatus
 			}
 			h.o.RetryBudget.retryDone()
 		}
+		h.watch(a, res)
 		return nil
 	}
 	if h.o.Outlier != nil {
@@ -43,6 +48,7 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	if h.observer != nil {
 		h.observer.Observe(a.backend, time.Since(a.start))
 	}
+	h.watch(a, res)
 	return nil
 }
 
@@ -92,6 +98,17 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		h.clientError(w, a.id, cerr)
 		return
 	}
+	if a.phase.Load() != phaseRequest {
+		// A 101 converted the attempt, then the switch failed (the backend
+		// named another protocol, the client connection could not be
+		// taken over): the slot is back already and the backend's
+		// connection spent, so there is nothing to retry.
+		if r.Context().Err() == nil {
+			h.o.Log.Warn("upgrade failed", "request_id", a.id, "backend", a.backend.ID, "err", err)
+			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+		}
+		return
+	}
 	failed := a.backend
 	if r.Context().Err() != nil {
 		return // the client left; no fault of the backend
@@ -116,7 +133,7 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		a.retried = true
 		h.release(failed)
 		a.backend = nil
-		if next := h.pickElsewhere(w, r, failed); next != nil {
+		if next := h.pickElsewhere(w, r, a, failed); next != nil {
 			h.retry(w, r, a, next, why)
 			return
 		}
@@ -132,8 +149,8 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 // pickElsewhere takes a slot on a backend other than failed for a retry,
 // waiting in the queue while every other one is full. It returns nil when
 // no other backend is up, or the wait ended (QUEUE_TIMEOUT, client gone).
-func (h *Handler) pickElsewhere(w http.ResponseWriter, r *http.Request, failed *pool.Backend) *pool.Backend {
-	if next := h.pick(w, r, failed); next != nil {
+func (h *Handler) pickElsewhere(w http.ResponseWriter, r *http.Request, a *attempt, failed *pool.Backend) *pool.Backend {
+	if next := h.pickFor(a, w, r, failed); next != nil {
 		return next
 	}
 	other := func() bool {
@@ -144,12 +161,23 @@ func (h *Handler) pickElsewhere(w http.ResponseWriter, r *http.Request, failed *
 		}
 		return false
 	}
-	next, _, err := h.o.Queue.AcquireIf(r.Context(), PickFunc(func() *pool.Backend { return h.pick(w, r, failed) }), other)
+	next, _, err := h.o.Queue.AcquireIf(r.Context(), elsewhere{a: a, w: w, r: r, failed: failed}, other)
 	if err != nil {
 		return nil
 	}
 	return next
 }
+
+// elsewhere is a retry's Picker: any backend but the one that failed.
+type elsewhere struct {
+	a      *attempt
+	w      http.ResponseWriter
+	r      *http.Request
+	failed *pool.Backend
+}
+
+func (e elsewhere) Pick() *pool.Backend { return e.a.h.pickFor(e.a, e.w, e.r, e.failed) }
+func (e elsewhere) WaitsForRoom() bool  { return e.a.WaitsForRoom() }
 
 // retry sends the request to next, whose slot the caller took along with a
 // retry from the budget, which it gives back when the attempt ends, even

@@ -16,6 +16,10 @@ type Metrics struct {
 	Duration  prometheus.Histogram
 	QueueWait prometheus.Histogram
 	Rejected  *prometheus.CounterVec
+	// Conns counts the long-lived connections open through this balancer
+	// (upgrades, event streams, bodies open past STREAM_AFTER): they hold
+	// no request slot, so the in-flight gauges do not show them.
+	Conns prometheus.Gauge
 }
 
 // NewMetrics registers the series with reg (nil: a private registry).
@@ -38,8 +42,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lbscale_balancer_rejected_total", Help: "Requests not placed on a backend, by reason (queue_full, queue_timeout, client_gone).",
 		}, []string{"reason"}),
+		Conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lbscale_balancer_connections_open", Help: "Long-lived connections open through this balancer (upgrades, event streams, bodies open past STREAM_AFTER); they hold no request slot and count against MAX_CONNECTIONS.",
+		}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.QueueWait, m.Rejected)
+	reg.MustRegister(m.Collectors()...)
 	return m
 }
 
@@ -69,7 +76,12 @@ func (m *Metrics) observe(code int, d time.Duration) {
 // Unregister takes the series out of reg again, when their pool is removed
 // by a reload (reg is the Registerer NewMetrics was given).
 func (m *Metrics) Unregister(reg prometheus.Registerer) {
-	for _, c := range []prometheus.Collector{m.Requests, m.Duration, m.QueueWait, m.Rejected} {
+	for _, c := range m.Collectors() {
 		reg.Unregister(c)
 	}
+}
+
+// Collectors are the series, for a caller that registers them itself.
+func (m *Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Requests, m.Duration, m.QueueWait, m.Rejected, m.Conns}
 }

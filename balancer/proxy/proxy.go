@@ -3,6 +3,11 @@
 // each outcome to the outlier detector, retry an idempotent request once
 // elsewhere when an attempt fails or answers a status in RETRY_ON (within
 // the retry budget), and answer 503 + Retry-After when it cannot be placed.
+//
+// A long-lived connection (an upgrade, an event stream, a body still open
+// STREAM_AFTER after its headers) gives its request slot back as soon as
+// it is one and counts against the backend's MAX_CONNECTIONS instead (see
+// conn.go).
 package proxy
 
 import (
@@ -12,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"lbscale/balancer/flow"
@@ -63,8 +69,26 @@ type Options struct {
 	BodyTimeout time.Duration
 	// TunnelIdle closes an upgraded connection (WebSocket and the like) on
 	// which neither side sent a byte for this long (0: never), so an
-	// abandoned tunnel does not hold its backend slot for good.
+	// abandoned tunnel does not hold its backend connection for good.
 	TunnelIdle time.Duration
+	// MaxConnections bounds each backend's long-lived connections, summed
+	// over all balancers (MAX_CONNECTIONS; 0: no limit). A request that
+	// asks for one is placed only where ClusterConns is below it. The
+	// bound is soft: this balancer's count is exact, the others' as they
+	// reported it about a second ago. Connections are admitted rarely
+	// compared with requests and a few too many cost a backend memory, not
+	// correctness, so they are not divided through the store's script as
+	// the request slots are. A handshake counts from the backend's answer
+	// on, so the bound may also be passed by the handshakes in flight,
+	// which request slots bound.
+	MaxConnections int64
+	// StreamAfter turns a response whose body is still being copied this
+	// long after its headers into a long-lived connection (STREAM_AFTER;
+	// 0: never). The time after the headers is transfer, not processing:
+	// a body still open a second later is a stream, a download or a long
+	// poll, whose life would otherwise hold a request slot and be read by
+	// the scaler as service time.
+	StreamAfter time.Duration
 	// TrustForwarded believes the forwarding headers a client sends
 	// (Forwarded, X-Forwarded-For, -Host and -Proto): set when every client
 	// reaches the balancer through a proxy of one's own that sets them
@@ -97,6 +121,9 @@ type Handler struct {
 	// retryOn is RetryOn as a bit set of status-500, so a check costs a
 	// shift, not a scan.
 	retryOn [2]uint64
+	// connTurn rotates where pickConn starts its scan, so that backends
+	// tied on connections take turns instead of the first always winning.
+	connTurn atomic.Uint64
 }
 
 // errRetryStatus is what modifyResponse returns to make ReverseProxy drop
@@ -193,6 +220,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer body.finish()
 	}
 	h.o.Flow.Arrive()
+	a.longLived = wantsConn(r)
 	b, queued, err := h.o.Queue.AcquireIf(r.Context(), a, h.wait)
 	if queued {
 		h.o.Metrics.QueueWait.Observe(time.Since(start).Seconds())
@@ -207,21 +235,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	served := time.Now()
 	a.sw = statusWriter{ResponseWriter: w, tunnelIdle: h.o.TunnelIdle}
-	a.backend, a.start, a.canRetry, a.w, a.body = b, served, retryable(r), &a.sw, body
+	a.backend, a.start, a.served, a.canRetry, a.w, a.body = b, served, served, retryable(r), &a.sw, body
 	a.in = r.WithContext(a)
 	h.o.RetryBudget.begin()
 	// Deferred: ReverseProxy panics with http.ErrAbortHandler when the copy
 	// of a response body fails (client gone mid-body, backend reset), and a
-	// slot not given back here would be lost to every balancer for good.
+	// slot (or connection) not given back here would be lost to every
+	// balancer for good.
 	defer func() {
-		if a.backend != nil {
-			h.release(a.backend)
-		}
+		a.end()
 		if a.next != nil {
 			h.release(a.next) // a panic between modifyResponse and errorHandler
 		}
-		h.o.RetryBudget.end()
-		h.o.Flow.Done(time.Since(served))
 		h.o.Metrics.observe(a.sw.code(), time.Since(start))
 	}()
 	h.proxy.ServeHTTP(&a.sw, a.in)

@@ -22,6 +22,13 @@ var (
 // Queue holds requests while every backend is at its limit, first in first
 // out. A freed slot is handed to the head waiter by the goroutine that freed
 // it (Dispatch), so a newcomer cannot overtake a request that waited.
+//
+// A waiter whose Picker waits for room of another kind (a RoomPicker: a
+// long-lived connection waits for MAX_CONNECTIONS room as well as a slot)
+// does not hold the line: while it finds no room, the requests behind it
+// are served from the free slots, which it could not use anyway. Otherwise
+// one WebSocket waiting for room would stall every request for up to
+// QUEUE_TIMEOUT.
 type Queue struct {
 	max     int
 	timeout time.Duration
@@ -31,18 +38,30 @@ type Queue struct {
 
 	mu      sync.Mutex
 	waiters []*waiter
+	holding int // waiters that hold the line (not RoomPickers)
 	depth   atomic.Int64
 }
 
 type waiter struct {
 	ch  chan *pool.Backend
 	try Picker
+	// room: try is a RoomPicker that waits for room; it does not hold
+	// back the waiters behind it.
+	room bool
 }
 
 // Picker takes a free backend slot for one request, or returns nil when
 // none is free. An interface rather than a func so that the request path
 // passes its per-request state as it is, without a closure to allocate.
 type Picker interface{ Pick() *pool.Backend }
+
+// RoomPicker is a Picker that may find no backend for want of room other
+// than a request slot. While WaitsForRoom is true, its waiter does not hold
+// back the ones behind it (see Queue).
+type RoomPicker interface {
+	Picker
+	WaitsForRoom() bool
+}
 
 // PickFunc adapts a function to Picker.
 type PickFunc func() *pool.Backend
@@ -83,9 +102,11 @@ func (q *Queue) AcquireIf(ctx context.Context, try Picker, mayWait func() bool) 
 	// after the try, the release could slip between the two, see depth 0 and
 	// return, leaving the request waiting beside a free slot.
 	q.depth.Add(1)
-	if len(q.waiters) == 0 {
+	if q.holding == 0 {
 		// Checked again under the lock: a slot freed since the first try
 		// would otherwise be missed, as Dispatch found no waiter to give it to.
+		// Waiters for room only do not hold the line: the newcomer may
+		// take a slot they cannot use.
 		if b := try.Pick(); b != nil {
 			q.depth.Add(-1)
 			q.mu.Unlock()
@@ -103,6 +124,11 @@ func (q *Queue) AcquireIf(ctx context.Context, try Picker, mayWait func() bool) 
 		return nil, false, ErrNoBackend
 	}
 	w := &waiter{ch: make(chan *pool.Backend, 1), try: try}
+	if rp, ok := try.(RoomPicker); ok && rp.WaitsForRoom() {
+		w.room = true
+	} else {
+		q.holding++
+	}
 	q.waiters = append(q.waiters, w)
 	q.mu.Unlock()
 	q.demand()
@@ -121,8 +147,7 @@ func (q *Queue) AcquireIf(ctx context.Context, try Picker, mayWait func() bool) 
 	q.mu.Lock()
 	for i, x := range q.waiters {
 		if x == w {
-			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
-			q.depth.Add(-1)
+			q.remove(i)
 			q.mu.Unlock()
 			// The head may have been this request, holding back others
 			// whose try would succeed.
@@ -144,15 +169,35 @@ func (q *Queue) Dispatch() {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.waiters) > 0 {
-		w := q.waiters[0]
+	for i := 0; i < len(q.waiters); {
+		w := q.waiters[i]
 		b := w.try.Pick()
 		if b == nil {
-			return
+			if !w.room {
+				return
+			}
+			i++ // it waits for room, not a slot: the next may use the slot
+			continue
 		}
-		q.waiters[0] = nil
-		q.waiters = q.waiters[1:]
-		q.depth.Add(-1)
+		q.remove(i)
 		w.ch <- b
 	}
+}
+
+// remove takes the i-th waiter out of line; q.mu is held.
+func (q *Queue) remove(i int) {
+	w := q.waiters[i]
+	if i == 0 {
+		q.waiters[0] = nil
+		q.waiters = q.waiters[1:]
+	} else {
+		n := len(q.waiters) - 1
+		copy(q.waiters[i:], q.waiters[i+1:])
+		q.waiters[n] = nil
+		q.waiters = q.waiters[:n]
+	}
+	if !w.room {
+		q.holding--
+	}
+	q.depth.Add(-1)
 }

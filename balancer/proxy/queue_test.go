@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"lbscale/balancer/pool"
@@ -134,4 +135,76 @@ func TestAcquireIfNothingComing(t *testing.T) {
 	if !errors.Is(err, ErrQueueTimeout) || !waited {
 		t.Fatalf("capacity may come: %v waited %v, want a wait until QUEUE_TIMEOUT", err, waited)
 	}
+}
+
+// roomPicker takes b's slot only while room is set: a long-lived
+// connection request waiting for MAX_CONNECTIONS room.
+type roomPicker struct {
+	b    *pool.Backend
+	room *atomic.Bool
+}
+
+func (p roomPicker) Pick() *pool.Backend {
+	if p.room.Load() && p.b.TryAcquire() {
+		return p.b
+	}
+	return nil
+}
+
+func (roomPicker) WaitsForRoom() bool { return true }
+
+// A waiter for room does not hold the line: requests queued behind it, and
+// newcomers, take the slots it cannot use; it gets a slot once room comes.
+func TestQueueRoomWaiterDoesNotHoldTheLine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := pool.New("w", "x:1", 1, 1)
+		plain := PickFunc(func() *pool.Backend {
+			if b.TryAcquire() {
+				return b
+			}
+			return nil
+		})
+		q := NewQueue(10, 5*time.Second, nil)
+		if got, _, _ := q.Acquire(context.Background(), plain); got != b {
+			t.Fatal("the only slot was not free")
+		}
+		var room atomic.Bool
+		conn := make(chan *pool.Backend, 1)
+		go func() { got, _, _ := q.Acquire(context.Background(), roomPicker{b, &room}); conn <- got }()
+		synctest.Wait()
+		behind := make(chan *pool.Backend, 1)
+		go func() { got, _, _ := q.Acquire(context.Background(), plain); behind <- got }()
+		synctest.Wait()
+		if q.Depth() != 2 {
+			t.Fatalf("depth %d, want the connection and the request behind it", q.Depth())
+		}
+
+		b.Release()
+		q.Dispatch()
+		synctest.Wait()
+		select {
+		case got := <-behind:
+			if got != b {
+				t.Fatal("the request behind got no backend")
+			}
+		default:
+			t.Fatal("the request behind the connection waiter was not served from the free slot")
+		}
+
+		// Only the room waiter is queued: a newcomer takes a free slot at once.
+		b.Release()
+		q.Dispatch()
+		got, waited, err := q.Acquire(context.Background(), plain)
+		if got != b || waited || err != nil {
+			t.Fatalf("newcomer beside a room waiter: %v waited %v %v; want the slot at once", got, waited, err)
+		}
+
+		room.Store(true)
+		b.Release()
+		q.Dispatch()
+		synctest.Wait()
+		if got := <-conn; got != b || q.Depth() != 0 {
+			t.Fatalf("room waiter got %v (depth %d) once room came", got, q.Depth())
+		}
+	})
 }

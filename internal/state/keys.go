@@ -142,3 +142,7 @@ func (k Keys) Report(id string) string { return k.prefix + "report:" + id }
 // scaler's dashboard shows the leader's view and the next leader carries
 // its event log on.
 func (k Keys) Summary() string { return k.prefix + "summary" }
+
+// Deploy is a hash: "id" (the deploy's ID) and "doc" (state.Deploy as
+// JSON), written only by a script that checks "id" first.
+func (k Keys) Deploy() string { return k.prefix + "deploy" }

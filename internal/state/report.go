@@ -39,6 +39,13 @@ type BackendReport struct {
 	// Served and Failures count, since the balancer started, the requests
 	// it completed on the backend and its failed attempts there.
 	Served, Failures uint64
+	// Busy is the summed service time of the Served requests (a deploy's
+	// canary compares mean latencies from it).
+	Busy time.Duration
+	// Conns is the balancer's open long-lived connections on the backend:
+	// upgraded ones (WebSocket) and streams (server-sent events, bodies
+	// still open after STREAM_AFTER), which hold no request slot.
+	Conns int64
 }
 
 // Reports is where balancers leave their reports and scalers read them.

@@ -194,6 +194,7 @@ type Store interface {
 	Registry
 	Reports
 	Summaries
+	Deploys
 	// Sync publishes a balancer's counts and returns its grants and the
 	// cluster picture, in one round trip. It is called from the balancer's
 	// sync loop, never on the request path.

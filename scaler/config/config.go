@@ -58,6 +58,13 @@ const (
 	EnvPanicWindow       = "PANIC_WINDOW"
 	EnvMaxScaleDownRate  = "MAX_SCALE_DOWN_RATE"
 	EnvBacklogDrain      = "BACKLOG_DRAIN"
+	EnvTargetConns       = "TARGET_CONNECTIONS"
+	EnvConnDrain         = "CONNECTION_DRAIN"
+	EnvDeploySurge       = "DEPLOY_SURGE"
+	EnvCanaryRequests    = "DEPLOY_CANARY_REQUESTS"
+	EnvCanaryTime        = "DEPLOY_CANARY_TIME"
+	EnvCanaryErrorRate   = "DEPLOY_MAX_ERROR_RATE"
+	EnvCanaryLatency     = "DEPLOY_MAX_LATENCY"
 	// EnvWebListenAddr is not read by the scaler: it is the web server's
 	// variable, which the scaler sets in every container it starts so that
 	// the server listens on WEB_PORT.
@@ -173,6 +180,24 @@ type Config struct {
 	// BacklogDrain is the time a queue should take to drain; a scale-up
 	// sizes the backlog's share of the pool by it.
 	BacklogDrain time.Duration
+	// TargetConns is the long-lived connections (WebSocket, event
+	// streams) one container should carry; 0: they do not size the pool.
+	TargetConns int
+	// ConnDrain is how long a draining container's open long-lived
+	// connections are given, from the drain's start, before it gets
+	// SIGTERM: time for the application, or the clients, to close them.
+	ConnDrain time.Duration
+	// DeploySurge is the share of the pool (percent) a deploy starts at
+	// once on the new image, at least one container.
+	DeploySurge float64
+	// A deploy's canary is judged once it served CanaryRequests requests
+	// or CanaryTime passed since it became ready: it fails when its
+	// failure share exceeds the old containers' by CanaryErrorRate, or its
+	// mean service time is over CanaryLatency times theirs.
+	CanaryRequests  int
+	CanaryTime      time.Duration
+	CanaryErrorRate float64
+	CanaryLatency   float64
 }
 
 // Vars declares every variable the scaler reads: name, default, range
@@ -209,6 +234,13 @@ var Vars = envconf.Join(envconf.Table{
 	{Name: EnvPanicWindow, Default: 6 * time.Second, Min: 100 * time.Millisecond, Max: time.Hour, Help: "a scale-up sizes from the mean steady demand over this window, or at once from the latest reading while requests queue (100ms…STABLE_WINDOW)"},
 	{Name: EnvMaxScaleDownRate, Default: float64(2), Min: float64(1), Max: float64(1000), Help: "one scale-down decision leaves at least floor(ready / rate) containers (1…1000; 1 = no bound)"},
 	{Name: EnvBacklogDrain, Default: 2 * time.Second, Min: 100 * time.Millisecond, Max: time.Hour, Help: "time a queue should take to drain: the backlog's share of a scale-up (100ms…1h)"},
+	{Name: EnvTargetConns, Default: 100, Min: 0, Max: 1 << 20, Help: "long-lived connections (WebSocket, server-sent events, streams) one container should carry: the pool grows for them as for requests; 0: they do not size the pool"},
+	{Name: EnvConnDrain, Default: 30 * time.Second, Min: time.Duration(0), Max: time.Hour, Help: "a draining container (scale-down, deploy) takes no new connection; its open long-lived connections get this long from the drain's start before SIGTERM"},
+	{Name: EnvDeploySurge, Default: float64(25), Min: float64(1), Max: float64(100), Help: "share of the pool (percent) a deploy starts at once on the new image, at least one container; the pool never has fewer ready containers than when the deploy began"},
+	{Name: EnvCanaryRequests, Default: 50, Min: 1, Max: 1 << 20, Help: "a deploy's first new container (the canary) is judged once it has served this many requests (or DEPLOY_CANARY_TIME passed)"},
+	{Name: EnvCanaryTime, Default: 60 * time.Second, Min: time.Second, Max: 24 * time.Hour, Help: "longest watch of the canary; then it is judged on what it served (nothing served: its health gate alone)"},
+	{Name: EnvCanaryErrorRate, Default: 0.05, Min: float64(0), Max: float64(1), Help: "the canary fails when its share of failed requests (5xx, gateway failures) exceeds the old containers' by more than this; the deploy then rolls back by itself"},
+	{Name: EnvCanaryLatency, Default: float64(2), Min: float64(1), Max: float64(1000), Help: "the canary fails when its mean service time is over this many times the old containers' (means under 5ms are not compared)"},
 	{Name: EnvScaleDownInterval, Default: "@every 10s", Help: "how often the scale-down job runs: a cron spec or a Go duration (≥ 1s)"},
 	{Name: EnvMemoryLimit, Help: "memory per web container (128m, 1g; at least 6m); none by default"},
 	{Name: EnvWebEnv, Help: "comma-separated KEY=VALUE list given to every web container (e.g. CAPACITY=2,SLEEP_MS=300)"},
@@ -301,6 +333,13 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.MaxScaleDownRate = r.Float(EnvMaxScaleDownRate)
 	c.BacklogDrain = r.Duration(EnvBacklogDrain)
+	c.TargetConns = r.Int(EnvTargetConns)
+	c.ConnDrain = r.Duration(EnvConnDrain)
+	c.DeploySurge = r.Float(EnvDeploySurge)
+	c.CanaryRequests = r.Int(EnvCanaryRequests)
+	c.CanaryTime = r.Duration(EnvCanaryTime)
+	c.CanaryErrorRate = r.Float(EnvCanaryErrorRate)
+	c.CanaryLatency = r.Float(EnvCanaryLatency)
 	return c, r.Err()
 }
 

@@ -58,6 +58,10 @@ type Status struct {
 	RegistryError string          `json:"registry_error,omitempty"`
 	// Events are the latest scale events, oldest first.
 	Events []Event `json:"events"`
+	// Deploy is the pool's latest deploy (none: never deployed).
+	Deploy *state.Deploy `json:"deploy,omitempty"`
+	// Conns are the open long-lived connections on the pool's containers.
+	Conns int64 `json:"conns"`
 	// Problems are operations failing right now, with their latest error.
 	Problems map[string]string `json:"problems,omitempty"`
 	Config   StatusConfig      `json:"config"`
@@ -71,6 +75,10 @@ type MemberStatus struct {
 	Addr  string    `json:"addr"`
 	State string    `json:"state"`
 	Since time.Time `json:"since,omitzero"`
+	// Image is the image the container runs.
+	Image string `json:"image,omitempty"`
+	// Conns are its open long-lived connections, cluster-wide.
+	Conns int64 `json:"conns"`
 }
 
 // StatusConfig echoes the thresholds in force.
@@ -159,6 +167,11 @@ func (c *Controller) Status(ctx context.Context) Status {
 		}
 	}
 	s.Members = c.members.status()
+	st := c.up.stats()
+	for i := range s.Members {
+		s.Members[i].Conns = st[s.Members[i].ID].Conns
+		s.Conns += s.Members[i].Conns
+	}
 	s.Problems = c.rep.failing()
 	sort.Slice(s.Members, func(i, j int) bool { return s.Members[i].ID < s.Members[j].ID })
 	s.Events = c.rep.events.list()
@@ -175,6 +188,9 @@ func (c *Controller) Status(ctx context.Context) Status {
 			s.Desired, s.Replicas, s.Starting, s.Draining = sum.Desired, sum.Replicas, sum.Starting, sum.Draining
 			s.Inflight, s.Queued, s.Demand = sum.Inflight, sum.Queued, sum.Demand
 		}
+	}
+	if d, ok, err := c.store.Deploy(ctx); err == nil && ok {
+		s.Deploy = &d
 	}
 	if reg, err := c.store.Backends(ctx); err != nil {
 		s.RegistryError = err.Error()

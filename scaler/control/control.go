@@ -103,6 +103,7 @@ type Controller struct {
 	up      *upscaler
 	down    *drainer
 	recon   *reconciler
+	dep     *deployer
 	flaps   *flapMeter
 	pools   func() []string
 
@@ -138,7 +139,8 @@ func New(o Options) *Controller {
 		pools:       o.Pools,
 	}
 	c.auto = decide.Autoscaler{
-		Sizing:      decide.Sizing{Target: c.cfg.TargetInflight, Min: c.cfg.MinReplicas, Max: c.cfg.MaxReplicas, BacklogDrain: c.cfg.BacklogDrain},
+		Sizing: decide.Sizing{Target: c.cfg.TargetInflight, Min: c.cfg.MinReplicas, Max: c.cfg.MaxReplicas, BacklogDrain: c.cfg.BacklogDrain,
+			TargetConns: c.cfg.TargetConns},
 		Rule:        decide.Rule(c.cfg.ScaleDown),
 		Rate:        c.cfg.MaxScaleDownRate,
 		IdleTimeout: c.cfg.IdleTimeout,
@@ -173,7 +175,11 @@ func New(o Options) *Controller {
 		members: c.members, auto: &c.auto, workers: &c.wg, flaps: c.flaps, load: c.up,
 	}
 	c.up.remove = c.down
-	c.recon = &reconciler{cfg: c.cfg, store: c.store, drv: c.drv, now: c.now, log: c.log, rep: c.rep, members: c.members, up: c.up, down: c.down}
+	c.dep = &deployer{cfg: c.cfg, store: c.store, now: c.now, log: c.log, rep: c.rep, m: c.m, members: c.members, up: c.up, down: c.down}
+	c.up.image, c.up.failed = c.dep.startImage, c.dep.startFailed
+	c.down.deploy = c.dep.view
+	c.recon = &reconciler{cfg: c.cfg, store: c.store, drv: c.drv, now: c.now, log: c.log, rep: c.rep, members: c.members, up: c.up, down: c.down,
+		surge: c.dep.surge}
 	c.lease = newLease(c.store, c.instance, c.cfg.LeaseTTL, c.now, c.log, c.rep, c.startTerm)
 	c.dash = dashboard.New(dashboard.Options{Source: c, Now: c.now, Log: c.log})
 	return c
@@ -272,6 +278,7 @@ func (c *Controller) startTerm(parent context.Context) func() {
 		// A new term starts afresh: back-off and cooldown from this one
 		// must not hold back the starts of the next.
 		c.up.endTerm()
+		c.dep.endTerm()
 		c.flaps.endTerm()
 		c.up.gauges() // a follower reports no replicas: only the leader's view counts
 		c.m.leader.Set(0)
@@ -333,6 +340,7 @@ func (c *Controller) lead(ctx context.Context) {
 		case <-poll.C:
 			if reconciled {
 				c.up.scaleUp(ctx)
+				c.dep.step(ctx)
 			}
 		case <-c.downCh:
 			if reconciled {

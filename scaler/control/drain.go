@@ -33,6 +33,8 @@ type loadView interface {
 	observe(ctx context.Context) (decide.Sample, state.ClusterLoad, bool)
 	latest() reading
 	gauges()
+	stats() map[string]backendStats
+	connsOf(id string) int64
 }
 
 var _ loadView = (*upscaler)(nil)
@@ -57,6 +59,9 @@ type drainer struct {
 	workers *sync.WaitGroup
 	flaps   *flapMeter
 	load    loadView
+	// deploy says which members a deploy is replacing (scale-down takes
+	// them first) and which is its canary (scale-down leaves it alone).
+	deploy func() deployView
 }
 
 var _ remover = (*drainer)(nil)
@@ -70,7 +75,7 @@ func (d *drainer) scaleDown(ctx context.Context) {
 	if !ok {
 		return
 	}
-	cands, starting := d.members.candidates(load)
+	cands, starting := d.members.candidates(load, d.load.stats(), d.deploy())
 	surplus, idle := d.auto.ScaleDown(cur, cands, starting)
 	if len(surplus) > 0 {
 		d.log.Info("scaling down to demand", "drain", surplus, "ready", len(cands),
@@ -131,13 +136,20 @@ func (d *drainer) resumeDrain(ctx context.Context, b state.Backend) {
 
 // drainOne waits until m has nothing in flight cluster-wide (after
 // DRAIN_SETTLE, so every balancer has seen the draining state) or
-// DRAIN_TIMEOUT passed, then stops it with STOP_GRACE and unregisters it.
-// A reclaim cancels dctx before the stop begins; once stopping, it goes.
+// DRAIN_TIMEOUT passed, and until its long-lived connections are closed or
+// CONNECTION_DRAIN passed, then stops it with STOP_GRACE and unregisters
+// it. The connections get their own bound: a WebSocket lives for minutes,
+// and neither must a request wait for one nor must one be cut as soon as
+// the requests are done; the application (or its client) closes it in
+// that time, and SIGTERM tells the rest. A reclaim cancels dctx before the
+// stop begins; once stopping, it goes.
 func (d *drainer) drainOne(ctx, dctx context.Context, m *member) {
 	defer d.workers.Done()
 	start := d.members.drainStart(m)
 	settle := start.Add(d.cfg.DrainSettle)
 	deadline := start.Add(d.cfg.DrainTimeout)
+	connDeadline := start.Add(d.cfg.ConnDrain)
+	requestsDone := false
 	tick := time.NewTicker(d.cfg.PollInterval)
 	defer tick.Stop()
 wait:
@@ -156,12 +168,23 @@ wait:
 				// old: wait until the slowest has synced twice since the
 				// mark, or a request it is about to send would be lost.
 			case load.Inflight[m.id] <= 0:
-				break wait
+				requestsDone = true
 			}
 		}
-		if !now.Before(deadline) {
+		if !requestsDone && !now.Before(deadline) {
 			d.log.Warn("drain timed out; stopping with requests in flight (the server drains on SIGTERM)", "id", m.id, "timeout", d.cfg.DrainTimeout.String())
-			break
+			requestsDone = true
+		}
+		if requestsDone {
+			conns := d.load.connsOf(m.id)
+			if conns <= 0 {
+				break wait
+			}
+			if !now.Before(connDeadline) {
+				d.log.Info("connection drain over; stopping with long-lived connections open (the server closes them on SIGTERM)",
+					"id", m.id, "conns", conns, "connection_drain", d.cfg.ConnDrain.String())
+				break wait
+			}
 		}
 		select {
 		case <-dctx.Done():

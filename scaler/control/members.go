@@ -29,7 +29,10 @@ func (p phase) String() string { return phaseNames[p] }
 // changes; every other field is read and written under its table's lock.
 type member struct {
 	id, containerID, addr string
-	phase                 phase
+	// image is the image the container runs (a deploy tells old from new
+	// by it).
+	image string
+	phase phase
 	// booted: the container exists (Start returned, or adopted).
 	booted bool
 	// created is when the start was decided; since the ready time.
@@ -147,19 +150,68 @@ func (t *memberTable) inflight(load state.ClusterLoad) int64 {
 }
 
 // candidates returns the ready members as scale-down candidates, with the
-// number of starting ones (capacity on its way).
-func (t *memberTable) candidates(load state.ClusterLoad) (cands []decide.Candidate, starting int) {
+// number of starting ones (capacity on its way). conns are the members'
+// long-lived connections; a deploy's view says which members are stale
+// (to be replaced) and which one, its canary, no scale-down may take.
+func (t *memberTable) candidates(load state.ClusterLoad, conns map[string]backendStats, dv deployView) (cands []decide.Candidate, starting int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for id, m := range t.byID {
 		switch m.phase {
 		case phaseReady:
-			cands = append(cands, decide.Candidate{ID: id, ReadySince: m.since, LastSeen: load.LastSeen[id], Inflight: load.Inflight[id]})
+			if id == dv.canary {
+				continue
+			}
+			cands = append(cands, decide.Candidate{ID: id, ReadySince: m.since, LastSeen: load.LastSeen[id], Inflight: load.Inflight[id],
+				Conns: conns[id].Conns, Stale: dv.stale(m.image)})
 		case phaseStarting:
 			starting++
 		}
 	}
 	return cands, starting
+}
+
+// conns sums the members' long-lived connections.
+func (t *memberTable) conns(stats map[string]backendStats) int64 {
+	var n int64
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id := range t.byID {
+		n += max(stats[id].Conns, 0)
+	}
+	return n
+}
+
+// images counts the members by image, and the ready ones by image.
+func (t *memberTable) images() (all, ready map[string]int) {
+	all, ready = map[string]int{}, map[string]int{}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range t.byID {
+		all[m.image]++
+		if m.phase == phaseReady {
+			ready[m.image]++
+		}
+	}
+	return all, ready
+}
+
+// snapshot is a copy of a member's fields, read under the table's lock.
+type snapshot struct {
+	id, image string
+	phase     phase
+	since     time.Time
+}
+
+// list copies every member.
+func (t *memberTable) list() []snapshot {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]snapshot, 0, len(t.byID))
+	for _, m := range t.byID {
+		out = append(out, snapshot{id: m.id, image: m.image, phase: m.phase, since: m.since})
+	}
+	return out
 }
 
 // status lists the members for /status, unsorted.
@@ -168,7 +220,7 @@ func (t *memberTable) status() []MemberStatus {
 	defer t.mu.Unlock()
 	out := make([]MemberStatus, 0, len(t.byID))
 	for _, m := range t.byID {
-		out = append(out, MemberStatus{ID: m.id, Addr: m.addr, State: m.phase.String(), Since: m.since})
+		out = append(out, MemberStatus{ID: m.id, Addr: m.addr, State: m.phase.String(), Since: m.since, Image: m.image})
 	}
 	return out
 }
@@ -219,6 +271,10 @@ func (t *memberTable) reconcile(busy map[string]bool, insts []driver.Instance, p
 		}
 	}
 	p := plan(starting)
+	images := make(map[string]string, len(insts))
+	for _, in := range insts {
+		images[in.ID] = in.Image
+	}
 	keep := map[string]state.Backend{}
 	for _, b := range p.Ready {
 		keep[b.ID] = b
@@ -233,9 +289,12 @@ func (t *memberTable) reconcile(busy map[string]bool, insts []driver.Instance, p
 	for _, b := range p.Ready {
 		if m := t.byID[b.ID]; m != nil {
 			m.addr = b.Addr
+			if img := images[b.ID]; img != "" {
+				m.image = img
+			}
 			continue
 		}
-		t.byID[b.ID] = &member{id: b.ID, addr: b.Addr, phase: phaseReady, booted: true, since: b.Since, created: b.Since}
+		t.byID[b.ID] = &member{id: b.ID, addr: b.Addr, image: images[b.ID], phase: phaseReady, booted: true, since: b.Since, created: b.Since}
 	}
 	return p
 }

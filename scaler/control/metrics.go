@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"lbscale/internal/state"
 	"lbscale/scaler/decide"
 )
 
@@ -39,6 +40,9 @@ type metrics struct {
 	errors    *prometheus.CounterVec
 	flaps     prometheus.Counter
 	demandG   *prometheus.GaugeVec
+	deploys   *prometheus.CounterVec
+	deployG   *prometheus.GaugeVec
+	conns     prometheus.Gauge
 }
 
 func newMetrics(pool string) *metrics {
@@ -93,7 +97,25 @@ func newMetrics(pool string) *metrics {
 		Help:        "The leader's latest demand reading: arrivals (req/s), service_seconds (mean), steady (arrivals × service), panic_mean and stable_max (of steady over PANIC_WINDOW and STABLE_WINDOW), down (replicas the stable window allows).",
 		ConstLabels: pl,
 	}, []string{"figure"})
-	reg.MustRegister(m.coldStart, m.events, m.desired, m.replicas, m.leader, m.failures, m.errors, m.flaps, m.demandG)
+	m.deploys = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name:        "lbscale_scaler_deploys_total",
+		Help:        "Deploys finished, by outcome: done (every container on the new image) or rolled-back (the canary or a new container failed; every container on the previous image again).",
+		ConstLabels: pl,
+	}, []string{"outcome"})
+	m.deployG = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name:        "lbscale_scaler_deploy_phase",
+		Help:        "1 for the phase the pool's latest deploy is in (canary, rolling, done, rolling-back, rolled-back), 0 for the others.",
+		ConstLabels: pl,
+	}, []string{"phase"})
+	m.conns = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "lbscale_scaler_connections",
+		Help:        "Open long-lived connections (WebSocket, event streams) on the pool's containers, summed over the balancers' latest reports.",
+		ConstLabels: pl,
+	})
+	reg.MustRegister(m.coldStart, m.events, m.desired, m.replicas, m.leader, m.failures, m.errors, m.flaps, m.demandG, m.deploys, m.deployG, m.conns)
+	for _, o := range []state.DeployPhase{state.DeployDone, state.DeployRolledBack} {
+		m.deploys.WithLabelValues(string(o))
+	}
 	for _, s := range []string{"starting", "ready", "draining"} {
 		m.replicas.WithLabelValues(s)
 	}
@@ -103,6 +125,17 @@ func newMetrics(pool string) *metrics {
 		}
 	}
 	return m
+}
+
+// deployPhase sets the phase gauge from the latest deploy (none: all 0).
+func (m *metrics) deployPhase(d state.Deploy, ok bool) {
+	for _, p := range []state.DeployPhase{state.DeployCanary, state.DeployRolling, state.DeployDone, state.DeployRollingBack, state.DeployRolledBack} {
+		v := 0.0
+		if ok && d.Phase == p {
+			v = 1
+		}
+		m.deployG.WithLabelValues(string(p)).Set(v)
+	}
 }
 
 // reasons lists every decide.Reason, so the scale-event counter exists with

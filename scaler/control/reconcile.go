@@ -39,6 +39,10 @@ type reconciler struct {
 	members *memberTable
 	up      *upscaler
 	down    *drainer
+	// surge is the deploy under way's surge: MAX_REPLICAS is exceeded by
+	// it while the deploy runs, so that a deploy of a pool at its maximum
+	// can start new containers before it drains old ones.
+	surge func() int
 }
 
 // reconcile makes the registry and the engine agree (see decide.Reconcile)
@@ -71,7 +75,7 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 			Busy:        busy,
 			Starting:    starting,
 			Min:         r.cfg.MinReplicas,
-			Max:         r.cfg.MaxReplicas,
+			Max:         r.cfg.MaxReplicas + r.surge(),
 			StaleCreate: r.cfg.HealthTimeout + time.Minute,
 		}, now)
 	})

@@ -18,6 +18,7 @@ import (
 type upStore interface {
 	ClusterLoad(ctx context.Context) (state.ClusterLoad, error)
 	PutBackend(ctx context.Context, b state.Backend) error
+	Reports(ctx context.Context) ([]state.Report, error)
 }
 
 // starter is the part of driver.Driver scale-up uses.
@@ -69,9 +70,15 @@ type upscaler struct {
 	remove  remover
 	// recheck asks the lead goroutine for a reconcile (after a failure).
 	recheck chan struct{}
+	// image is the image new containers run, as the pool's deploy has it
+	// now; failed hears of every failed start (a deploy's new image that
+	// fails its health gate rolls back).
+	image  func() string
+	failed func(image string, err error)
 
 	mu        sync.Mutex // protects the fields below
 	latestR   reading
+	statsR    map[string]backendStats // per backend, from the latest reading
 	lastUp    time.Time
 	failures  int       // consecutive failed starts
 	notBefore time.Time // no start before this (back-off after failures)
@@ -95,7 +102,7 @@ func (u *upscaler) heldUntil() time.Time {
 // must not hold back the starts of the next term.
 func (u *upscaler) endTerm() {
 	u.mu.Lock()
-	u.latestR = reading{}
+	u.latestR, u.statsR = reading{}, nil
 	u.failures, u.notBefore, u.lastUp = 0, time.Time{}, time.Time{}
 	u.mu.Unlock()
 }
@@ -121,8 +128,32 @@ func (u *upscaler) observe(ctx context.Context) (decide.Sample, state.ClusterLoa
 	u.rep.recover("redis load")
 	cur := decide.Sample{At: u.now(), Arrivals: load.Arrivals, Service: load.Service, Queued: load.Queued}
 	cur.Inflight += u.members.inflight(load)
+	// The balancers' reports carry the long-lived connections: a failed
+	// read keeps the last figures (they hold for seconds; a scale-down
+	// that read none would take them for gone).
+	if rs, err := u.store.Reports(ctx); err != nil {
+		u.rep.fail("redis reports", err)
+	} else {
+		u.rep.recover("redis reports")
+		st := sumReports(rs, cur.At)
+		u.mu.Lock()
+		u.statsR = st
+		u.mu.Unlock()
+	}
+	cur.Conns = u.members.conns(u.stats())
 	return cur, load, true
 }
+
+// stats returns the per-backend figures of the latest reading (nil before
+// the first of a term). The map is never changed once published.
+func (u *upscaler) stats() map[string]backendStats {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.statsR
+}
+
+// connsOf is backend id's open long-lived connections, as last read.
+func (u *upscaler) connsOf(id string) int64 { return u.stats()[id].Conns }
 
 // scaleUp reads the cluster load and adds capacity if it needs more.
 func (u *upscaler) scaleUp(ctx context.Context) {
@@ -142,6 +173,7 @@ func (u *upscaler) scaleUp(ctx context.Context) {
 	u.latestR = reading{desired: res.Desired, inflight: cur.Inflight, queued: cur.Queued, demand: d}
 	u.mu.Unlock()
 	u.m.desired.Set(float64(res.Desired))
+	u.m.conns.Set(float64(cur.Conns))
 	u.m.demand(d)
 
 	ev := Event{Desired: res.Desired, Inflight: cur.Inflight, Queued: cur.Queued, Arrivals: cur.Arrivals, ServiceMs: d.ServiceMs}
@@ -170,9 +202,14 @@ func (u *upscaler) flapCheck(now time.Time) bool {
 	return flap
 }
 
-// start reserves n members (so that they count as starting at once) and
-// starts them concurrently.
+// start reserves n members on the pool's current image (so that they
+// count as starting at once) and starts them concurrently.
 func (u *upscaler) start(ctx context.Context, n int, reason decide.Reason, ev Event) {
+	u.startWith(ctx, n, u.image(), reason, ev)
+}
+
+// startWith starts n members on image and returns their ids.
+func (u *upscaler) startWith(ctx context.Context, n int, image string, reason decide.Reason, ev Event) []string {
 	now := u.now()
 	ms := make([]*member, n)
 	if reason == decide.ReasonDemand || reason == decide.ReasonFromZero {
@@ -183,18 +220,19 @@ func (u *upscaler) start(ctx context.Context, n int, reason decide.Reason, ev Ev
 		u.mu.Unlock()
 	}
 	for i := range ms {
-		m := &member{id: driver.NewName(u.cfg.Pool), phase: phaseStarting, created: now}
+		m := &member{id: driver.NewName(u.cfg.Pool), image: image, phase: phaseStarting, created: now}
 		u.members.put(m)
 		ms[i] = m
 		ev.IDs = append(ev.IDs, m.id)
 	}
 	ev.Direction, ev.Reason, ev.Count = "up", reason, n
 	u.rep.record(ev)
-	u.log.Info("scaling up", "reason", reason, "start", n, "desired", ev.Desired, "inflight", ev.Inflight, "queued", ev.Queued)
+	u.log.Info("scaling up", "reason", reason, "start", n, "image", image, "desired", ev.Desired, "inflight", ev.Inflight, "queued", ev.Queued)
 	for _, m := range ms {
 		u.workers.Add(1)
 		go u.startOne(ctx, m)
 	}
+	return ev.IDs[len(ev.IDs)-n:]
 }
 
 // startOne creates a container, registers it starting, waits for its
@@ -205,7 +243,7 @@ func (u *upscaler) startOne(ctx context.Context, m *member) {
 	t0 := u.now()
 	inst, err := u.drv.Start(ctx, driver.Spec{
 		Name:        m.id,
-		Image:       u.cfg.WebImage,
+		Image:       m.image,
 		Env:         u.cfg.WebEnv,
 		NanoCPUs:    u.cfg.NanoCPUs,
 		MemoryBytes: u.cfg.MemoryBytes,
@@ -264,6 +302,9 @@ func (u *upscaler) startFailed(ctx context.Context, m *member, why string, err e
 	failures := u.failures
 	u.mu.Unlock()
 	u.m.failures.WithLabelValues(why).Inc()
+	if u.failed != nil {
+		u.failed(m.image, err)
+	}
 	// In /status too, not only in the log: a start that can never succeed
 	// (a wrong image, a HEALTH_PATH the image does not serve) shows there
 	// as the pool's problem until a start works.
@@ -298,7 +339,7 @@ func (u *upscaler) waitHealthy(ctx context.Context, addr string) error {
 // health-checked and then registered ready.
 func (u *upscaler) adopt(ctx context.Context, in driver.Instance) {
 	hctx, cancel := context.WithCancel(ctx)
-	m := &member{id: in.ID, containerID: in.ContainerID, addr: in.Addr, phase: phaseStarting, booted: true, created: in.Created, cancel: cancel}
+	m := &member{id: in.ID, containerID: in.ContainerID, addr: in.Addr, image: in.Image, phase: phaseStarting, booted: true, created: in.Created, cancel: cancel}
 	if !u.members.add(m) {
 		cancel()
 		return

@@ -1,6 +1,7 @@
 // Package decide holds the scaler's decisions as pure functions: how many
-// replicas the load needs (Up), which idle containers to drain (Idle), and
-// how to repair the registry against what the engine runs (Reconcile).
+// replicas the load needs (Up), which idle containers to drain (Idle), how
+// to repair the registry against what the engine runs (Reconcile), and how
+// a deploy rolls (Roll) and judges its canary (Canary).
 //
 // Like Knative's autoscaler, each takes a snapshot of the cluster and the
 // time as arguments and returns a plain struct; unlike it, nothing here logs
@@ -178,6 +179,13 @@ type Candidate struct {
 	ReadySince, LastSeen time.Time
 	// Inflight is its cluster-wide in-flight count.
 	Inflight int64
+	// Conns is its cluster-wide count of open long-lived connections
+	// (WebSocket, SSE). They are not in flight, yet draining the container
+	// cuts every one of them.
+	Conns int64
+	// Stale: it runs an image other than the pool's current one, so a
+	// deploy is replacing it; drained before current ones.
+	Stale bool
 }
 
 // IdleInput is the snapshot a scale-down decision reads.
@@ -196,16 +204,21 @@ type IdleInput struct {
 
 // Idle picks the containers to drain: idle longer than IdleTimeout (since
 // the later of last request and ready time, so a freshly started container
-// gets its full timeout), nothing in flight cluster-wide, newest first, and
-// never leaving fewer than Keep ready.
+// gets its full timeout), nothing in flight and no long-lived connection
+// open cluster-wide, stale ones first, then newest first, and never
+// leaving fewer than Keep ready.
 //
-// Newest first because the oldest containers are the ones balancers have
-// ramped up fully (slow start) and clients are sticky to; the newest were
-// started for a burst that passed.
+// An open connection (WebSocket, SSE) makes a container busy, as a request
+// in flight does: its client is using it, though no request may have
+// arrived for hours. Stale first because a deploy is replacing those
+// anyway. Newest first because the oldest containers are the ones
+// balancers have ramped up fully (slow start) and clients are sticky to;
+// the newest were started for a burst that passed.
 //
 // E.g. Keep 1, three idle containers ready at 10:00, 10:05, 10:07: victims
-// 10:07 and 10:05. Same, but 10:07 has 1 in flight: victims 10:05 and
-// 10:00; the busy one is skipped and is the one that stays.
+// 10:07 and 10:05. Same, but 10:07 has 1 in flight (or 1 connection open):
+// victims 10:05 and 10:00; the busy one is skipped and is the one that
+// stays. Same, but 10:00 is stale: victims 10:00 and 10:07.
 func Idle(in IdleInput, now time.Time) []string {
 	quota := len(in.Ready) - in.Keep
 	if quota <= 0 || in.Queued > 0 {
@@ -213,6 +226,12 @@ func Idle(in IdleInput, now time.Time) []string {
 	}
 	c := slices.Clone(in.Ready)
 	slices.SortFunc(c, func(a, b Candidate) int {
+		if a.Stale != b.Stale {
+			if a.Stale {
+				return -1
+			}
+			return 1
+		}
 		if d := b.ReadySince.Compare(a.ReadySince); d != 0 {
 			return d
 		}
@@ -227,7 +246,7 @@ func Idle(in IdleInput, now time.Time) []string {
 		if k.LastSeen.After(last) {
 			last = k.LastSeen
 		}
-		if k.Inflight > 0 || now.Sub(last) <= in.IdleTimeout {
+		if k.Inflight > 0 || k.Conns > 0 || now.Sub(last) <= in.IdleTimeout {
 			continue
 		}
 		victims = append(victims, k.ID)

@@ -295,3 +295,34 @@ func equalPlan(a, b Plan) bool {
 		slices.EqualFunc(a.Adopt, b.Adopt, func(p, q driver.Instance) bool { return p.ID == q.ID && p.Addr == q.Addr }) &&
 		a.Start == b.Start && a.Reason == b.Reason && slices.Equal(a.Trim, b.Trim)
 }
+
+func TestIdleConnsAndStale(t *testing.T) {
+	idle := 60 * time.Second
+	k := func(id string, readyAgo time.Duration, conns int64, stale bool) Candidate {
+		return Candidate{ID: id, ReadySince: ago(readyAgo), LastSeen: ago(5 * time.Minute), Conns: conns, Stale: stale}
+	}
+	for _, tt := range []struct {
+		name  string
+		in    IdleInput
+		wantV []string
+	}{
+		{"an open connection is busy, however long since a request", IdleInput{Keep: 0, IdleTimeout: idle, Ready: []Candidate{
+			k("ws", 10*time.Minute, 1, false), k("quiet", 10*time.Minute, 0, false),
+		}}, []string{"quiet"}},
+		{"busy with connections does not use the quota", IdleInput{Keep: 1, IdleTimeout: idle, Ready: []Candidate{
+			k("old", 10*time.Minute, 0, false), k("mid", 8*time.Minute, 0, false), k("new", 7*time.Minute, 5, false),
+		}}, []string{"mid", "old"}},
+		{"stale first among idle ones, then newest", IdleInput{Keep: 1, IdleTimeout: idle, Ready: []Candidate{
+			k("old-stale", 10*time.Minute, 0, true), k("mid", 8*time.Minute, 0, false), k("new", 7*time.Minute, 0, false),
+		}}, []string{"old-stale", "new"}},
+		{"a stale one with a connection is still busy", IdleInput{Keep: 0, IdleTimeout: idle, Ready: []Candidate{
+			k("stale-ws", 10*time.Minute, 2, true), k("cur", 8*time.Minute, 0, false),
+		}}, []string{"cur"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Idle(tt.in, t0); !slices.Equal(got, tt.wantV) {
+				t.Fatalf("Idle = %v, want %v", got, tt.wantV)
+			}
+		})
+	}
+}

@@ -18,6 +18,11 @@ type Sample struct {
 	Service time.Duration
 	// Inflight and Queued are the cluster-wide counts at the reading.
 	Inflight, Queued int64
+	// Conns is the cluster-wide number of open long-lived connections
+	// (WebSocket, SSE) at the reading. They hold a container for as long as
+	// they last yet are no request in flight, so they size the pool by a
+	// target of their own (Sizing.TargetConns) rather than through Steady.
+	Conns int64
 }
 
 // Steady is the concurrency the arrival rate keeps busy, by Little's law:
@@ -160,6 +165,21 @@ func (w *Windows) StableMax(now time.Time) float64 {
 	return m
 }
 
+// StableMaxConns is the highest connection count over the stable window up
+// to now (0 with no sample in it). The maximum, as for StableMax: a pool
+// shrunk by it carries every moment of the window, and connections that
+// come back after a dip (clients reconnecting after a network blip) find
+// their containers still there.
+func (w *Windows) StableMaxConns(now time.Time) int64 {
+	var m int64
+	for _, s := range w.samples {
+		if now.Sub(s.At) < w.Stable && !s.At.After(now) {
+			m = max(m, s.Conns)
+		}
+	}
+	return m
+}
+
 // Sizing turns concurrency into containers.
 type Sizing struct {
 	// Target is the concurrency one container should carry (TARGET_INFLIGHT).
@@ -168,6 +188,12 @@ type Sizing struct {
 	Min, Max int
 	// BacklogDrain is the time a queue should take to drain (BACKLOG_DRAIN).
 	BacklogDrain time.Duration
+	// TargetConns is the number of long-lived connections one container
+	// should carry (TARGET_CONNECTIONS); 0: connections do not size the
+	// pool. The pool is the larger of what its requests and its
+	// connections need, since a container holding its share of
+	// connections still serves requests beside them and the reverse.
+	TargetConns int
 }
 
 // containers is ceil(conc / target) within [Min, Max]. A need a hair above
@@ -175,6 +201,19 @@ type Sizing struct {
 func (z Sizing) containers(conc float64) int {
 	t := float64(max(z.Target, 1))
 	n := math.Ceil(conc/t - 1e-9)
+	if math.IsNaN(n) || n < 0 {
+		n = 0
+	}
+	return int(min(max(n, float64(z.Min)), float64(z.Max)))
+}
+
+// connContainers is ceil(conns / TargetConns) within [Min, Max]; 0 when
+// connections do not size the pool (TargetConns 0).
+func (z Sizing) connContainers(conns float64) int {
+	if z.TargetConns <= 0 {
+		return 0
+	}
+	n := math.Ceil(max(conns, 0)/float64(z.TargetConns) - 1e-9)
 	if math.IsNaN(n) || n < 0 {
 		n = 0
 	}
@@ -202,6 +241,12 @@ func (z Sizing) containers(conc float64) int {
 // container and a mean of 20 queued: 30×0.2 = 6 in flight + 20×0.2/2 = 2 for
 // the backlog, ceil(8/2) = 4, not the ceil((2+20)/2) = 11 the queue would
 // read as standing concurrency. Once the queue is gone: ceil(6/2) = 3.
+//
+// Connections count from the latest reading, not a window's mean: an open
+// connection is a level, not a rate that fluctuates from second to second,
+// and clients that connected wait on the pool now. So a step is met in one
+// move: 0 → 450 connections at TargetConns 100 asks ceil(450/100) = 5
+// containers at once, whatever the requests ask (if they ask more, theirs).
 func (z Sizing) Up(w *Windows, cur Sample) int {
 	steady := w.PanicMean(cur.At)
 	queued := w.PanicQueued(cur.At)
@@ -212,7 +257,7 @@ func (z Sizing) Up(w *Windows, cur Sample) int {
 	if cur.Queued > 0 {
 		steady = max(steady, cur.Steady())
 	}
-	return z.containers(steady + Backlog(queued, cur.Service, z.BacklogDrain))
+	return max(z.containers(steady+Backlog(queued, cur.Service, z.BacklogDrain)), z.connContainers(float64(cur.Conns)))
 }
 
 // DownTolerance is the share of one container's target a scale-down leaves
@@ -238,9 +283,20 @@ const DownTolerance = 0.25
 // 60 s: (0.8 + 0.5) / 2 → 1 container. The same 20 s after the step:
 // (8 + 0.5) / 2 → 5 (4 would run at 100%). 29 req/s: (5.8 + 0.5) / 2 → 4,
 // where Up asks 3: the band.
+//
+// Connections keep their own share the same way: the stable window's
+// highest count (and at least the current one) plus DownTolerance of
+// TargetConns, over TargetConns. E.g. TargetConns 100: 450 connections
+// keep 5 (4.75 of 5 containers' worth); 480 keep 6 (5.05), where Up asks
+// 5: the same band of a quarter container as for requests.
 func (z Sizing) Down(w *Windows, cur Sample) int {
 	need := max(w.StableMax(cur.At), cur.Steady(), float64(max(cur.Inflight, 0)))
-	return z.containers(need + DownTolerance*float64(max(z.Target, 1)))
+	n := z.containers(need + DownTolerance*float64(max(z.Target, 1)))
+	if z.TargetConns > 0 {
+		conns := max(w.StableMaxConns(cur.At), cur.Conns)
+		n = max(n, z.connContainers(float64(conns)+DownTolerance*float64(z.TargetConns)))
+	}
+	return n
 }
 
 // ShrinkInput is the snapshot a demand scale-down reads.
@@ -262,13 +318,21 @@ type ShrinkInput struct {
 }
 
 // Shrink picks the containers to drain so that the ready count comes down
-// toward Keep, at most by the rate bound per decision. Victims are the
-// least busy (fewest in flight, so the drain is short), newest first on
-// ties (the newest were started for a burst that passed; the oldest are
-// fully ramped up and hold clients' keep-alive connections).
+// toward Keep, at most by the rate bound per decision. Victims come in
+// drain order (see byDrainCost): stale ones first (a deploy replaces them
+// anyway, so a container of the current image is not drained only for a
+// stale one to be drained next), then the fewest open long-lived
+// connections (a drain cuts every one of them, and their clients all
+// reconnect at once: one with none cuts nothing), then the least busy
+// (fewest in flight, so the drain is short), newest first on ties (the
+// newest were started for a burst that passed; the oldest are fully ramped
+// up and hold clients' keep-alive connections).
 //
 // E.g. 6 ready, Keep 1, Rate 2: leave max(1, floor(6/2)) = 3, drain 3.
-// Then 3 → max(1, 1) = 1, drain 2. So 6 → 3 → 1 in two decisions.
+// Then 3 → max(1, 1) = 1, drain 2. So 6 → 3 → 1 in two decisions. Were
+// 2 connections open on the newest idle container of the six, one with 1
+// request in flight would go before it: a drain that waits for a request
+// costs less than one that cuts two connections.
 func Shrink(in ShrinkInput) []string {
 	leave := in.Keep
 	if in.Rate > 1 {
@@ -280,20 +344,36 @@ func Shrink(in ShrinkInput) []string {
 		return nil
 	}
 	c := slices.Clone(in.Ready)
-	slices.SortFunc(c, func(a, b Candidate) int {
-		if d := cmp.Compare(a.Inflight, b.Inflight); d != 0 {
-			return d
-		}
-		if d := b.ReadySince.Compare(a.ReadySince); d != 0 {
-			return d
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
+	slices.SortFunc(c, byDrainCost)
 	victims := make([]string, 0, n)
 	for _, k := range c[:n] {
 		victims = append(victims, k.ID)
 	}
 	return victims
+}
+
+// byDrainCost orders containers by what draining them costs, cheapest
+// first: stale before current (a deploy drains those anyway), then fewest
+// open connections (each one is cut and reconnects elsewhere), fewest in
+// flight (the drain waits for them), newest (the least ramped up), and id
+// for a stable choice.
+func byDrainCost(a, b Candidate) int {
+	if a.Stale != b.Stale {
+		if a.Stale {
+			return -1
+		}
+		return 1
+	}
+	if d := cmp.Compare(max(a.Conns, 0), max(b.Conns, 0)); d != 0 {
+		return d
+	}
+	if d := cmp.Compare(a.Inflight, b.Inflight); d != 0 {
+		return d
+	}
+	if d := b.ReadySince.Compare(a.ReadySince); d != 0 {
+		return d
+	}
+	return cmp.Compare(a.ID, b.ID)
 }
 
 // Flap reports whether a scale-up at now undoes a scale-down at lastDown:

@@ -305,3 +305,209 @@ func TestScaleDownKeepsWhatUpWants(t *testing.T) {
 		t.Fatalf("Up wants %d (want 5); scale-down left %d", up, left)
 	}
 }
+
+// connTrace feeds w one sample per 250 ms from start for d, with conns(x)
+// open connections and rate req/s at 200 ms.
+func connTrace(w *Windows, start time.Time, d time.Duration, rate float64, conns func(time.Duration) int64) {
+	for x := time.Duration(0); x < d; x += 250 * ms {
+		w.Add(Sample{At: start.Add(x), Arrivals: rate, Service: 200 * ms, Conns: conns(x)})
+	}
+}
+
+func TestWindowsStableMaxConns(t *testing.T) {
+	w := &Windows{Stable: 60 * time.Second, Panic: 6 * time.Second}
+	if w.StableMaxConns(t0) != 0 {
+		t.Fatal("an empty window holds no connections")
+	}
+	// 450 connections for 10 s, then 50; the window forgets the 450.
+	connTrace(w, t0, 80*time.Second, 4, func(x time.Duration) int64 {
+		if x < 10*time.Second {
+			return 450
+		}
+		return 50
+	})
+	for _, tt := range []struct {
+		at   time.Duration
+		want int64
+	}{
+		{69500 * ms, 450}, // the last 450 (9.75 s) is still inside
+		{69750 * ms, 50},  // and now it is out
+	} {
+		ww := &Windows{Stable: w.Stable, Panic: w.Panic}
+		connTrace(ww, t0, tt.at+ms, 4, func(x time.Duration) int64 {
+			if x < 10*time.Second {
+				return 450
+			}
+			return 50
+		})
+		if got := ww.StableMaxConns(t0.Add(tt.at)); got != tt.want {
+			t.Errorf("at %v: StableMaxConns = %d, want %d", tt.at, got, tt.want)
+		}
+	}
+}
+
+func TestSizingConns(t *testing.T) {
+	z := Sizing{Target: 2, Min: 1, Max: 20, BacklogDrain: 2 * time.Second, TargetConns: 100}
+	// flat: 4 req/s (one container at target 2) and conns connections
+	// for d; flatAt: rate req/s.
+	flatAt := func(rate float64, conns int64, d time.Duration) *Windows {
+		w := &Windows{Stable: 60 * time.Second, Panic: 6 * time.Second}
+		connTrace(w, t0.Add(-d), d, rate, func(time.Duration) int64 { return conns })
+		return w
+	}
+	flat := func(conns int64, d time.Duration) *Windows { return flatAt(4, conns, d) }
+	stepDown := func(from, to int64, ago time.Duration) *Windows {
+		w := &Windows{Stable: 60 * time.Second, Panic: 6 * time.Second}
+		connTrace(w, t0.Add(-90*time.Second), 90*time.Second, 4, func(x time.Duration) int64 {
+			if x < 90*time.Second-ago {
+				return from
+			}
+			return to
+		})
+		return w
+	}
+	at := func(rate float64, conns int64) Sample {
+		return Sample{At: t0, Arrivals: rate, Service: 200 * ms, Inflight: int64(rate * 0.2), Conns: conns}
+	}
+	for _, tt := range []struct {
+		name     string
+		z        Sizing
+		w        *Windows
+		cur      Sample
+		up, down int
+	}{
+		{"a step 0 → 450 is met in one move: ceil(450/100) = 5", z, flat(0, 30*time.Second), at(4, 450), 5, 5},
+		{"450 steady: 4.5 + 0.25 fits 5 both ways", z, flat(450, 70*time.Second), at(4, 450), 5, 5},
+		{"480: up 5, down keeps 6 (5.05 is past the tolerance): the band", z, flat(480, 70*time.Second), at(4, 480), 5, 6},
+		{"475 exactly fills 5 with the tolerance", z, flat(475, 70*time.Second), at(4, 475), 5, 5},
+		{"dropped to 50 within the stable window: up 1, down keeps what 450 needed", z, stepDown(450, 50, 20*time.Second), at(4, 50), 1, 5},
+		{"dropped to 50 a window ago: 1 both ways", z, stepDown(450, 50, 70*time.Second), at(4, 50), 1, 1},
+		{"down counts the current reading if it is higher than the window", z, flat(50, 70*time.Second), at(4, 320), 4, 4},
+		{"requests need more than connections: theirs", z, flatAt(30, 150, 70*time.Second), at(30, 150), 3, 4},
+		{"connections need more than requests: theirs", z, flat(150, 70*time.Second), at(4, 1000), 10, 11},
+		{"bounded by max", z, flat(0, 10*time.Second), at(4, 100_000), 20, 20},
+		{"negative count (skewed balancers) is none", z, flat(0, 70*time.Second), at(4, -300), 1, 1},
+		{"TargetConns 0: connections do not size the pool", Sizing{Target: 2, Min: 1, Max: 20, BacklogDrain: 2 * time.Second},
+			flat(10_000, 70*time.Second), at(4, 10_000), 1, 1},
+		{"min 0, nothing at all: empty", Sizing{Target: 2, Min: 0, Max: 20, TargetConns: 100},
+			&Windows{Stable: time.Minute, Panic: time.Second}, Sample{At: t0}, 0, 1}, // down: the requests' tolerance, as before
+		{"min 0, one connection and no request: one container", Sizing{Target: 2, Min: 0, Max: 20, TargetConns: 100},
+			&Windows{Stable: time.Minute, Panic: time.Second}, Sample{At: t0, Conns: 1}, 1, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if up := tt.z.Up(tt.w, tt.cur); up != tt.up {
+				t.Errorf("Up = %d, want %d", up, tt.up)
+			}
+			if down := tt.z.Down(tt.w, tt.cur); down != tt.down {
+				t.Errorf("Down = %d, want %d", down, tt.down)
+			}
+		})
+	}
+}
+
+// TestAutoscalerConns drives the policy through a step of connections and
+// back: 450 WebSockets open at once on a pool of 1 with next to no
+// requests, held for 30 s, then closed. The step starts 4 in one poll;
+// scale-down waits for the stable window, keeps the containers that carry
+// connections, and idleness never drains one with a connection open.
+func TestAutoscalerConns(t *testing.T) {
+	a := &Autoscaler{
+		Sizing: Sizing{Target: 2, Min: 1, Max: 10, BacklogDrain: 2 * time.Second, TargetConns: 100},
+		Rule:   RuleDemand, Rate: 1, IdleTimeout: 5 * time.Second, Cooldown: time.Second,
+		Win: Windows{Stable: 20 * time.Second, Panic: 6 * time.Second, Every: 100 * ms},
+	}
+	cur := Sample{At: t0, Conns: 450}
+	res := a.Poll(cur, Pool{Ready: 1}, time.Time{}, time.Time{})
+	if res.Desired != 5 || res.Start != 4 {
+		t.Fatalf("step to 450 connections: %+v, want desired 5, start 4 at once", res)
+	}
+	// The connections sit on the five, none on "e"; no request for a
+	// minute, so every one is idle by time.
+	ready := []Candidate{
+		{ID: "a", ReadySince: ago(time.Hour), Conns: 100}, {ID: "b", ReadySince: t0, Conns: 100},
+		{ID: "c", ReadySince: t0, Conns: 100}, {ID: "d", ReadySince: t0, Conns: 150},
+		{ID: "e", ReadySince: t0},
+	}
+	for x := 250 * ms; x <= 30*time.Second; x += 250 * ms {
+		cur = Sample{At: t0.Add(x), Conns: 450}
+		a.Poll(cur, Pool{Ready: 5}, t0, time.Time{})
+	}
+	surplus, idle := a.ScaleDown(cur, ready, 0)
+	if len(surplus) != 0 || !slices.Equal(idle, nil) {
+		t.Fatalf("450 connections on 5: surplus %v idle %v, want none", surplus, idle)
+	}
+	// Clients of "d" leave: 300 left. Down keeps 5 (the window's 450) for
+	// 20 s more; meanwhile Up asks 3 and the two without connections are
+	// idle. Then Down keeps 4 (3.25 of a container's target) and Up 3: one
+	// goes as surplus (the cheapest: no connection, by id), the other as
+	// idle; the three holding 100 each stay, idle by time or not.
+	ready[3].Conns = 0
+	for x := 30*time.Second + 250*ms; x <= 60*time.Second; x += 250 * ms {
+		cur = Sample{At: t0.Add(x), Conns: 300}
+		a.Poll(cur, Pool{Ready: 5}, t0, time.Time{})
+		if x == 40*time.Second {
+			if s, i := a.ScaleDown(cur, ready, 0); len(s) != 0 || len(i) != 2 {
+				t.Fatalf("at %v, window still holds 450: surplus %v, idle %v; want no surplus and the two without connections idle", x, s, i)
+			}
+		}
+	}
+	surplus, idle = a.ScaleDown(cur, ready, 0)
+	if !slices.Equal(surplus, []string{"d"}) || !slices.Equal(idle, []string{"e"}) {
+		t.Fatalf("300 connections on 5: surplus %v idle %v, want surplus [d], idle [e]", surplus, idle)
+	}
+}
+
+func TestShrinkConnsAndStale(t *testing.T) {
+	type k = Candidate
+	at := func(d time.Duration) time.Time { return ago(d) }
+	for _, tt := range []struct {
+		name  string
+		ready []Candidate
+		keep  int
+		want  []string
+	}{
+		{"fewest connections before fewest in flight: a drain that cuts nothing", []Candidate{
+			k{ID: "ws", ReadySince: at(time.Hour), Conns: 3},
+			k{ID: "busy", ReadySince: at(time.Hour), Inflight: 2},
+		}, 1, []string{"busy"}},
+		{"else the fewest connections: the drain cuts the least", []Candidate{
+			k{ID: "many", ReadySince: at(time.Minute), Conns: 40},
+			k{ID: "few", ReadySince: at(time.Hour), Conns: 3, Inflight: 5},
+			k{ID: "some", ReadySince: at(time.Hour), Conns: 10},
+		}, 1, []string{"few", "some"}},
+		{"equal connections: fewest in flight, then newest", []Candidate{
+			k{ID: "old", ReadySince: at(time.Hour), Conns: 2},
+			k{ID: "new", ReadySince: at(time.Minute), Conns: 2},
+			k{ID: "inflight", ReadySince: at(time.Second), Conns: 2, Inflight: 1},
+		}, 1, []string{"new", "old"}},
+		{"stale first, however busy: a deploy drains it anyway", []Candidate{
+			k{ID: "current", ReadySince: at(time.Minute)},
+			k{ID: "stale", ReadySince: at(time.Hour), Conns: 50, Inflight: 3, Stale: true},
+		}, 1, []string{"stale"}},
+		{"among stale ones, fewest connections", []Candidate{
+			k{ID: "s1", ReadySince: at(time.Hour), Conns: 9, Stale: true},
+			k{ID: "s2", ReadySince: at(time.Hour), Conns: 1, Stale: true},
+			k{ID: "cur", ReadySince: at(time.Hour)},
+		}, 2, []string{"s2"}},
+		{"negative counts (skewed balancers) read as none", []Candidate{
+			k{ID: "a", ReadySince: at(time.Hour), Conns: 1},
+			k{ID: "b", ReadySince: at(time.Hour), Conns: -4},
+		}, 1, []string{"b"}},
+		{"the doc's six, 2 connections on the newest idle one: one in flight goes before it", func() []Candidate {
+			six := []Candidate{k{ID: "a", ReadySince: at(60 * time.Minute), Inflight: 2}, k{ID: "b", ReadySince: at(50 * time.Minute)},
+				k{ID: "c", ReadySince: at(40 * time.Minute), Inflight: 1}, k{ID: "d", ReadySince: at(30 * time.Minute)},
+				k{ID: "e", ReadySince: at(20 * time.Minute), Conns: 2}, k{ID: "f", ReadySince: at(10 * time.Minute), Inflight: 3}}
+			return six
+		}(), 3, []string{"d", "b", "c"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			in := slices.Clone(tt.ready)
+			if got := Shrink(ShrinkInput{Ready: in, Keep: tt.keep, Rate: 1}); !slices.Equal(got, tt.want) {
+				t.Fatalf("Shrink = %v, want %v", got, tt.want)
+			}
+			if !slices.Equal(in, tt.ready) {
+				t.Fatal("Shrink reordered its input")
+			}
+		})
+	}
+}

@@ -52,6 +52,12 @@ type Instance struct {
 	State string
 	// Created is when the container was created.
 	Created time.Time
+	// Image is the image reference the container was started from, exactly
+	// as Spec.Image gave it (read back from LabelImage), so that a deploy
+	// tells the old image's containers from the new one's even after a tag
+	// moved. For a container started before the label existed it is the
+	// engine's own image field, which may then be an id or a digest.
+	Image string
 }
 
 // Engine state words the scaler acts on.

@@ -18,6 +18,12 @@ const (
 	// (scripts/down, scripts/stack-down) finds them all without knowing the
 	// pools.
 	LabelNetwork = "lbscale.network"
+	// LabelImage is the image reference a container was started from,
+	// exactly as given (driver.Spec.Image). A deploy tells old containers
+	// from new by it: the engine's own image field may read as an image id
+	// or a digest once the tag has moved to another image, and then no
+	// longer matches the reference either deploy named.
+	LabelImage = "lbscale.image"
 )
 
 // RoleWeb is the LabelRole value of web-server containers.

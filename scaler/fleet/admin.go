@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -87,8 +88,47 @@ func (f *Fleet) Handler(token string) http.Handler {
 				c.Dashboard().Stream(w, req)
 			}
 		})
+		r.Post("/deploy", f.serveDeploy)
 	})
 	return r
+}
+
+// serveDeploy records a deploy of the form's (or query's) image to the
+// request's pool: 202 with the deploy as JSON, for the leader to carry out
+// (it lives in the store, so any scaler may take the request); 409 while
+// another deploy is under way; 400 without an image. Deploying the image
+// the pool runs already answers 200 with the current deploy.
+func (f *Fleet) serveDeploy(w http.ResponseWriter, req *http.Request) {
+	c := f.pick(w, req)
+	if c == nil {
+		return
+	}
+	req.Body = http.MaxBytesReader(w, req.Body, 1<<16)
+	if err := req.ParseForm(); err != nil {
+		http.Error(w, "malformed form: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	image := strings.TrimSpace(req.Form.Get("image"))
+	if image == "" || strings.ContainsAny(image, " \t\r\n") {
+		http.Error(w, "image=NAME[:TAG] is required (e.g. image=lbscale/webserver:v2)", http.StatusBadRequest)
+		return
+	}
+	d, err := c.StartDeploy(req.Context(), image)
+	switch {
+	case errors.Is(err, control.ErrDeployBusy):
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	case err != nil:
+		http.Error(w, "record the deploy: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if d.Image == image && d.Phase.Active() {
+		w.WriteHeader(http.StatusAccepted)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(d)
 }
 
 // pick returns the controller of the request's pool (?pool=NAME, else the

@@ -59,8 +59,11 @@
 // queue time-outs and refusals, failed starts (so the back-off never
 // applies), DRAIN_TIMEOUT (a drain always ends, since a draining container
 // gets nothing new), several balancers' separate queues (one cluster-wide
-// FIFO stands for them), and the leader's reconcile loop (the policies
-// keep MIN_REPLICAS themselves, as decide.Up does).
+// FIFO stands for them), the leader's reconcile loop (the policies
+// keep MIN_REPLICAS themselves, as decide.Up does), long-lived connections
+// (WebSocket, SSE: Sample.Conns and Candidate.Conns stay 0 and
+// TARGET_CONNECTIONS is off, so the pool is sized by requests alone) and
+// deploys (every container runs the current image: none is stale).
 //
 // # Driving a policy
 //

@@ -12,13 +12,29 @@
 //	/load/reset  POST: restart peak_inflight, peak_active and served
 //	/healthz     GET: 200 "ok", 503 once shutdown has begun
 //	/upgrade     Connection: Upgrade requests get 101 and a raw byte echo
+//	/events      GET: server-sent events, "data: <n>" every interval_ms
+//	             (default 1000, 1 to 60000) until count events (0, the
+//	             default: no limit) were sent or the client leaves
 //
-// With FAULT set, / and /upgrade misbehave (Config.Fault) while /load and
-// /healthz answer as ever: the gray failure that health checks miss.
+// With FAULT set, / and /upgrade misbehave (Config.Fault) while /load,
+// /healthz and /events answer as ever: the gray failure that health checks
+// miss.
 //
 // Every response carries X-Server-Id. /load, /load/reset and /healthz are
 // never counted and never wait for a slot: a balancer polling them must see
 // the load, not add to it or queue behind it.
+//
+// Long-lived connections are held as an asynchronous (event-driven) server
+// holds them: an upgrade waits for a slot for its handshake only and gives
+// it back once the 101 is written, and an event stream takes none; both
+// are counted in /load's conns instead. So CAPACITY bounds the work done
+// at once, not the clients connected.
+//
+// On shutdown (SIGTERM, or BeginShutdown) the server closes its open
+// tunnels itself and ends its event streams with a last "event: bye", at
+// once rather than after SHUTDOWN_TIMEOUT, and refuses new ones with 503:
+// the clients of a draining container reconnect, through the balancer, to
+// another one, while ordinary requests inside still complete.
 package server
 
 import (
@@ -74,10 +90,15 @@ type LoadReport struct {
 	Waiting int64 `json:"waiting"`
 	// Capacity is CAPACITY (0: unlimited).
 	Capacity int `json:"capacity"`
-	// Served counts requests answered since start or reset.
+	// Served counts requests answered since start or reset; an upgrade
+	// counts once its 101 is written, an event stream once it ends.
 	Served int64 `json:"served"`
 	// Cancelled counts requests whose client went away before the answer.
 	Cancelled int64 `json:"cancelled"`
+	// Conns is the open upgraded connections (/upgrade) and event streams
+	// (/events). They are not in Inflight and hold no slot: like an
+	// event-driven server, this one spends a socket on each, not a worker.
+	Conns int64 `json:"conns"`
 	// CPUPercent is the process's CPU use over the last sampling period
 	// (one second), in percent of one core: 2 busy cores read 200.
 	CPUPercent float64 `json:"cpu_percent"`
@@ -102,10 +123,16 @@ type Server struct {
 	served, cancelled         atomic.Int64
 	cpuPercentBits            atomic.Uint64 // math.Float64bits of the last reading
 	shuttingDown              atomic.Bool
-	// stopping is closed by BeginShutdown, so that requests held by
-	// FAULT=hang let go and the drain does not wait ShutdownTimeout.
-	stopping     chan struct{}
-	stoppingOnce sync.Once
+	// stopping ends at BeginShutdown, so that requests held by FAULT=hang
+	// let go and the drain does not wait ShutdownTimeout, and so that open
+	// tunnels and event streams are closed (see long).
+	stopping context.Context
+	stop     context.CancelFunc
+	// conns counts open upgraded connections and event streams; long
+	// tracks their handlers, so that Serve returns only once every tunnel
+	// (which http.Server.Shutdown no longer sees once hijacked) is closed.
+	conns atomic.Int64
+	long  sync.WaitGroup
 	// cpuEvery is the CPU sampling period; tests shorten it.
 	cpuEvery time.Duration
 	handler  http.Handler
@@ -117,7 +144,8 @@ func New(cfg Config, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, cpuEvery: time.Second, stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, cpuEvery: time.Second}
+	s.stopping, s.stop = context.WithCancel(context.Background())
 	if cfg.Capacity > 0 {
 		s.slots = make(chan struct{}, cfg.Capacity)
 	}
@@ -129,6 +157,7 @@ func New(cfg Config, log *slog.Logger) *Server {
 	mux.HandleFunc("/load/reset", s.serveReset)
 	mux.HandleFunc("/healthz", s.serveHealth)
 	mux.HandleFunc("/upgrade", s.request(s.serveUpgrade))
+	mux.HandleFunc("/events", s.serveEvents)
 	mux.HandleFunc("/", s.request(s.serveHello))
 	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(HeaderServerID, cfg.ServerID)
@@ -141,10 +170,14 @@ func New(cfg Config, log *slog.Logger) *Server {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // BeginShutdown makes /healthz answer 503 so that balancers and the scaler
-// stop sending new work; requests already inside are still served.
+// stop sending new work; requests already inside are still served. Open
+// upgraded connections are closed and event streams end with a last "bye"
+// event, at once: they would otherwise hold the drain until their clients
+// leave, and closed they let those clients reconnect to another container.
+// New upgrades and event streams are refused with 503.
 func (s *Server) BeginShutdown() {
 	s.shuttingDown.Store(true)
-	s.stoppingOnce.Do(func() { close(s.stopping) })
+	s.stop()
 }
 
 // Serve answers on ln until ctx ends, then shuts down gracefully: /healthz
@@ -172,8 +205,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
+	s.log.Info("shutting down", "inflight", s.inflight.Load(), "conns", s.conns.Load(), "timeout", s.cfg.ShutdownTimeout.String())
 	s.BeginShutdown()
-	s.log.Info("shutting down", "inflight", s.inflight.Load(), "timeout", s.cfg.ShutdownTimeout.String())
 	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(dctx); err != nil {
@@ -182,6 +215,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("drain %d in-flight requests within %s: %w", left, s.cfg.ShutdownTimeout, err)
 	}
 	<-errc // http.ErrServerClosed
+	// No handler starts any more (Shutdown waited for every connection
+	// not taken over to go idle); the tunnels, closed by BeginShutdown,
+	// are finishing.
+	tunnels := make(chan struct{})
+	go func() { s.long.Wait(); close(tunnels) }()
+	select {
+	case <-tunnels:
+	case <-dctx.Done():
+		return fmt.Errorf("close %d upgraded connections within %s: %w", s.conns.Load(), s.cfg.ShutdownTimeout, dctx.Err())
+	}
 	s.log.Info("drained", "served", s.served.Load())
 	return nil
 }
@@ -198,6 +241,7 @@ func (s *Server) Snapshot() LoadReport {
 		Capacity:     s.cfg.Capacity,
 		Served:       s.served.Load(),
 		Cancelled:    s.cancelled.Load(),
+		Conns:        s.conns.Load(),
 		CPUPercent:   math.Float64frombits(s.cpuPercentBits.Load()),
 		ShuttingDown: s.shuttingDown.Load(),
 	}
@@ -314,7 +358,7 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-r.Context().Done():
 		s.cancelled.Add(1)
-	case <-s.stopping:
+	case <-s.stopping.Done():
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -408,48 +452,6 @@ func storeMax(m *atomic.Int64, v int64) {
 			return
 		}
 	}
-}
-
-// serveUpgrade lets tests check that a balancer passes protocol upgrades
-// (WebSocket) through, without a WebSocket library: it answers 101 with the
-// requested protocol and then echoes raw bytes until the client closes. The
-// connection holds a slot while it is open, as it would hold a worker of a
-// synchronous server.
-func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
-	proto := r.Header.Get("Upgrade")
-	if !hasToken(r.Header.Values("Connection"), "upgrade") || proto == "" {
-		w.Header().Set("Upgrade", "websocket")
-		w.Header().Set("Connection", "Upgrade")
-		http.Error(w, "/upgrade needs Connection: Upgrade and an Upgrade header", http.StatusUpgradeRequired)
-		return
-	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		http.Error(w, "connection cannot be taken over", http.StatusInternalServerError)
-		return
-	}
-	if !s.enter(r.Context()) {
-		return
-	}
-	defer s.leave()
-	conn, rw, err := hj.Hijack()
-	if err != nil {
-		s.log.Warn("upgrade: hijack", "err", err)
-		return
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Time{}) // the server's header deadline must not cut the echo
-	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n%s: %s\r\n\r\n",
-		proto, HeaderServerID, s.cfg.ServerID)
-	if err := rw.Flush(); err != nil {
-		return
-	}
-	// rw.Reader first returns what the server had already buffered past
-	// the request headers, then reads the connection.
-	if _, err := io.Copy(conn, rw.Reader); err != nil && !errors.Is(err, net.ErrClosed) {
-		s.log.Debug("upgrade: echo ended", "err", err)
-	}
-	s.served.Add(1)
 }
 
 // hasToken reports whether a comma-separated header holds token

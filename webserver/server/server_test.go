@@ -264,7 +264,7 @@ func TestLoadJSON(t *testing.T) {
 	}
 	want := map[string]any{
 		"id": "w9", "inflight": 3.0, "peak_inflight": 3.0, "active": 2.0, "waiting": 1.0,
-		"capacity": 2.0, "served": 0.0, "utilization": 1.5,
+		"capacity": 2.0, "served": 0.0, "utilization": 1.5, "conns": 0.0,
 	}
 	for k, v := range want {
 		if m[k] != v {
@@ -475,8 +475,8 @@ func TestUpgradeEcho(t *testing.T) {
 		res.Header.Get("Connection") != "Upgrade" || res.Header.Get(HeaderServerID) != "u1" {
 		t.Fatalf("upgrade answer: %s %v", res.Status, res.Header)
 	}
-	if l := s.Snapshot(); l.Active != 1 {
-		t.Errorf("open upgraded connection not counted: %+v", l)
+	if l := s.Snapshot(); l.Conns != 1 || l.Active != 0 || l.Inflight != 0 {
+		t.Errorf("open upgraded connection: %+v, want it in conns, holding no slot", l)
 	}
 	fmt.Fprint(conn, "ping\n")
 	line, err := br.ReadString('\n')
@@ -490,7 +490,7 @@ func TestUpgradeEcho(t *testing.T) {
 	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
 		t.Errorf("after EOF: %q %v", rest, err)
 	}
-	waitLoad(t, base, "the connection to be released", func(l LoadReport) bool { return l.Inflight == 0 && l.Served == 1 })
+	waitLoad(t, base, "the connection to be released", func(l LoadReport) bool { return l.Conns == 0 && l.Inflight == 0 && l.Served == 1 })
 
 	// Without the upgrade headers: 426.
 	for _, h := range []string{"Upgrade: echo-proto", "Connection: Upgrade", "Connection: keep-alive\r\nUpgrade: x"} {

@@ -32,6 +32,7 @@ type Store struct {
 	reports    map[string]state.Report // balancer id -> latest report
 	summary    []byte                  // the leader's dashboard summary
 	summaryEnd time.Time               // when summary expires
+	deploy     *state.Deploy           // the pool's latest deploy
 }
 
 type memBalancer struct {

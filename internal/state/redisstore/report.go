@@ -34,6 +34,8 @@ type backendReport struct {
 	Limit    int64  `json:"l,omitempty"`
 	Served   uint64 `json:"n,omitempty"`
 	Failures uint64 `json:"f,omitempty"`
+	Busy     int64  `json:"t,omitempty"` // nanoseconds
+	Conns    int64  `json:"c,omitempty"`
 }
 
 // PutReport implements state.Reports. The backends' document is written
@@ -46,7 +48,7 @@ func (s *Store) PutReport(ctx context.Context, r state.Report) error {
 	}
 	bs := make([]backendReport, 0, len(r.Backends))
 	for _, b := range r.Backends {
-		bs = append(bs, backendReport{ID: b.ID, Local: b.Local, Limit: b.Limit, Served: b.Served, Failures: b.Failures})
+		bs = append(bs, backendReport{ID: b.ID, Local: b.Local, Limit: b.Limit, Served: b.Served, Failures: b.Failures, Busy: int64(b.Busy), Conns: b.Conns})
 	}
 	scalars, err := json.Marshal(sc)
 	if err != nil {
@@ -137,7 +139,8 @@ func decodeReport(id string, ms int64, h map[string]string) state.Report {
 	var bs []backendReport
 	if json.Unmarshal([]byte(h["b"]), &bs) == nil {
 		for _, b := range bs {
-			r.Backends = append(r.Backends, state.BackendReport{ID: b.ID, Local: b.Local, Limit: b.Limit, Served: b.Served, Failures: b.Failures})
+			r.Backends = append(r.Backends, state.BackendReport{ID: b.ID, Local: b.Local, Limit: b.Limit, Served: b.Served, Failures: b.Failures,
+				Busy: time.Duration(b.Busy), Conns: b.Conns})
 		}
 	}
 	return r

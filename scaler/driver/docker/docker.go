@@ -101,6 +101,7 @@ func (d *Docker) List(ctx context.Context) ([]driver.Instance, error) {
 			ContainerID: c.ID,
 			State:       string(c.State),
 			Created:     time.Unix(c.Created, 0),
+			Image:       image(c.Labels, c.Image),
 		}
 		if len(c.Names) > 0 {
 			inst.ID = strings.TrimPrefix(c.Names[0], "/")
@@ -115,6 +116,17 @@ func (d *Docker) List(ctx context.Context) ([]driver.Instance, error) {
 		out = append(out, inst)
 	}
 	return out, nil
+}
+
+// image is the reference a container was started from: its LabelImage,
+// or, for a container created before the driver set that label, the
+// engine's image field (the reference given at create time while the tag
+// still names that image, the image's id once it has moved).
+func image(labels map[string]string, engineImage string) string {
+	if ref := labels[driver.LabelImage]; ref != "" {
+		return ref
+	}
+	return engineImage
 }
 
 func (d *Docker) addr(ip string) string {
@@ -135,6 +147,7 @@ func (d *Docker) Start(ctx context.Context, spec driver.Spec) (driver.Instance, 
 			driver.LabelRole:    driver.RoleWeb,
 			driver.LabelCreator: d.cfg.Creator,
 			driver.LabelNetwork: d.cfg.Network,
+			driver.LabelImage:   spec.Image,
 		},
 	}
 	hc := &container.HostConfig{
@@ -153,7 +166,7 @@ func (d *Docker) Start(ctx context.Context, spec driver.Spec) (driver.Instance, 
 	if err != nil {
 		return driver.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
 	}
-	inst := driver.Instance{ID: spec.Name, ContainerID: created.ID, State: driver.StateCreated, Created: time.Now()}
+	inst := driver.Instance{ID: spec.Name, ContainerID: created.ID, State: driver.StateCreated, Created: time.Now(), Image: spec.Image}
 	if err := d.api(ctx).ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		d.discard(created.ID)
 		return driver.Instance{}, fmt.Errorf("start container %s: %w", spec.Name, err)

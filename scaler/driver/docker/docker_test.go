@@ -44,8 +44,8 @@ func TestDockerDriver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inst.ID != name || inst.Addr == "" || !inst.Running() {
-		t.Fatalf("started %+v", inst)
+	if inst.ID != name || inst.Addr == "" || !inst.Running() || inst.Image != img {
+		t.Fatalf("started %+v, want running at an address with image %s", inst, img)
 	}
 	select {
 	case <-watch:
@@ -72,16 +72,30 @@ func TestDockerDriver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 || list[0].ID != name || list[0].Addr != inst.Addr {
-		t.Fatalf("List = %+v, want only %s at %s", list, name, inst.Addr)
+	if len(list) != 1 || list[0].ID != name || list[0].Addr != inst.Addr || list[0].Image != img {
+		t.Fatalf("List = %+v, want only %s at %s with image %s", list, name, inst.Addr, img)
 	}
 	info, err := cli.ContainerInspect(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Config.Hostname != name || info.Config.Labels[driver.LabelCreator] != "test" ||
+	if info.Config.Hostname != name || info.Config.Labels[driver.LabelCreator] != "test" || info.Config.Labels[driver.LabelImage] != img ||
 		info.HostConfig.NanoCPUs != 250_000_000 || info.HostConfig.Memory != 32<<20 {
 		t.Fatalf("container config: hostname %q labels %v cpu %d mem %d", info.Config.Hostname, info.Config.Labels, info.HostConfig.NanoCPUs, info.HostConfig.Memory)
+	}
+
+	// A container created before the driver labelled the image: List falls
+	// back to the engine's image field, which still reads as the reference
+	// given while the tag names the same image.
+	legacyPool := dockertest.Pool(t, cli)
+	legacy := dockertest.Foreign(t, cli, img, netName, map[string]string{driver.LabelPool: legacyPool})
+	dl, err := docker.New(docker.Config{Pool: legacyPool, Network: netName, Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	if list, err := dl.List(ctx); err != nil || len(list) != 1 || list[0].ID != legacy || list[0].Image != img {
+		t.Fatalf("List of a pool with an unlabelled image = %+v, %v; want %s with image %s", list, err, legacy, img)
 	}
 
 	for _, foreign := range []string{unlabelled, otherPool} {

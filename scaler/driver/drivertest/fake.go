@@ -252,7 +252,7 @@ func (f *Fake) Start(ctx context.Context, spec driver.Spec) (driver.Instance, er
 		return driver.Instance{}, fmt.Errorf("start container %s: name in use", spec.Name)
 	}
 	now := e.now()
-	inst := driver.Instance{ID: spec.Name, ContainerID: "fake-" + spec.Name, Addr: e.addrLocked(), State: driver.StateRunning, Created: now}
+	inst := driver.Instance{ID: spec.Name, ContainerID: "fake-" + spec.Name, Addr: e.addrLocked(), State: driver.StateRunning, Created: now, Image: spec.Image}
 	e.boxes[spec.Name] = &box{inst: inst, pool: f.pool, healthyAt: now.Add(e.bootDelay)}
 	e.starts++
 	e.countLocked(f.pool)

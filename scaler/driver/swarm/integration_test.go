@@ -72,8 +72,8 @@ func TestSwarmDriver(t *testing.T) {
 		}
 		t.Logf("Start took %s", time.Since(t0).Round(time.Millisecond))
 		host, _, _ := net.SplitHostPort(inst.Addr)
-		if !inst.Running() || !subnet.Contains(net.ParseIP(host)) {
-			t.Fatalf("started %+v, want running at an address in %s", inst, subnet)
+		if !inst.Running() || !subnet.Contains(net.ParseIP(host)) || inst.Image != img {
+			t.Fatalf("started %+v, want running at an address in %s with image %s", inst, subnet, img)
 		}
 		started[inst.ID] = inst
 	}
@@ -88,7 +88,7 @@ func TestSwarmDriver(t *testing.T) {
 		t.Fatalf("List = %+v, want the 2 started", list)
 	}
 	for _, inst := range list {
-		if s, ok := started[inst.ID]; !ok || !inst.Running() || inst.Addr != s.Addr {
+		if s, ok := started[inst.ID]; !ok || !inst.Running() || inst.Addr != s.Addr || inst.Image != img {
 			t.Fatalf("List has %+v, started %+v", inst, s)
 		}
 	}
@@ -102,7 +102,7 @@ func TestSwarmDriver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := started[info.Config.Hostname]; !ok || info.Config.Labels[driver.LabelCreator] != "test" ||
+		if _, ok := started[info.Config.Hostname]; !ok || info.Config.Labels[driver.LabelCreator] != "test" || info.Config.Labels[driver.LabelImage] != img ||
 			!slices.Contains(info.HostConfig.CapDrop, "ALL") || info.HostConfig.NanoCPUs != 250_000_000 || info.HostConfig.Memory != 32<<20 {
 			t.Fatalf("task container: hostname %q labels %v capdrop %v cpu %d mem %d",
 				info.Config.Hostname, info.Config.Labels, info.HostConfig.CapDrop, info.HostConfig.NanoCPUs, info.HostConfig.Memory)
@@ -143,6 +143,19 @@ func TestSwarmDriver(t *testing.T) {
 			t.Fatalf("%s not running again 30 s after its container was killed: %+v", victim.ID, listed(t, d))
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// A service created before the driver labelled the image: List falls
+	// back to the service's task template.
+	legacyPool := swarmtest.Pool(t, cli)
+	legacy := swarmtest.Foreign(t, cli, img, netName, map[string]string{driver.LabelPool: legacyPool})
+	dl, err := swarmdriver.New(swarmdriver.Config{Pool: legacyPool, Network: netName, Port: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	if list := listed(t, dl); len(list) != 1 || list[0].ID != legacy || list[0].Image != img {
+		t.Fatalf("List of a pool with an unlabelled image = %+v, want %s with image %s", list, legacy, img)
 	}
 
 	for _, foreign := range []string{otherPool, unlabelled} {

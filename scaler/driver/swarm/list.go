@@ -60,6 +60,21 @@ func containerID(t swarm.Task) string {
 	return t.ID
 }
 
+// image is the reference the service was created with: its LabelImage,
+// or, for a service created before the driver set that label, the task
+// template's image without the "@sha256:…" pin Swarm appends when it
+// resolved a digest (the reference given is what a deploy compares).
+func image(spec swarm.ServiceSpec) string {
+	if ref := spec.Labels[driver.LabelImage]; ref != "" {
+		return ref
+	}
+	if spec.TaskTemplate.ContainerSpec == nil {
+		return ""
+	}
+	ref, _, _ := strings.Cut(spec.TaskTemplate.ContainerSpec.Image, "@sha256:")
+	return ref
+}
+
 func (s *Swarm) poolArgs() filters.Args {
 	return filters.NewArgs(filters.Arg("label", driver.PoolFilter(s.cfg.Pool)))
 }
@@ -142,7 +157,7 @@ func (s *Swarm) instances(svcs []swarm.Service, tasks []swarm.Task) []driver.Ins
 // death. No task at all (not yet scheduled): created, Created = the
 // service's creation.
 func (s *Swarm) instance(svc swarm.Service, tasks []swarm.Task, now time.Time) driver.Instance {
-	inst := driver.Instance{ID: svc.Spec.Name, ContainerID: svc.ID, State: driver.StateCreated, Created: svc.CreatedAt}
+	inst := driver.Instance{ID: svc.Spec.Name, ContainerID: svc.ID, State: driver.StateCreated, Created: svc.CreatedAt, Image: image(svc.Spec)}
 	var cur *swarm.Task
 	for i := range tasks {
 		t := &tasks[i]

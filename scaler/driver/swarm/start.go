@@ -43,7 +43,7 @@ func (s *Swarm) serviceSpec(spec driver.Spec) swarm.ServiceSpec {
 		// The container labels let `docker ps --filter label=lbscale.pool=…`
 		// find the task containers on each node, as with plain Docker, and
 		// let Watch tell the pool's container events from others.
-		Labels:   s.labels(),
+		Labels:   s.labels(spec.Image),
 		Hostname: driver.Hostname(spec.Name),
 		Env:      spec.Env,
 		// The web server needs no privilege. Engine 20.10 (API 1.41) honours
@@ -68,7 +68,7 @@ func (s *Swarm) serviceSpec(spec driver.Spec) swarm.ServiceSpec {
 		placement = &swarm.Placement{Constraints: s.cfg.Constraints}
 	}
 	return swarm.ServiceSpec{
-		Annotations: swarm.Annotations{Name: spec.Name, Labels: s.labels()},
+		Annotations: swarm.Annotations{Name: spec.Name, Labels: s.labels(spec.Image)},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: cs,
 			Resources: &swarm.ResourceRequirements{
@@ -106,7 +106,7 @@ func (s *Swarm) Start(ctx context.Context, spec driver.Spec) (driver.Instance, e
 		s.discard(created.ID)
 		return driver.Instance{}, fmt.Errorf("start service %s: %w", spec.Name, err)
 	}
-	inst.ID = spec.Name
+	inst.ID, inst.Image = spec.Name, spec.Image
 	return inst, nil
 }
 

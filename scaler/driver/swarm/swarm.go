@@ -130,11 +130,14 @@ func (s *Swarm) Ping(ctx context.Context) error {
 // Close releases the client's connections.
 func (s *Swarm) Close() error { return s.eng.Close() }
 
-func (s *Swarm) labels() map[string]string {
+// labels are a replica's labels, on its service and its task containers
+// alike; image is the reference it runs (driver.LabelImage).
+func (s *Swarm) labels(image string) map[string]string {
 	return map[string]string{
 		driver.LabelPool:    s.cfg.Pool,
 		driver.LabelRole:    driver.RoleWeb,
 		driver.LabelCreator: s.cfg.Creator,
 		driver.LabelNetwork: s.cfg.Network,
+		driver.LabelImage:   image,
 	}
 }

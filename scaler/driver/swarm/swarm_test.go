@@ -183,6 +183,44 @@ func TestList(t *testing.T) {
 	}
 }
 
+// TestListImage: the image comes from LabelImage, exactly as Start was
+// given it; a service created before the label existed falls back to its
+// task template's image, without the digest Swarm may have pinned.
+func TestListImage(t *testing.T) {
+	tests := []struct {
+		name, label, template, want string
+	}{
+		{"label", "lbscale/webserver:v2", "lbscale/webserver:v2@sha256:" + strings.Repeat("ab", 32), "lbscale/webserver:v2"},
+		{"label wins over a template the tag has moved from", "lbscale/webserver:v2", "lbscale/webserver:v1", "lbscale/webserver:v2"},
+		{"no label: the template's image", "", "lbscale/webserver:v1", "lbscale/webserver:v1"},
+		{"no label: the template's image, digest cut", "", "registry.local:5000/web:v1@sha256:" + strings.Repeat("cd", 32), "registry.local:5000/web:v1"},
+		{"no label, no container spec", "", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newFakeEngine(t)
+			labels := poolLabels(pool)
+			if tc.label != "" {
+				labels[driver.LabelImage] = tc.label
+			}
+			id := e.addService("a", labels, t0)
+			if tc.template != "" {
+				e.mu.Lock()
+				e.services[id].Spec.TaskTemplate.ContainerSpec = &swarm.ContainerSpec{Image: tc.template}
+				e.mu.Unlock()
+			}
+			e.addTask(id, swarm.TaskStateRunning, swarm.TaskStateRunning, minutes(1), fakeNetwork, "10.0.1.5/24")
+			got, err := e.driver(t, Config{Pool: pool}).List(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Image != tc.want {
+				t.Fatalf("List = %+v, want image %q", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestStartSpec(t *testing.T) {
 	e := newFakeEngine(t)
 	e.boot = 3
@@ -192,8 +230,11 @@ func TestStartSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inst.ID != spec.Name || inst.Addr != "10.0.1.9:8080" || inst.State != driver.StateRunning || !strings.HasPrefix(inst.ContainerID, "c-") {
+	if inst.ID != spec.Name || inst.Addr != "10.0.1.9:8080" || inst.State != driver.StateRunning || !strings.HasPrefix(inst.ContainerID, "c-") || inst.Image != spec.Image {
 		t.Fatalf("Start = %+v", inst)
+	}
+	if list, err := d.List(context.Background()); err != nil || len(list) != 1 || list[0].Image != spec.Image {
+		t.Fatalf("List = %+v, %v; want %s with image %s", list, err, spec.Name, spec.Image)
 	}
 
 	e.mu.Lock()
@@ -202,7 +243,7 @@ func TestStartSpec(t *testing.T) {
 	if len(unexpected) > 0 {
 		t.Errorf("calls outside the fake (a registry lookup?): %v", unexpected)
 	}
-	want := map[string]string{driver.LabelPool: pool, driver.LabelRole: driver.RoleWeb, driver.LabelCreator: "scaler-1", driver.LabelNetwork: fakeNetwork}
+	want := map[string]string{driver.LabelPool: pool, driver.LabelRole: driver.RoleWeb, driver.LabelCreator: "scaler-1", driver.LabelNetwork: fakeNetwork, driver.LabelImage: spec.Image}
 	cs := got.TaskTemplate.ContainerSpec
 	checks := []struct {
 		what string
