@@ -167,11 +167,6 @@ func (c *Controller) Status(ctx context.Context) Status {
 		}
 	}
 	s.Members = c.members.status()
-	st := c.up.stats()
-	for i := range s.Members {
-		s.Members[i].Conns = st[s.Members[i].ID].Conns
-		s.Conns += s.Members[i].Conns
-	}
 	s.Problems = c.rep.failing()
 	sort.Slice(s.Members, func(i, j int) bool { return s.Members[i].ID < s.Members[j].ID })
 	s.Events = c.rep.events.list()
@@ -196,6 +191,18 @@ func (c *Controller) Status(ctx context.Context) Status {
 		s.RegistryError = err.Error()
 	} else if reg != nil {
 		s.Registry = reg
+	}
+	// Connections come from the balancers' reports, read here: a
+	// follower has no load readings of its own, and /status describes the
+	// pool whichever scaler answers.
+	if rs, err := c.store.Reports(ctx); err == nil {
+		st := sumReports(rs, c.now())
+		for i := range s.Members {
+			s.Members[i].Conns = st[s.Members[i].ID].Conns
+		}
+		for _, b := range s.Registry {
+			s.Conns += st[b.ID].Conns
+		}
 	}
 	return s
 }

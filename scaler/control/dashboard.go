@@ -43,15 +43,30 @@ type Summary struct {
 	Inflight int64  `json:"inflight"`
 	Queued   int64  `json:"queued"`
 	Demand   Demand `json:"demand"`
+	// Deploy is the pool's latest deploy as the leader read it (nil:
+	// none); Images the members' ids by the image they run. Only the
+	// leader tracks either, and a follower's page shows them.
+	Deploy *state.Deploy       `json:"deploy,omitempty"`
+	Images map[string][]string `json:"images,omitempty"`
 }
 
 // summary is this scaler's Summary, as leader.
 func (c *Controller) summary() Summary {
 	r := c.up.latest()
 	ready, starting, draining := c.members.counts()
-	return Summary{Leader: c.instance, Since: c.lease.leaderSince(), Desired: r.desired,
+	s := Summary{Leader: c.instance, Since: c.lease.leaderSince(), Desired: r.desired,
 		Ideal: r.demand.Steady / float64(max(c.cfg.TargetInflight, 1)), Events: c.rep.events.list(),
-		Replicas: ready, Starting: starting, Draining: draining, Inflight: r.inflight, Queued: r.queued, Demand: r.demand}
+		Replicas: ready, Starting: starting, Draining: draining, Inflight: r.inflight, Queued: r.queued, Demand: r.demand,
+		Images: map[string][]string{}}
+	if d, ok := c.dep.current(); ok {
+		s.Deploy = &d
+	}
+	for _, m := range c.members.list() {
+		if m.image != "" {
+			s.Images[m.image] = append(s.Images[m.image], m.id)
+		}
+	}
+	return s
 }
 
 // publishSummaries writes the Summary every summaryEvery for the term.
@@ -100,7 +115,10 @@ func (c *Controller) seedEvents(ctx context.Context) {
 
 // Snapshot implements dashboard.Source: the registry, the cluster load and
 // the balancers' reports from the store, with the leader's Summary (its own
-// when this scaler leads). Every scaler serves it, leader or not.
+// when this scaler leads). Every scaler serves it, leader or not. The open
+// connections are summed from the reports read here, as the leader sums
+// them (sumReports), so a follower needs no word of the leader's for them;
+// the deploy and the members' images are the leader's.
 func (c *Controller) Snapshot(ctx context.Context) (dashboard.Snapshot, error) {
 	now := c.now()
 	s := dashboard.Snapshot{Time: now, Pool: c.cfg.Pool, Pools: c.pools(), Scaler: c.instance, Problems: c.rep.failing(),
@@ -126,8 +144,15 @@ func (c *Controller) Snapshot(ctx context.Context) (dashboard.Snapshot, error) {
 		return s, err
 	}
 	s.Leader = dashboard.Leader{ID: c.lease.leaderID(), Self: c.leader.Load(), Since: c.lease.leaderSince()}
+	images := map[string]string{}
 	if ok && sum.Leader == s.Leader.ID {
 		s.Leader.Since = sum.Since
+		s.Deploy = pageDeploy(sum.Deploy)
+		for img, ids := range sum.Images {
+			for _, id := range ids {
+				images[id] = img
+			}
+		}
 		s.Replicas.Desired, s.Replicas.Ideal = sum.Desired, sum.Ideal
 		for _, e := range sum.Events {
 			s.Events = append(s.Events, dashboard.Event{Time: e.Time, Direction: e.Direction, Reason: string(e.Reason),
@@ -138,7 +163,11 @@ func (c *Controller) Snapshot(ctx context.Context) (dashboard.Snapshot, error) {
 		s.Leader.Since = time.Time{}
 	}
 	s.Backends, s.Replicas.Ready, s.Replicas.Starting, s.Replicas.Draining = backendViews(reg, load, reports)
-	for _, b := range s.Backends {
+	stats := sumReports(reports, now)
+	for i := range s.Backends {
+		b := &s.Backends[i]
+		b.Image, b.Conns = images[b.ID], stats[b.ID].Conns
+		s.Conns += b.Conns
 		s.Requests.Inflight += b.Inflight
 		if b.State == string(state.Ready) {
 			s.Requests.Limit += b.Limit
@@ -147,6 +176,15 @@ func (c *Controller) Snapshot(ctx context.Context) (dashboard.Snapshot, error) {
 	s.Requests.Queued, s.Requests.Rate = load.Queued, load.Arrivals
 	s.Balancers = balancerViews(reports, now)
 	return s, nil
+}
+
+// pageDeploy is the page's view of d (nil: none).
+func pageDeploy(d *state.Deploy) *dashboard.Deploy {
+	if d == nil {
+		return nil
+	}
+	return &dashboard.Deploy{Phase: string(d.Phase), Image: d.Image, Previous: d.Previous, Reason: d.Reason,
+		Started: d.Started, Finished: d.Finished}
 }
 
 // backendViews joins the registry with the load and the reports: in flight

@@ -86,6 +86,65 @@ func TestDashboardSnapshotLeaderAndFollower(t *testing.T) {
 	})
 }
 
+// The dashboard shows the pool's deploy, on the leader's page and on a
+// follower's (from the leader's Summary), while it runs and once done; the
+// member rows carry their image, and the open connections come from the
+// balancers' reports.
+func TestDashboardSnapshotShowsTheDeploy(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		h := newHarness(t)
+		cfgA, cfgB := deployConfig(), deployConfig()
+		cfgA.CanaryTime, cfgB.CanaryTime = 5*time.Second, 5*time.Second
+		cfgB.ID = "scaler-b"
+		a, b := h.pair(cfgA, cfgB, nil, 3)
+		ctx := context.Background()
+		snap := func(c *Controller) dashboard.Snapshot {
+			s, err := c.Snapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		for _, c := range []*Controller{a, b} {
+			if s := snap(c); s.Deploy != nil {
+				t.Fatalf("deploy %+v before any", s.Deploy)
+			}
+		}
+		if _, err := a.StartDeploy(ctx, "app:v2"); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*Controller{a, b} {
+			testenv.Eventually(t, 15*time.Second, c.instance+" shows the canary", func() bool {
+				d := snap(c).Deploy
+				return d != nil && d.Phase == string(state.DeployCanary) && d.Image == "app:v2" &&
+					d.Previous == cfgA.WebImage && !d.Started.IsZero() && d.Finished.IsZero()
+			})
+		}
+		testenv.Eventually(t, 30*time.Second, "deploy done", func() bool { return h.deploy(a).Phase == state.DeployDone })
+		h.settle(3)
+		time.Sleep(2 * summaryEvery) // the leader publishes its summary
+		per := map[string]state.BackendReport{}
+		for i, id := range h.ready() {
+			per[id] = state.BackendReport{Conns: int64(i + 1)}
+		}
+		h.report("b1", per)
+		for _, c := range []*Controller{a, b} {
+			s := snap(c)
+			if d := s.Deploy; d == nil || d.Phase != string(state.DeployDone) || d.Image != "app:v2" || d.Finished.IsZero() || d.Reason == "" {
+				t.Errorf("%s: deploy %+v, want app:v2 done, with its canary's verdict", c.instance, d)
+			}
+			if s.Conns != 1+2+3 {
+				t.Errorf("%s: %d connections, want 6", c.instance, s.Conns)
+			}
+			for _, x := range s.Backends {
+				if x.State == string(state.Ready) && (x.Image != "app:v2" || x.Conns != per[x.ID].Conns) {
+					t.Errorf("%s: backend %s on %q with %d conns, want app:v2 with %d", c.instance, x.ID, x.Image, x.Conns, per[x.ID].Conns)
+				}
+			}
+		}
+	})
+}
+
 // The event log goes on across a change of leader: the new leader starts
 // from the old one's summary.
 func TestEventsCarryOverFailover(t *testing.T) {

@@ -291,6 +291,106 @@ func TestDashboardLive(t *testing.T) {
 	}
 }
 
+// The deploy box shows the deploy under way highlighted, a rolled-back
+// one as a warning, and nothing when the pool was never deployed; the
+// connections card and the member rows' images follow the snapshot.
+func TestDashboardDeployAndConns(t *testing.T) {
+	skipShort(t)
+	ctx := browsertest.New(t, browsertest.Timeout)
+	base := dashboardtest.Cluster(dashboardtest.Shape{Backends: 6, Balancers: 1, Seed: 5, Time: time.Now()})
+	src := dashboardtest.NewSource(base, nil)
+	h := dashboard.New(dashboard.Options{Source: src, Every: 200 * time.Millisecond})
+	hctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		h.Run(hctx)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	srv := serve(t, dashboardtest.Mux(h))
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL)); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "live", `document.querySelector('#conn[data-state=live]') !== null && window.lbscale.ticks > 0`)
+
+	// Never deployed: no box. The connections card shows the pool's sum.
+	if !eval[bool](t, ctx, `document.getElementById('deploy').hidden`) {
+		t.Error("the deploy box shows with no deploy")
+	}
+	poll(t, ctx, "the connections", `document.getElementById('conns').textContent === '`+strconv.FormatInt(base.Conns, 10)+`'`)
+	src.Update(func(s *dashboard.Snapshot) { s.Conns = 12345 })
+	poll(t, ctx, "the new connections", `document.getElementById('conns').textContent === '12,345'`)
+
+	// Member rows: the image's tag, the whole reference in the title, and
+	// the backend's connections.
+	row := `document.querySelector('#backends tr')`
+	if got := eval[string](t, ctx, row+`.cells[7].textContent`); got != "1.4.2" {
+		t.Errorf("image cell = %q, want the tag 1.4.2", got)
+	}
+	if got := eval[string](t, ctx, row+`.cells[7].querySelector('span').title`); got != dashboardtest.Image {
+		t.Errorf("image cell's title = %q, want %q", got, dashboardtest.Image)
+	}
+	src.Update(func(s *dashboard.Snapshot) {
+		for i := range s.Backends {
+			s.Backends[i].Conns = 777
+		}
+	})
+	poll(t, ctx, "the row's connections", row+`.cells[3].textContent === '777'`)
+	for ref, want := range map[string]string{
+		"web:2":                           "2",
+		"registry.local:5000/shop/web":    "web",
+		"registry.local:5000/web:v3-rc1":  "v3-rc1",
+		"web@sha256:0123456789abcdef0123": "0123456789ab",
+		"":                                "",
+	} {
+		if got := eval[string](t, ctx, `tag(`+strconv.Quote(ref)+`)`); got != want {
+			t.Errorf("tag(%q) = %q, want %q", ref, got, want)
+		}
+	}
+
+	// A canary under way: highlighted, with the images, the reason and
+	// how long it has run.
+	src.Update(func(s *dashboard.Snapshot) {
+		s.Deploy = &dashboard.Deploy{Phase: "canary", Image: "shop/web:1.5.0", Previous: "shop/web:1.4.2",
+			Reason: "asked through the admin API", Started: time.Now().Add(-125 * time.Second)}
+	})
+	poll(t, ctx, "the canary", `(() => {
+		const d = document.getElementById('deploy');
+		return !d.hidden && d.classList.contains('active') && !d.classList.contains('warn') &&
+			document.getElementById('deploy-phase').textContent === 'canary' &&
+			document.getElementById('deploy-images').textContent === 'shop/web:1.5.0 ← shop/web:1.4.2' &&
+			document.getElementById('deploy-reason').textContent === 'asked through the admin API' &&
+			document.getElementById('deploy-time').textContent.startsWith('running for 2m ');
+	})()`)
+	if bg := eval[string](t, ctx, `getComputedStyle(document.getElementById('deploy-phase')).backgroundColor`); bg != "rgb(59, 130, 246)" {
+		t.Errorf("an active phase's pill is %s, want the highlight (var(--starting))", bg)
+	}
+
+	// Rolled back: a warning, no longer active, with when it ended.
+	src.Update(func(s *dashboard.Snapshot) {
+		now := time.Now()
+		s.Deploy.Phase, s.Deploy.Reason = "rolled-back", "canary failed 80% of 50 requests"
+		s.Deploy.Started, s.Deploy.Finished = now.Add(-10*time.Minute), now.Add(-3*time.Minute)
+	})
+	poll(t, ctx, "the rollback", `(() => {
+		const d = document.getElementById('deploy');
+		const when = document.getElementById('deploy-time').textContent;
+		return !d.hidden && d.classList.contains('warn') && !d.classList.contains('active') &&
+			document.getElementById('deploy-phase').textContent === 'rolled-back' &&
+			document.getElementById('deploy-reason').textContent.includes('80%') &&
+			when.startsWith('finished ') && when.includes('(3m ') && when.endsWith('took 7m 00s');
+	})()`)
+	if bg := eval[string](t, ctx, `getComputedStyle(document.getElementById('deploy-phase')).backgroundColor`); bg != "rgb(180, 83, 9)" {
+		t.Errorf("a rolled-back phase's pill is %s, want the warning colour (var(--warn))", bg)
+	}
+
+	src.Update(func(s *dashboard.Snapshot) { s.Deploy = nil })
+	poll(t, ctx, "no deploy", `document.getElementById('deploy').hidden`)
+}
+
 // bearer lets a request through to next only with the token.
 func bearer(token string, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -37,6 +37,12 @@ type Snapshot struct {
 	// Replicas are the registry's counts and the leader's targets.
 	Replicas Replicas `json:"replicas"`
 	Requests Requests `json:"requests"`
+	// Conns are the open long-lived connections (WebSocket, event
+	// streams) on the pool's containers: a request count misses them,
+	// and a drain or a deploy waits for them to close.
+	Conns int64 `json:"conns"`
+	// Deploy is the pool's latest deploy (nil: it was never deployed).
+	Deploy *Deploy `json:"deploy,omitempty"`
 	// Backends are the registry's entries with their load.
 	Backends  []Backend  `json:"backends"`
 	Balancers []Balancer `json:"balancers"`
@@ -80,6 +86,25 @@ type Requests struct {
 	Rate float64 `json:"rate"`
 }
 
+// Deploy is the pool's latest deploy, as the page shows it. The page
+// highlights the active phases (canary, rolling, rolling-back) and warns
+// of a rollback.
+type Deploy struct {
+	// Phase is canary, rolling, done, rolling-back or rolled-back.
+	Phase string `json:"phase"`
+	// Image is the image deployed; Previous the one it replaces, which a
+	// rollback returns to.
+	Image    string `json:"image"`
+	Previous string `json:"previous"`
+	// Reason says why the phase is what it is (the canary's verdict, the
+	// failure that started a rollback).
+	Reason string `json:"reason,omitempty"`
+	// Started is when the deploy was asked for; Finished when it reached
+	// done or rolled-back (zero: still under way).
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
 // Backend is one registry entry with its load.
 type Backend struct {
 	ID    string `json:"id"`
@@ -93,6 +118,11 @@ type Backend struct {
 	// since it started.
 	Served   uint64 `json:"served"`
 	Failures uint64 `json:"failures"`
+	// Image is the image its container runs ("" : not known to the
+	// leader yet); during a deploy it tells new containers from old.
+	Image string `json:"image,omitempty"`
+	// Conns are its open long-lived connections, summed over balancers.
+	Conns int64 `json:"conns"`
 }
 
 // Balancer is one balancer as its latest report tells.

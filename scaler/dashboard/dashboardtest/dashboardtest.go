@@ -87,6 +87,10 @@ func Clone(s dashboard.Snapshot) dashboard.Snapshot {
 		s.Events[i].IDs = slices.Clone(s.Events[i].IDs)
 	}
 	s.Problems = maps.Clone(s.Problems)
+	if s.Deploy != nil {
+		d := *s.Deploy
+		s.Deploy = &d
+	}
 	return s
 }
 
@@ -107,11 +111,15 @@ const (
 	Target = 24
 )
 
+// Image is the image every made-up backend runs.
+const Image = "registry.example.com/shop/web:1.4.2"
+
 // Cluster returns a plausible snapshot of the given shape: about 90% of
 // the backends ready, 6% starting and 4% draining, with random load, one
 // balancer of ten cut off from Redis, events spread over the last half
-// hour (the newest still under way). The counts and sums agree with the
-// lists.
+// hour (the newest still under way), every backend on Image with a
+// quarter of its load on long-lived connections. The counts and sums agree
+// with the lists.
 func Cluster(sh Shape) dashboard.Snapshot {
 	r := rand.New(rand.NewPCG(sh.Seed, sh.Seed^0x9e3779b97f4a7c15))
 	now := sh.Time
@@ -141,8 +149,12 @@ func Cluster(sh Shape) dashboard.Snapshot {
 			b.Served = uint64(r.IntN(2_000_000))
 			b.Failures = uint64(r.IntN(40)) * uint64(r.IntN(2))
 		}
+		// Some of the load on long-lived connections (no random draw, so
+		// that a seed makes the cluster it always made).
+		b.Image, b.Conns = Image, b.Inflight/4
 		s.Requests.Inflight += b.Inflight
 		s.Requests.Limit += b.Limit
+		s.Conns += b.Conns
 		s.Backends = append(s.Backends, b)
 	}
 	slices.SortFunc(s.Backends, func(a, b dashboard.Backend) int { return strings.Compare(a.ID, b.ID) })
