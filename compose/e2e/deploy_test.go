@@ -22,7 +22,8 @@ import (
 
 // Images of the deploy tests, built FROM the web server's image (nothing
 // is pulled): a good release, one whose server exits at start (its
-// containers never pass the health gate), and one that answers 500 to
+// containers never pass the health gate: WORK_MS, which WEB_ENV does not
+// set, is invalid), and one that answers 500 to
 // every request while /healthz passes (only the canary's comparison with
 // the old containers catches it).
 var (
@@ -85,18 +86,37 @@ type deployStatus struct {
 	Demand struct {
 		ServiceMs float64 `json:"service_ms"`
 	} `json:"demand"`
-	Events []struct {
-		Time      time.Time `json:"time"`
-		Direction string    `json:"direction"`
-		Reason    string    `json:"reason"`
-		IDs       []string  `json:"ids"`
-	} `json:"events"`
+	Events []scaleEvent `json:"events"`
+}
+
+// scaleEvent is one event of a scaler's /status.
+type scaleEvent struct {
+	Time      time.Time `json:"time"`
+	Direction string    `json:"direction"`
+	Reason    string    `json:"reason"`
+	IDs       []string  `json:"ids"`
 }
 
 func readDeployStatus(t *testing.T) deployStatus {
 	t.Helper()
+	return readDeployStatusAt(t, adminScaler)
+}
+
+// leaderEvents are the scale events of whichever scaler leads (a
+// follower's /status carries none of its own).
+func leaderEvents(t *testing.T) []scaleEvent {
+	t.Helper()
+	var evs []scaleEvent
+	for _, a := range []string{adminScaler, adminScalerB} {
+		evs = append(evs, readDeployStatusAt(t, a).Events...)
+	}
+	return evs
+}
+
+func readDeployStatusAt(t *testing.T, admin string) deployStatus {
+	t.Helper()
 	var s deployStatus
-	res, err := http.Get(adminScaler + "/status?pool=" + pool)
+	res, err := http.Get(admin + "/status?pool=" + pool)
 	if err != nil {
 		t.Fatalf("scaler /status: %v", err)
 	}
@@ -112,6 +132,9 @@ type readySampler struct {
 	low  atomic.Int64
 	stop chan struct{}
 	done chan struct{}
+	// changes is the timeline of ready counts, for the log.
+	mu      sync.Mutex
+	changes []string
 }
 
 func sampleReady(t *testing.T) *readySampler {
@@ -133,7 +156,16 @@ func sampleReady(t *testing.T) *readySampler {
 			var st deployStatus
 			err = json.NewDecoder(res.Body).Decode(&st)
 			res.Body.Close()
-			if err == nil && st.Replicas > 0 && int64(st.Replicas) < s.low.Load() {
+			if err != nil {
+				continue
+			}
+			s.mu.Lock()
+			line := fmt.Sprintf("%d", st.Replicas)
+			if n := len(s.changes); n == 0 || !strings.HasSuffix(s.changes[n-1], " "+line) {
+				s.changes = append(s.changes, time.Now().Format("15:04:05.0")+" "+line)
+			}
+			s.mu.Unlock()
+			if int64(st.Replicas) < s.low.Load() {
 				s.low.Store(int64(st.Replicas))
 			}
 		}
@@ -246,11 +278,18 @@ func (l *longConn) ended() (time.Time, bool) {
 func TestDeploys(t *testing.T) {
 	needDocker(t)
 	buildImage(t, imageGood, "LABEL lbscale.e2e=good")
-	buildImage(t, imageBadHealth, "ENV CAPACITY=none")
+	buildImage(t, imageBadHealth, "ENV WORK_MS=none")
 	buildImage(t, imageBad500, "ENV FAULT=error")
-	const floor = 3
+	// DEPLOY_E2E_POOL sets the pool's size (scripts/exp-deploy measures
+	// 1, 4 and 10); the suite runs 3.
+	floor := 3
+	if v := os.Getenv("DEPLOY_E2E_POOL"); v != "" {
+		if _, err := fmt.Sscan(v, &floor); err != nil || floor < 1 {
+			t.Fatalf("DEPLOY_E2E_POOL=%q: want a whole number ≥ 1", v)
+		}
+	}
 	connDrain := 4 * time.Second
-	up(t, fmt.Sprintf("MIN_REPLICAS=%d", floor), "MAX_REPLICAS=8",
+	up(t, fmt.Sprintf("MIN_REPLICAS=%d", floor), fmt.Sprintf("MAX_REPLICAS=%d", 2*floor+2),
 		"WEB_ENV=CAPACITY=8,SLEEP_MS=20", "MAX_INFLIGHT=8", "TARGET_INFLIGHT=8",
 		// Explicit: the 500 image's answers are retried elsewhere, so an
 		// idempotent request never sees them.
@@ -323,16 +362,15 @@ func TestDeploys(t *testing.T) {
 	if len(errs) > 0 {
 		t.Errorf("%d requests failed: %v", len(errs), errs[:min(5, len(errs))])
 	}
-	if low := ready.low.Load(); low < floor {
-		t.Errorf("ready containers fell to %d during the deploys, below the %d they began with", low, floor)
+	if low := ready.low.Load(); low < int64(floor) {
+		t.Errorf("ready containers fell to %d during the deploys, below the %d they began with; timeline: %v", low, floor, ready.changes)
 	}
 
 	// Every long-lived connection on an old container lasted until its
 	// container's drain began plus CONNECTION_DRAIN (less a second of
 	// reporting lag): the deploy did not cut it early.
-	st := readDeployStatus(t)
 	drained := map[string]time.Time{}
-	for _, ev := range st.Events {
+	for _, ev := range leaderEvents(t) {
 		if ev.Direction == "down" {
 			for _, id := range ev.IDs {
 				if _, ok := drained[id]; !ok {
@@ -364,8 +402,8 @@ func TestDeploys(t *testing.T) {
 			t.Errorf("event stream on %s ended without the server's bye", l.server)
 		}
 	}
-	t.Logf("deploys: good %v, bad health %v (rolled back), 500s %v (rolled back); %d requests, all 200; lowest ready %d; %d long-lived connections, %d cut early",
-		results[0].took.Round(100*time.Millisecond), results[1].took.Round(100*time.Millisecond), results[2].took.Round(100*time.Millisecond),
+	t.Logf("deploys of a pool of %d: good %v, bad health %v (rolled back), 500s %v (rolled back); %d requests, all 200; lowest ready %d; %d long-lived connections, %d cut early",
+		floor, results[0].took.Round(100*time.Millisecond), results[1].took.Round(100*time.Millisecond), results[2].took.Round(100*time.Millisecond),
 		total, ready.low.Load(), len(conns), cut)
 }
 

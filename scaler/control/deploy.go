@@ -368,20 +368,25 @@ func (d *deployer) stepRoll(ctx context.Context, rec state.Deploy) {
 	}
 	stats := d.up.stats()
 	var in decide.RollInput
-	oldStarting := 0
+	others := 0 // members on another image, in any phase
 	for _, m := range d.members.list() {
+		if m.image != target {
+			others++
+		}
 		switch {
 		case m.image == target && m.phase == phaseReady:
 			in.NewReady++
 		case m.image == target && m.phase == phaseStarting:
 			in.NewStarting++
 		case m.phase == phaseReady:
-			in.Old = append(in.Old, decide.Candidate{ID: m.id, ReadySince: m.since, Conns: stats[m.id].Conns, Stale: true})
-		case m.phase == phaseStarting:
-			oldStarting++
+			in.Old = append(in.Old, decide.Candidate{ID: m.id, ReadySince: m.since, Conns: stats[m.id].Conns,
+				Inflight: d.up.inflightOf(m.id), Stale: true})
 		}
 	}
-	if len(in.Old) == 0 && oldStarting == 0 {
+	// Finished once no container of another image is left at all: the
+	// drained ones too have stopped (their connections had their
+	// CONNECTION_DRAIN), so that "done" means every container runs it.
+	if others == 0 {
 		rec.Phase, rec.Finished = state.DeployDone, d.now()
 		if reason == ReasonRollback {
 			rec.Phase = state.DeployRolledBack

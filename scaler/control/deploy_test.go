@@ -255,3 +255,38 @@ func TestConfiguredImageChangeIsADeploy(t *testing.T) {
 		}
 	})
 }
+
+// A deploy outlives its leader: the scaler that takes over in the middle
+// of the roll finishes it from the store's record and the containers'
+// images, without starting it over.
+func TestDeploySurvivesALeaderChange(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		h := newHarness(t)
+		cfgA, cfgB := deployConfig(), deployConfig()
+		cfgA.MinReplicas, cfgB.MinReplicas = 4, 4
+		cfgB.ID = "scaler-b"
+		storeA := &cutStore{Store: h.store}
+		a, b := h.pair(cfgA, cfgB, storeA, 4)
+		lowest, stop := h.readyFloor()
+		if _, err := b.StartDeploy(context.Background(), "app:v2"); err != nil { // a follower takes the request
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 30*time.Second, "rolling, part-way", func() bool {
+			return h.deploy(a).Phase == state.DeployRolling && h.images()["app:v2"] >= 2
+		})
+		storeA.cut.Store(true)
+		testenv.Eventually(t, 15*time.Second, "b takes over", b.Leader)
+		testenv.Eventually(t, 60*time.Second, "deploy done by b", func() bool { return h.deploy(b).Phase == state.DeployDone })
+		h.settle(4)
+		stop()
+		if got := h.images(); got["app:v2"] != 4 || len(got) != 1 {
+			t.Fatalf("images: %v", got)
+		}
+		if lowest() < 4 {
+			t.Fatalf("ready fell to %d across the leader change", lowest())
+		}
+		if a.Leader() {
+			t.Fatal("a leads while cut off")
+		}
+	})
+}

@@ -78,6 +78,7 @@ type upscaler struct {
 
 	mu        sync.Mutex // protects the fields below
 	latestR   reading
+	loadR     state.ClusterLoad // the latest reading's load
 	statsR    map[string]backendStats // per backend, from the latest reading
 	lastUp    time.Time
 	failures  int       // consecutive failed starts
@@ -102,7 +103,7 @@ func (u *upscaler) heldUntil() time.Time {
 // must not hold back the starts of the next term.
 func (u *upscaler) endTerm() {
 	u.mu.Lock()
-	u.latestR, u.statsR = reading{}, nil
+	u.latestR, u.statsR, u.loadR = reading{}, nil, state.ClusterLoad{}
 	u.failures, u.notBefore, u.lastUp = 0, time.Time{}, time.Time{}
 	u.mu.Unlock()
 }
@@ -141,6 +142,9 @@ func (u *upscaler) observe(ctx context.Context) (decide.Sample, state.ClusterLoa
 		u.mu.Unlock()
 	}
 	cur.Conns = u.members.conns(u.stats())
+	u.mu.Lock()
+	u.loadR = load
+	u.mu.Unlock()
 	return cur, load, true
 }
 
@@ -150,6 +154,13 @@ func (u *upscaler) stats() map[string]backendStats {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.statsR
+}
+
+// inflightOf is backend id's cluster-wide in-flight count, as last read.
+func (u *upscaler) inflightOf(id string) int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.loadR.Inflight[id]
 }
 
 // connsOf is backend id's open long-lived connections, as last read.
