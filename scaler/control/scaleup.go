@@ -78,7 +78,7 @@ type upscaler struct {
 
 	mu        sync.Mutex // protects the fields below
 	latestR   reading
-	loadR     state.ClusterLoad // the latest reading's load
+	loadR     state.ClusterLoad       // the latest reading's load
 	statsR    map[string]backendStats // per backend, from the latest reading
 	lastUp    time.Time
 	failures  int       // consecutive failed starts
