@@ -301,6 +301,11 @@ func TestDeploys(t *testing.T) {
 		"SCALE_DOWN=idle", "IDLE_TIMEOUT=30m", "HEALTH_INTERVAL=500ms")
 	waitReady(t, floor)
 
+	// The scalers' /status agrees too (a follower's figures are the
+	// leader's summary, up to a second old) before the lowest is watched.
+	testenv.Eventually(t, 30*time.Second, "the scalers report the pool ready", func() bool {
+		return readDeployStatusAt(t, adminScaler).Replicas == floor && readDeployStatusAt(t, adminScalerB).Replicas == floor
+	})
 	load := startHostLoad("", "/?sleep_ms=20", 60)
 	ready := sampleReady(t)
 	var conns []*longConn
