@@ -80,6 +80,12 @@ type hostLoad struct {
 }
 
 func startHostLoad(host, path string, rate float64) *hostLoad {
+	return startHostLoadOn("", host, path, rate)
+}
+
+// startHostLoadOn is startHostLoad through the one balancer at base
+// ("" : both of the compose cluster, 3:1).
+func startHostLoadOn(base, host, path string, rate float64) *hostLoad {
 	l := &hostLoad{stop: make(chan struct{}), codes: map[int]int{}}
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 200}}
 	l.wg.Add(1)
@@ -96,6 +102,9 @@ func startHostLoad(host, path string, rate float64) *hostLoad {
 			target := proxyA
 			if k%4 == 3 {
 				target = proxyB
+			}
+			if base != "" {
+				target = base
 			}
 			l.sent.Add(1)
 			l.wg.Add(1)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -217,7 +219,7 @@ func TestSwarmPools(t *testing.T) {
 		"STACK_NAME=" + swarmStack, "POOL=" + swarmPool, "NETWORK=" + swarmNetwork, "LBSCALE_CONFIG=" + file,
 		fmt.Sprintf("LB_PORT=%d", ports[0]), fmt.Sprintf("ADMIN_PORT=%d", ports[1]),
 		fmt.Sprintf("SCALER_ADMIN_PORT=%d", ports[2]), fmt.Sprintf("SCALER_B_ADMIN_PORT=%d", ports[3]),
-		"LEASE_TTL=3s",
+		"LEASE_TTL=3s", "DEPLOY_CANARY_TIME=3s", "DEPLOY_CANARY_REQUESTS=20",
 	}
 	services := func(p string) []string {
 		return splitLines(docker(t, "service", "ls", "-q", "--filter", "label=lbscale.pool="+p))
@@ -272,4 +274,37 @@ func TestSwarmPools(t *testing.T) {
 	if strings.Join(s.Pools, ",") != web+","+bin {
 		t.Errorf("scaler lists pools %v (%v), want %s and %s", s.Pools, err, web, bin)
 	}
+
+	// A deploy on the swarm: the web pool's services are replaced by ones
+	// on the new image, under load, without a failed request.
+	v2 := "lbscale/webserver:" + swarmPool + "-v2"
+	docker(t, "tag", "lbscale/webserver:local", v2)
+	t.Cleanup(func() { _ = exec.Command("docker", "rmi", v2).Run() })
+	load := startHostLoadOn(proxy, "web.test", "/?sleep_ms=20", 10)
+	cmd := exec.Command("bash", filepath.Join("scripts", "deploy"), web, v2)
+	cmd.Dir = testenv.Root()
+	cmd.Env = append(os.Environ(), "SCALER_URL="+scalerAdmin, "DEPLOY_WAIT=180", "SCALER_DRIVER=swarm")
+	begin = time.Now()
+	dout, derr := cmd.CombinedOutput()
+	took := time.Since(begin)
+	codes, errs := load.end()
+	if derr != nil {
+		t.Fatalf("scripts/deploy on the swarm: %v\n%s", derr, dout)
+	}
+	images := splitLines(docker(t, "service", "ls", "--filter", "label=lbscale.pool="+web, "--format", "{{.Image}}"))
+	for _, img := range images {
+		if !strings.HasPrefix(img, v2) {
+			t.Errorf("web services after the deploy: %v, want every one on %s", images, v2)
+			break
+		}
+	}
+	for code, n := range codes {
+		if code != http.StatusOK {
+			t.Errorf("%d requests answered %d during the swarm deploy", n, code)
+		}
+	}
+	if len(errs) > 0 {
+		t.Errorf("%d requests failed during the swarm deploy: %v", len(errs), errs[:min(3, len(errs))])
+	}
+	t.Logf("deploy on the swarm: %v, %d services on %s, requests %v", took.Round(100*time.Millisecond), len(images), v2, codes)
 }

@@ -290,3 +290,32 @@ func TestDeploySurvivesALeaderChange(t *testing.T) {
 		}
 	})
 }
+
+// Autoscaling goes on during a deploy: once the canary passed, the
+// containers a load step asks for start on the new image, and the deploy
+// still ends with every container on it.
+func TestDeployWithAutoscalingDuringIt(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		h := newHarness(t)
+		cfg := deployConfig()
+		cfg.MinReplicas = 2
+		cfg.CanaryTime = 100 * time.Millisecond
+		c, _ := h.start(cfg, nil)
+		h.settle(2)
+		if _, err := c.StartDeploy(context.Background(), "app:v2"); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 30*time.Second, "rolling", func() bool { return h.deploy(c).Phase != state.DeployCanary })
+		// A step of load: 20 in flight at a target of 4 asks for 5.
+		inflight := map[string]int64{}
+		for _, id := range h.ready() {
+			inflight[id] = 20 / int64(len(h.ready()))
+		}
+		h.balancer("lb-a", 10, inflight, nil)
+		testenv.Eventually(t, 30*time.Second, "deploy done", func() bool { return h.deploy(c).Phase == state.DeployDone })
+		testenv.Eventually(t, 30*time.Second, "grown on the new image", func() bool {
+			got := h.images()
+			return got["app:v2"] >= 5 && len(got) == 1
+		})
+	})
+}
