@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,11 +21,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"lbscale/balancer/accesslog"
 	"lbscale/balancer/admin"
 	"lbscale/balancer/config"
 	"lbscale/balancer/edge"
 	"lbscale/balancer/front"
 	"lbscale/balancer/tlsterm"
+	"lbscale/balancer/tracing"
 	"lbscale/internal/envconf"
 	"lbscale/internal/healthcheck"
 	"lbscale/internal/poolfile"
@@ -75,6 +78,9 @@ type balancer struct {
 	door  *front.Door
 	admin *admin.Server
 	certs *tlsterm.Reloader // nil without TLS
+	// alog is the access log and tracer the traces' exporter (nil: off).
+	alog   *accesslog.Logger
+	tracer *tracing.Tracer
 
 	// reloads counts pool files refused by a reload.
 	reloadErrors prometheus.Counter
@@ -114,7 +120,12 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger) (*balancer,
 	b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	b.reloadErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "lbscale_balancer_config_reload_errors_total", Help: "Pool files refused by a reload (the running configuration stayed)."})
 	b.reg.MustRegister(b.reloadErrors)
-	b.door = front.NewDoor(front.Deps{Store: b.poolStore, Shared: b.store != nil, Registerer: b.reg, Log: log, BalancerID: cfg.BalancerID}, cfg.ShutdownTimeout)
+	if err := b.observability(); err != nil {
+		b.closeStore()
+		return nil, err
+	}
+	b.door = front.NewDoor(front.Deps{Store: b.poolStore, Shared: b.store != nil, Registerer: b.reg, Log: log, BalancerID: cfg.BalancerID,
+		AccessLog: b.alog, Tracer: b.tracer}, cfg.ShutdownTimeout)
 	if err := b.door.Apply(ctx, specs); err != nil {
 		b.closeStore()
 		return nil, configError{err}
@@ -129,6 +140,31 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger) (*balancer,
 		}
 	}
 	return b, nil
+}
+
+// observability opens the access log (ACCESS_LOG) and the trace exporter
+// (the OpenTelemetry SDK's OTEL_* variables); either may be off. An
+// access log that cannot be opened, or OTEL_* values the SDK refuses,
+// stop the balancer at start-up.
+func (b *balancer) observability() error {
+	var err error
+	if b.cfg.AccessLog != "" {
+		b.alog, err = accesslog.Open(accesslog.Options{Dest: b.cfg.AccessLog, KeepQuery: b.cfg.AccessLogQuery, MaxSize: b.cfg.AccessLogMaxBytes})
+		if err != nil {
+			return configError{fmt.Errorf("ACCESS_LOG: %w", err)}
+		}
+		b.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "lbscale_balancer_access_log_dropped_total",
+			Help: "Access-log entries dropped because the writer fell behind (the log never slows a request).",
+		}, func() float64 { return float64(b.alog.Dropped()) }))
+	}
+	if b.tracer, err = tracing.FromEnv(os.LookupEnv); err != nil {
+		if b.alog != nil {
+			_ = b.alog.Close()
+		}
+		return configError{err}
+	}
+	return nil
 }
 
 func (b *balancer) closeStore() {
@@ -256,6 +292,25 @@ func (b *balancer) run(ctx context.Context) error {
 		w.Prime(b.data)
 		goRun(w.Run)
 	}
+	if b.alog != nil {
+		// logrotate moves the file and sends SIGHUP: the log goes on in a
+		// new file at the same path.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		goRun(func(ctx context.Context) {
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := b.alog.Reopen(); err != nil {
+						log.Error("access log not reopened", "file", cfg.AccessLog, "err", err)
+					}
+				}
+			}
+		})
+	}
 	listeners, err := b.newListeners()
 	if err != nil {
 		stopBG()
@@ -285,5 +340,11 @@ func (b *balancer) run(ctx context.Context) error {
 	}
 	stopBG()
 	b.door.Close(sctx)
+	if b.alog != nil {
+		_ = b.alog.Close()
+	}
+	if err := b.tracer.Shutdown(sctx); err != nil {
+		log.Warn("traces not all exported at shutdown", "err", err)
+	}
 	return runErr
 }

@@ -148,6 +148,7 @@ type runConfig struct {
 	Requests    int64
 	Users       int
 	Think       time.Duration
+	Trace       bool
 
 	// Derived by load: the open-loop rate profile (nil in closed loop) and
 	// its description.
@@ -167,7 +168,7 @@ func newFlagSet(name string, stderr io.Writer, usage string) *flag.FlagSet {
 	return fs
 }
 
-const runUsage = `usage: loadtest run --target URL[=weight] ... (--rate N | --users N) [--duration D | --requests N] [--status URL] [--out DIR]
+const runUsage = `usage: loadtest run --target URL[=weight] ... (--rate N | --users N) [--duration D | --requests N] [--status URL] [--trace] [--out DIR]
 
 Open loop (--rate): requests leave on schedule whether or not earlier ones
 have returned, and latency is measured from each request's intended send
@@ -180,6 +181,8 @@ time, so a stalled server cannot hide its stall. --profile shapes the rate:
             (repeat a time for an instant step); ends at the last row
             unless --duration is given
 Closed loop (--users N): N clients each send, wait, and send again.
+--trace sends each request with a fresh W3C traceparent header and lists the
+10 slowest requests' trace ids (overall and per target) in the summary.
 
 Flags:
 `
@@ -202,6 +205,7 @@ func loadRun(args []string, stderr io.Writer) (*runConfig, error) {
 	fs.Int64Var(&c.Requests, "requests", 0, "stop after this many requests")
 	fs.IntVar(&c.Users, "users", 0, "closed loop: number of clients, each with one request in flight")
 	fs.DurationVar(&c.Think, "think", 0, "closed loop: pause between a user's requests")
+	fs.BoolVar(&c.Trace, "trace", false, "send each request with a fresh W3C traceparent header (sampled) and list the slowest requests' trace ids in the summary")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -228,6 +232,9 @@ func (c *runConfig) validate(set map[string]bool) error {
 		return usageErr("--users must be > 0, got %d", c.Users)
 	case c.Think < 0:
 		return usageErr("--think must be >= 0, got %v", c.Think)
+	case c.Trace && c.Header.Get(drive.TraceparentHeader) != "":
+		// One of the two would be silently lost.
+		return usageErr("--trace excludes --header traceparent: --trace sends a fresh one with each request")
 	}
 	if c.ProfileFile != "" {
 		if set["profile"] && c.Profile != "file" {

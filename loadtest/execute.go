@@ -24,6 +24,9 @@ type phase struct {
 	users    int
 	duration time.Duration // closed loop
 	think    time.Duration
+	// trace sends a traceparent with each request and keeps the slowest
+	// requests' trace ids.
+	trace bool
 	// dashboard, when set, receives the live dashboard's URL if a --status
 	// document names one (run prints it; saturate's steps do not repeat it).
 	dashboard io.Writer
@@ -37,7 +40,9 @@ func execute(ctx context.Context, p phase, prog *progress) *report.Run {
 	if p.users > 0 {
 		conns = p.users
 	}
-	h := drive.NewHTTP(p.httpConfig(conns))
+	hc := p.httpConfig(conns)
+	hc.Trace = p.trace
+	h := drive.NewHTTP(hc)
 	defer h.Close()
 	urls := p.urls()
 	start := time.Now()

@@ -2,7 +2,7 @@
 // cluster answered: throughput, errors by kind, HDR latency percentiles,
 // which backend served each request, and the replica count over time.
 //
-//	loadtest run --target URL[=weight] ... --rate N --duration D | --requests N | --users N --status URL --out DIR
+//	loadtest run --target URL[=weight] ... --rate N --duration D | --requests N | --users N --status URL --trace --out DIR
 //	loadtest saturate --target URL --slo D
 //	loadtest idle --target URL --conns N --hold D
 //
@@ -31,7 +31,7 @@ import (
 )
 
 const usage = `usage:
-  loadtest run --target URL[=weight] ... --rate N --duration D | --requests N | --users N --status URL --out DIR
+  loadtest run --target URL[=weight] ... --rate N --duration D | --requests N | --users N --status URL --trace --out DIR
   loadtest saturate --target URL --slo D
   loadtest idle --target URL --conns N --hold D
 
@@ -98,11 +98,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	settings := report.Settings{
 		Mode: "open", Profile: c.describe, Requests: c.Requests, Duration: c.Duration,
 		Concurrency: c.Concurrency, Timeout: c.Timeout, KeepAlive: c.KeepAlive, StatusURLs: c.Status,
+		Trace: c.Trace,
 	}
 	for _, t := range c.Targets {
 		settings.Targets = append(settings.Targets, report.Target{URL: t.URL, Weight: t.Weight})
 	}
-	p := phase{common: c.common, profile: c.profile, requests: c.Requests, dashboard: stderr}
+	p := phase{common: c.common, profile: c.profile, requests: c.Requests, trace: c.Trace, dashboard: stderr}
 	if c.Users > 0 {
 		settings.Mode, settings.Users, settings.Concurrency = "closed", c.Users, 0
 		p.users, p.duration, p.think = c.Users, c.Duration, c.Think

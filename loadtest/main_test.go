@@ -104,6 +104,7 @@ func TestBadInputExits2(t *testing.T) {
 		{[]string{"run", "--target", u, "--rate", "10", "--duration", "3s", "--profile", "spike", "--spike-at", "10s"}, "not within"},
 		{[]string{"run", "--target", u, "--rate", "10", "--profile-file", malformed}, "exclude each other"},
 		{[]string{"run", "--target", u, "--users", "2", "--concurrency", "5"}, "excludes --concurrency"},
+		{[]string{"run", "--target", u, "--rate", "10", "--trace", "--header", "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "--trace excludes --header traceparent"},
 		{[]string{"run", "--target", u, "--rate", "10", "--out", filepath.Join(malformed, "sub")}, "--out"},
 		{[]string{"saturate", "--target", u, "--slo", "100ms", "--out", filepath.Join(malformed, "sub")}, "--out"},
 		{[]string{"run", "--target", u, "--rate", "1e9", "--duration", "1s"}, "above"},

@@ -105,6 +105,17 @@ type Config struct {
 	DebugBackendHeader  bool          // DEBUG_BACKEND_HEADER: X-Lbscale-Backend on responses
 	DebugPprof          bool          // DEBUG_PPROF: /debug/pprof/ on the admin port (behind ADMIN_TOKEN)
 
+	// AccessLog (ACCESS_LOG) is where the access log goes: "" (off),
+	// "stdout", or a file path. AccessLogQuery (ACCESS_LOG_QUERY) writes
+	// query strings, which may hold tokens, instead of redacting them;
+	// AccessLogMaxBytes (ACCESS_LOG_MAX_MB) rotates a file log by size.
+	AccessLog         string
+	AccessLogQuery    bool
+	AccessLogMaxBytes int64
+	// ColdStartHeader (COLD_START_HEADER) adds X-Lbscale-Cold-Start to an
+	// answer whose request waited for a container to start.
+	ColdStartHeader bool
+
 	// MaxConnections (MAX_CONNECTIONS) bounds the long-lived connections
 	// (upgrades, event streams, bodies still open after StreamAfter) per
 	// backend, summed over all balancers; 0: no limit. They hold no
@@ -181,6 +192,10 @@ var Vars = envconf.Join(envconf.Table{
 	{Name: "MAX_HEADER_LINE_BYTES", Default: 16 << 10, Min: 256, Max: 1 << 20, Help: "longer header line: 431"},
 	{Name: "MAX_HEADER_BYTES", Default: 64 << 10, Min: 1 << 10, Max: 16 << 20, Help: "request line and headers together: 431 (≥ both line limits)"},
 	{Name: "DEBUG_BACKEND_HEADER", Default: false, Help: "add X-Lbscale-Backend (the backend's id) to responses; for debugging only"},
+	{Name: "ACCESS_LOG", Default: "off", Help: "off, stdout, or a file path: one JSON object per request (time, request id, client, method, host, path, status, bytes, duration, queue and cold-start waits, upstream time, pool, backend, attempts, retry reason, TLS, user agent, trace id), written off the request path: a full buffer drops lines (counted in lbscale_balancer_access_log_dropped_total) rather than slow a request. A file is reopened on SIGHUP (logrotate)"},
+	{Name: "ACCESS_LOG_QUERY", Default: false, Help: "write query strings in the access log; by default a query is written as REDACTED, since it may carry tokens"},
+	{Name: "ACCESS_LOG_MAX_MB", Default: 0, Min: 0, Max: 1 << 20, Help: "a file access log larger than this is renamed to <file>.1 and a new one begun (0 = never; use logrotate and SIGHUP instead)"},
+	{Name: "COLD_START_HEADER", Default: false, Help: "add X-Lbscale-Cold-Start: <ms> to an answer whose request waited for a container to start (the time it waited), so a client can tell a cold start from a slow service"},
 	{Name: "DEBUG_PPROF", Default: false, Help: "serve Go's profiles (CPU, heap, allocs, mutex, block) under /debug/pprof/ on the admin port, behind ADMIN_TOKEN; see docs/performance.md"},
 	{Name: "OUTLIER_CONSECUTIVE_5XX", Default: 5, Min: 0, Max: 1000, Help: "consecutive failures of a backend (5xx answers, or connect errors, resets, upstream timeouts) that eject it; 0 = no ejection (0…1000)"},
 	{Name: "OUTLIER_BASE_EJECTION", Default: 30 * time.Second, Min: time.Millisecond, Max: time.Hour, Help: "first ejection's length; the n-th in a row lasts n × this (the count decays by one per base time without ejection)"},
@@ -239,6 +254,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		MaxHeaderBytes:      r.Int("MAX_HEADER_BYTES"),
 		DebugBackendHeader:  r.Bool("DEBUG_BACKEND_HEADER"),
 		DebugPprof:          r.Bool("DEBUG_PPROF"),
+		AccessLogQuery:      r.Bool("ACCESS_LOG_QUERY"),
+		AccessLogMaxBytes:   int64(r.Int("ACCESS_LOG_MAX_MB")) << 20,
+		ColdStartHeader:     r.Bool("COLD_START_HEADER"),
 
 		OutlierConsecutive:  r.Int("OUTLIER_CONSECUTIVE_5XX"),
 		OutlierBase:         r.Duration("OUTLIER_BASE_EJECTION"),
@@ -291,6 +309,15 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		// The balancer finds the scaler's registry under this name; the
 		// scaler refuses the same names.
 		r.Fail(state.EnvPool, "%v", err)
+	}
+	switch v := strings.TrimSpace(r.String("ACCESS_LOG")); {
+	case v == "off" || v == "":
+	case v == "stdout":
+		c.AccessLog = v
+	case strings.HasSuffix(v, "/") || strings.ContainsRune(v, 0):
+		r.Fail("ACCESS_LOG", "%q is neither off, stdout nor a file path", v)
+	default:
+		c.AccessLog = v
 	}
 	// With a pool file each pool names its own backends (or follows the
 	// registry); the check is made for each pool's configuration, which

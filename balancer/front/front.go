@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"lbscale/balancer/accesslog"
 	"lbscale/balancer/admin"
 	"lbscale/balancer/config"
 	"lbscale/balancer/route"
@@ -67,11 +68,17 @@ func NewDoor(d Deps, drain time.Duration) *Door {
 func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p, ok := d.cur.Load().table.Match(r.Host, r.URL.Path)
 	if !ok {
+		start := time.Now()
 		h := w.Header()
 		h["Content-Type"] = plainText
 		h["X-Content-Type-Options"] = noSniff
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = w.Write(notFound)
+		if d.deps.AccessLog != nil {
+			d.deps.AccessLog.Log(&accesslog.Entry{Time: start, ID: r.Header.Get("X-Request-Id"), Client: r.RemoteAddr,
+				Method: r.Method, Host: r.Host, Path: r.URL.Path, Query: r.URL.RawQuery, Proto: r.Proto,
+				Status: http.StatusNotFound, BytesOut: int64(len(notFound)), Duration: time.Since(start), UserAgent: r.UserAgent()})
+		}
 		return
 	}
 	p.ServeHTTP(w, r)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"lbscale/balancer/accesslog"
 	"lbscale/balancer/admin"
 	"lbscale/balancer/cluster"
 	"lbscale/balancer/config"
@@ -19,6 +20,7 @@ import (
 	"lbscale/balancer/outlier"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/proxy"
+	"lbscale/balancer/tracing"
 	"lbscale/internal/state"
 )
 
@@ -33,6 +35,10 @@ type Deps struct {
 	// Registerer takes each pool's series, under a pool label.
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
+	// AccessLog and Tracer are the process's (nil: off), shared by its
+	// pools; the door logs what no pool serves.
+	AccessLog *accesslog.Logger
+	Tracer    *tracing.Tracer
 	// BalancerID is this replica's id in the store; a pool rebuilt by a
 	// reload takes it with a generation suffix, so that the old and the
 	// new copy of the pool hold their slots apart while the old drains.
@@ -114,6 +120,7 @@ func NewPool(d Deps, cfg config.Config, gen int) (*Pool, error) {
 		Prospects: p.syncer, BodyBuffer: cfg.BodyBufferBytes, BodyTimeout: cfg.ClientBodyTimeout,
 		TunnelIdle: cfg.TunnelIdleTimeout, BackendHeader: cfg.DebugBackendHeader,
 		MaxConnections: cfg.MaxConnections, StreamAfter: cfg.StreamAfter,
+		Pool: cfg.Pool, AccessLog: d.AccessLog, Tracer: d.Tracer, ColdStartHeader: cfg.ColdStartHeader,
 	})
 	return p, nil
 }

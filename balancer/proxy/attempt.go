@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"lbscale/balancer/pool"
+	"lbscale/balancer/tracing"
 )
 
 type ctxKey struct{}
@@ -63,6 +64,16 @@ type attempt struct {
 	streamAt time.Time
 	resBody  respBody
 	timer    *time.Timer
+
+	// What the access log and the trace record: the queue wait and the
+	// part of it spent waiting for a container to start, the attempts
+	// made, the backend last tried, and the request's spans (nil: off).
+	queue, cold time.Duration
+	attempts    int
+	tried       string
+	why         RetryReason
+	span        *tracing.Span
+	upSpan      *tracing.Span
 
 	// The forwarding headers' values (see forward), held here so that
 	// setting them allocates nothing; fwdBuf holds the Forwarded element's

@@ -63,6 +63,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (*clientBody,
 		head = buf.Bytes() // a chunked body longer than the buffer: stream the rest
 	}
 	b := &clientBody{head: head, rest: r.Body, deadline: deadline, timeout: h.o.BodyTimeout}
+	b.n.Store(int64(len(head)))
 	r.Body = b
 	return b, nil
 }
@@ -76,6 +77,8 @@ type clientBody struct {
 	rest     io.ReadCloser
 	deadline func(time.Duration)
 	timeout  time.Duration
+
+	n atomic.Int64 // bytes read from the client, head included, for the access log
 
 	mu   sync.Mutex // guards err, done, and the connection's deadline
 	err  error
@@ -96,6 +99,7 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	b.deadline(b.timeout)
 	b.mu.Unlock()
 	n, err := b.rest.Read(p)
+	b.n.Add(int64(n))
 	if err != nil {
 		b.mu.Lock()
 		if err == io.EOF {
@@ -140,7 +144,7 @@ func (b *clientBody) finish() {
 // clientError answers a request whose body failed on the client's side:
 // 408 after a stall, 400 otherwise (malformed chunked encoding, a body cut
 // short), and closes the connection, whose framing is lost.
-func (h *Handler) clientError(w http.ResponseWriter, id string, err error) {
+func (h *Handler) clientError(w http.ResponseWriter, id string, err error) int {
 	code := http.StatusBadRequest
 	var ne net.Error
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
@@ -151,6 +155,7 @@ func (h *Handler) clientError(w http.ResponseWriter, id string, err error) {
 	w.Header().Set("Connection", "close")
 	http.Error(w, http.StatusText(code), code)
 	h.o.Metrics.observe(code, 0)
+	return code
 }
 
 // idleConn is the client side of an upgraded tunnel: a read gives up once

@@ -19,16 +19,20 @@ import (
 
 // policyHandler is the balancer's whole request path, as handlers builds
 // it, with the policy pol.
-func policyHandler(pol policy.Policy) http.Handler {
+func policyHandler(pol policy.Policy, with ...func(*proxy.Options)) http.Handler {
 	set := &pool.Set{Backends: []*pool.Backend{
 		pool.New("a", "10.0.0.1:8080", 1, 1000), pool.New("b", "10.0.0.2:8080", 1, 1000),
 	}, Version: 1}
-	h := proxy.New(proxy.Options{
+	o := proxy.Options{
 		Sets: fixedSet{set}, Policy: pol, Queue: proxy.NewQueue(1024, time.Second, nil),
 		UpstreamTimeout: 5 * time.Second, Transport: memTransport{}, Flow: &flow.Counter{},
 		Outlier:     &outlier.Detector{Config: outlier.Config{Consecutive: 5, BaseEjection: time.Second, MaxEjection: time.Minute, MaxPercent: 50}},
 		RetryBudget: proxy.NewRetryBudget(20, 3), Metrics: proxy.NewMetrics(prometheus.NewRegistry()), BodyBuffer: 64 << 10,
-	})
+	}
+	for _, f := range with {
+		f(&o)
+	}
+	h := proxy.New(o)
 	return edge.Guard(h, nil)
 }
 

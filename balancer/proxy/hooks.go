@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"lbscale/balancer/pool"
@@ -29,6 +30,14 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	a := res.Request.Context().Value(ctxKey{}).(*attempt)
 	if h.o.BackendHeader {
 		res.Header.Set("X-Lbscale-Backend", a.backend.ID)
+	}
+	if h.o.ColdStartHeader && a.cold > 0 {
+		res.Header.Set(HeaderColdStart, strconv.FormatInt(a.cold.Milliseconds(), 10))
+	}
+	if a.upSpan != nil {
+		a.upSpan.SetStatus(res.StatusCode)
+		a.upSpan.End(time.Now())
+		a.upSpan = nil
 	}
 	if res.StatusCode >= 500 {
 		h.failure(a.backend, res.Status)
@@ -110,6 +119,12 @@ func (h *Handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		return
 	}
 	failed := a.backend
+	if a.upSpan != nil {
+		a.upSpan.SetAttr("error", err.Error())
+		a.upSpan.SetStatus(http.StatusBadGateway)
+		a.upSpan.End(time.Now())
+		a.upSpan = nil
+	}
 	if r.Context().Err() != nil {
 		return // the client left; no fault of the backend
 	}
@@ -185,7 +200,7 @@ func (e elsewhere) WaitsForRoom() bool  { return e.a.WaitsForRoom() }
 // for good).
 func (h *Handler) retry(w http.ResponseWriter, r *http.Request, a *attempt, next *pool.Backend, why RetryReason) {
 	defer h.o.RetryBudget.retryDone()
-	a.backend, a.start = next, time.Now()
+	a.backend, a.start, a.why = next, time.Now(), why
 	h.o.RetryBudget.sent(why)
 	h.proxy.ServeHTTP(w, r)
 }

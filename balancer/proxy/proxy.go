@@ -20,10 +20,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"lbscale/balancer/accesslog"
 	"lbscale/balancer/flow"
 	"lbscale/balancer/outlier"
 	"lbscale/balancer/policy"
 	"lbscale/balancer/pool"
+	"lbscale/balancer/tracing"
 )
 
 // Sets gives the current pool; cluster.Syncer implements it.
@@ -108,6 +110,18 @@ type Options struct {
 	Transport http.RoundTripper
 	Metrics   *Metrics
 	Log       *slog.Logger
+	// Pool is the pool's name, for the access log and traces.
+	Pool string
+	// AccessLog receives one entry per request (nil: none).
+	AccessLog *accesslog.Logger
+	// Tracer records a span per request, with children for the queue
+	// wait, the cold start and each upstream attempt, and propagates the
+	// trace to the backend (nil: tracing off; the client's traceparent
+	// then passes through as any header).
+	Tracer *tracing.Tracer
+	// ColdStartHeader adds X-Lbscale-Cold-Start (ms) to an answer whose
+	// request waited for a container to start.
+	ColdStartHeader bool
 }
 
 // Handler is the proxy's http.Handler.
@@ -194,13 +208,17 @@ func New(o Options) *Handler {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	a := &attempt{Context: r.Context(), h: h, w: w, in: r}
+	if h.o.Tracer != nil {
+		a.Context, a.span = h.o.Tracer.Request(r.Context(), r, h.o.Pool)
+	}
 	if r.Method == http.MethodConnect {
 		// Any other method token is proxied; Allow lists the common ones.
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE")
 		http.Error(w, "CONNECT is not proxied", http.StatusMethodNotAllowed)
+		h.record(a, r, start, http.StatusMethodNotAllowed)
 		return
 	}
-	a := &attempt{Context: r.Context(), h: h, w: w, in: r}
 	// The client's request id travels on, unless it is longer than
 	// maxRequestID: then it is replaced, as if none had come, so that logs
 	// and headers stay bounded and the request is still served.
@@ -213,7 +231,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	body, err := h.readBody(w, r)
 	if err != nil {
-		h.clientError(w, id, err)
+		h.record(a, r, start, h.clientError(w, id, err))
 		return
 	}
 	if body != nil {
@@ -222,18 +240,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.o.Flow.Arrive()
 	a.longLived = wantsConn(r)
 	b, queued, err := h.o.Queue.AcquireIf(r.Context(), a, h.wait)
+	served := time.Now()
 	if queued {
-		h.o.Metrics.QueueWait.Observe(time.Since(start).Seconds())
+		a.queue = served.Sub(start)
+		h.o.Metrics.QueueWait.Observe(a.queue.Seconds())
+		a.span.Child("queue", start).End(served)
 	}
 	if err != nil {
 		if r.Context().Err() != nil {
 			h.o.Metrics.Rejected.WithLabelValues("client_gone").Inc()
+			h.record(a, r, start, statusClientGone)
 			return // the client left; nobody to answer
 		}
 		h.unavailable(w, id, err)
+		h.record(a, r, start, http.StatusServiceUnavailable)
 		return
 	}
-	served := time.Now()
+	if queued && b.Since.After(start) {
+		// It became ready while this request waited: the request waited
+		// for its start (from arrival, or from the queue's start).
+		a.cold = b.Since.Sub(start)
+		a.span.Child("cold start", start).End(b.Since)
+	}
 	a.sw = statusWriter{ResponseWriter: w, tunnelIdle: h.o.TunnelIdle}
 	a.backend, a.start, a.served, a.canRetry, a.w, a.body = b, served, served, retryable(r), &a.sw, body
 	a.in = r.WithContext(a)
@@ -248,6 +276,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.release(a.next) // a panic between modifyResponse and errorHandler
 		}
 		h.o.Metrics.observe(a.sw.code(), time.Since(start))
+		h.record(a, r, start, a.sw.code())
 	}()
 	h.proxy.ServeHTTP(&a.sw, a.in)
 }
@@ -334,6 +363,12 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	// ReverseProxy drops the headers that Connection names; the request id
 	// is ours and always travels.
 	pr.Out.Header["X-Request-Id"] = a.idv[:]
+	a.attempts++
+	a.tried = a.backend.ID
+	if a.span != nil {
+		_, a.upSpan = a.span.Attempt(a, a.backend.ID, a.attempts)
+		a.upSpan.Inject(pr.Out.Header)
+	}
 	// Request trailers: the outgoing request's map is a copy made before
 	// the body was read, so it would announce the trailers and send them
 	// empty. The client's own map is filled once its body is read, before

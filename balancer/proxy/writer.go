@@ -23,6 +23,7 @@ func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 type statusWriter struct {
 	http.ResponseWriter
 	status     int
+	n          int64 // body bytes written, for the access log
 	tunnelIdle time.Duration
 }
 
@@ -58,7 +59,9 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
 	}
-	return s.ResponseWriter.Write(p)
+	n, err := s.ResponseWriter.Write(p)
+	s.n += int64(n)
+	return n, err
 }
 
 func (s *statusWriter) Flush() {

@@ -28,6 +28,11 @@ type HTTPConfig struct {
 	// count, so a steady run never closes a connection it will want again.
 	Conns    int
 	Insecure bool // skip TLS verification (self-signed test balancers)
+	// Trace sends every request with a fresh traceparent header (sampled,
+	// new trace and parent ids) and reports its trace id in the Outcome,
+	// so the slowest requests can be found in a trace store. It replaces
+	// a traceparent in Header.
+	Trace bool
 }
 
 // HTTP makes requests through one shared client and transport.
@@ -91,14 +96,30 @@ func (h *HTTP) Requester() Requester {
 		}
 		reqs[i] = r
 	}
+	// Traced, each request's header holds a one-element slice whose element
+	// is replaced before each send: no map write, no slice per request.
+	var tp *traceparents
+	var tpValues [][]string
+	if h.cfg.Trace {
+		tp = newTraceparents()
+		tpValues = make([][]string, len(reqs))
+		for i, r := range reqs {
+			tpValues[i] = make([]string, 1)
+			r.Header[TraceparentHeader] = tpValues[i]
+		}
+	}
 	return func(target int) measure.Outcome {
+		var trace measure.TraceID
+		if tp != nil {
+			tpValues[target][0], trace = tp.next()
+		}
 		resp, err := h.client.Do(reqs[target])
 		if err != nil {
-			return measure.Outcome{Kind: measure.Classify(0, err)}
+			return measure.Outcome{Kind: measure.Classify(0, err), Trace: trace}
 		}
 		n, err := io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		out := measure.Outcome{Status: resp.StatusCode, Backend: resp.Header.Get(ServerIDHeader), Bytes: n}
+		out := measure.Outcome{Status: resp.StatusCode, Backend: resp.Header.Get(ServerIDHeader), Bytes: n, Trace: trace}
 		out.Kind = measure.Classify(resp.StatusCode, err)
 		return out
 	}

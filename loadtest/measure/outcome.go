@@ -36,6 +36,9 @@ type Outcome struct {
 	// (e.g. a 503 the balancer produced itself).
 	Backend string
 	Bytes   int64
+	// Trace is the trace id the request carried in its traceparent header;
+	// zero when it was sent without one.
+	Trace TraceID
 }
 
 // Classify maps an HTTP status and a transport error to a Kind.

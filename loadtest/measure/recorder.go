@@ -59,6 +59,7 @@ type targetStats struct {
 	errors                             map[ErrKey]int64
 	backends                           map[string]int64
 	lat                                *hdr.Histogram
+	slow                               slowest
 }
 
 type backendStats struct {
@@ -92,6 +93,7 @@ type Recorder struct {
 	backends map[string]*backendStats
 	secs     []Second
 	ring     [ringSize]slot
+	slow     slowest // traced requests only
 	// closed: seconds before it have final percentiles (Tick closed them).
 	// A completion stamped in such a second, but recorded after its Tick
 	// (the clock is read before the lock), counts everywhere except in that
@@ -115,11 +117,12 @@ func New(c Config) *Recorder {
 		backends:  map[string]*backendStats{},
 		urls:      append([]string(nil), c.Targets...),
 		targets:   make([]targetStats, len(c.Targets)),
+		slow:      newSlowest(SlowestKept),
 	}
 	r.total = r.newHist()
 	r.lag = r.newHist()
 	for i := range r.targets {
-		r.targets[i] = targetStats{errors: map[ErrKey]int64{}, backends: map[string]int64{}, lat: r.newHist()}
+		r.targets[i] = targetStats{errors: map[ErrKey]int64{}, backends: map[string]int64{}, lat: r.newHist(), slow: newSlowest(SlowestKept)}
 	}
 	for i := range r.ring {
 		r.ring[i] = slot{sec: -1, h: r.newHist()}
@@ -181,6 +184,10 @@ func (r *Recorder) Dispatched(intended time.Time, lag time.Duration, target int,
 }
 
 // Done records the outcome of a sent request; latency is done − intended.
+// A traced request (o.Trace set) is also a candidate for the slowest lists,
+// whatever its outcome, unless the run's own stop canceled it: a timeout
+// is as worth looking up as a slow answer, a canceled request's latency
+// is only when the run ended.
 func (r *Recorder) Done(target int, intended, done time.Time, o Outcome) {
 	us := min(max(done.Sub(intended).Microseconds(), 1), r.maxUS)
 	r.mu.Lock()
@@ -192,6 +199,15 @@ func (r *Recorder) Done(target int, intended, done time.Time, o Outcome) {
 	}
 	r.bytes += o.Bytes
 	t := &r.targets[target]
+	if !o.Trace.IsZero() && o.Kind != Canceled {
+		sr := slowReq{trace: o.Trace, latency: done.Sub(intended), due: intended, target: target,
+			status: o.Status, key: ErrKey{Kind: o.Kind}, backend: o.Backend}
+		if o.Kind == Status {
+			sr.key.Status = o.Status
+		}
+		r.slow.offer(sr)
+		t.slow.offer(sr)
+	}
 	var b *backendStats
 	if o.Backend != "" || o.Kind == OK || o.Kind == Status {
 		b = r.backends[o.Backend]
@@ -394,6 +410,9 @@ type TargetSummary struct {
 	Errors   map[string]int64 `json:"errors"`
 	Backends map[string]int64 `json:"backends"`
 	Latency  Latency          `json:"latency"`
+	// Slowest are the target's slowest traced requests, slowest first;
+	// absent when the run was not traced (--trace).
+	Slowest []SlowRequest `json:"slowest,omitempty"`
 }
 
 // BackendSummary is one answering backend (by X-Server-Id); ID "" gathers
@@ -417,6 +436,9 @@ type Report struct {
 	Errors   map[string]int64 `json:"errors"`
 	Targets  []TargetSummary  `json:"targets"`
 	Backends []BackendSummary `json:"backends"`
+	// Slowest are the run's SlowestKept slowest traced requests, slowest
+	// first; nil when no request was traced.
+	Slowest []SlowRequest `json:"slowest,omitempty"`
 	// LastDue and LastDone bound the run: the schedule's last intended
 	// time and the last completion.
 	LastDue  time.Time `json:"-"`
@@ -437,6 +459,7 @@ func (r *Recorder) Report() Report {
 		Latency:  latencyOf(r.total),
 		SendLag:  latencyOf(r.lag),
 		Errors:   errorMap(r.errors),
+		Slowest:  r.slow.report(r.urls),
 		LastDue:  r.lastDue,
 		LastDone: r.lastDone,
 	}
@@ -444,6 +467,7 @@ func (r *Recorder) Report() Report {
 		rep.Targets = append(rep.Targets, TargetSummary{
 			URL: r.urls[i], Offered: t.offered, Sent: t.sent, Dropped: t.dropped, OK: t.ok, Failed: t.failed,
 			Errors: errorMap(t.errors), Backends: copyMap(t.backends), Latency: latencyOf(t.lat),
+			Slowest: t.slow.report(r.urls),
 		})
 	}
 	var withID int64

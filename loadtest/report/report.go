@@ -41,6 +41,7 @@ type Settings struct {
 	KeepAlive   bool          `json:"keep_alive"`
 	Targets     []Target      `json:"targets"`
 	StatusURLs  []string      `json:"status_urls,omitempty"`
+	Trace       bool          `json:"trace,omitempty"` // traceparent sent (--trace)
 }
 
 // Run is everything measured in one run.
@@ -76,6 +77,10 @@ type Summary struct {
 	Targets      []TargetSummary          `json:"targets"`
 	Backends     []measure.BackendSummary `json:"backends"`
 	Status       *StatusSummary           `json:"status,omitempty"`
+	// Slowest are the slowest traced requests, slowest first, each with
+	// its trace id to look up; absent without --trace. Each target has
+	// its own list too.
+	Slowest []measure.SlowRequest `json:"slowest,omitempty"`
 }
 
 // TargetSummary is a target's results with its weight.
@@ -112,6 +117,7 @@ func (r *Run) Summarise() Summary {
 		SendLag:  rep.SendLag,
 		Errors:   rep.Errors,
 		Backends: rep.Backends,
+		Slowest:  rep.Slowest,
 	}
 	s.Settings.DurationS = r.Settings.Duration.Seconds()
 	s.Settings.TimeoutS = r.Settings.Timeout.Seconds()
@@ -420,6 +426,22 @@ func (r *Run) WriteText(w io.Writer) error {
 			}
 			fmt.Fprintf(tw, "  %s\t%d\t%s\t%d\t%d\t%s\t%s\n", id, b.Requests, share, b.OK, b.Failed,
 				Dur(b.Latency.P50), Dur(b.Latency.P99))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(s.Slowest) > 0 {
+		fmt.Fprintln(w, "\nSlowest requests (trace ids to look up)")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  trace id\tlatency\toutcome\ttarget\tbackend\tdue at")
+		for _, x := range s.Slowest {
+			backend := x.Backend
+			if backend == "" {
+				backend = "-"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t+%.3fs\n", x.TraceID, Dur(x.LatencyMS), x.Outcome, x.Target, backend,
+				x.At.Sub(r.Start).Seconds())
 		}
 		if err := tw.Flush(); err != nil {
 			return err
