@@ -8,17 +8,12 @@ import (
 	"lbscale/internal/state"
 )
 
-// ReportEvery is how often a balancer writes its Report: the dashboard
-// refreshes once a second, and a report costs Redis one small transaction,
-// against the sync's 40 script calls a second.
-const ReportEvery = time.Second
-
-// ReportFresh is how old another balancer's report may be and still count
-// its long-lived connections: three reports. A balancer silent for longer
-// has stopped or lost the store, and its connections are gone with it or
-// no longer known; counted for ever they would shut backends out of
-// MAX_CONNECTIONS that have room.
-const ReportFresh = 3 * ReportEvery
+// ReportEvery and ReportFresh are the state package's: one cadence for
+// the writers and the readers of reports.
+const (
+	ReportEvery = state.ReportEvery
+	ReportFresh = state.ReportFresh
+)
 
 // Report is this balancer's account for the dashboard at now: its sync
 // state and queue, and per backend its in-flight count, limit and counters.

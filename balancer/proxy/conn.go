@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"lbscale/balancer/pool"
 )
 
@@ -118,27 +120,12 @@ func (b *respBody) Read(p []byte) (int, error) {
 // it) or an event stream (Accept names text/event-stream). It allocates
 // nothing.
 func wantsConn(r *http.Request) bool {
-	if up := r.Header["Upgrade"]; len(up) > 0 && up[0] != "" && hasToken(r.Header["Connection"], "upgrade") {
+	if up := r.Header["Upgrade"]; len(up) > 0 && up[0] != "" && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 		return true
 	}
 	for _, v := range r.Header["Accept"] {
 		if containsFold(v, "text/event-stream") {
 			return true
-		}
-	}
-	return false
-}
-
-// hasToken reports whether one of the comma-separated tokens of values is
-// token, ignoring case.
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for v != "" {
-			var t string
-			t, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
 		}
 	}
 	return false

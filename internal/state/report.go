@@ -5,6 +5,21 @@ import (
 	"time"
 )
 
+// ReportEvery is how often a balancer writes its Report: the dashboard
+// refreshes once a second, and a report costs Redis one small transaction,
+// against the sync's 40 script calls a second. A reader gains nothing by
+// reading reports more often.
+const ReportEvery = time.Second
+
+// ReportFresh is how old a balancer's report may be and still stand for
+// the balancer's present: three reports. A balancer silent for longer has
+// stopped or lost the store, so it no longer reaches Redis (the dashboard
+// says so) and its long-lived connections are gone with it or no longer
+// known; counted for ever they would shut backends out of MAX_CONNECTIONS
+// that have room, hold drains and size the pool. Its counters of served
+// requests still count, since they only ever grow.
+const ReportFresh = 3 * ReportEvery
+
 // ReportKeep is how long a balancer's last Report stays readable after it
 // stopped reporting: the dashboard lists a silent balancer, with the time of
 // its last sync, for that long.

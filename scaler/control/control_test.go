@@ -103,6 +103,11 @@ func (h *harness) start(cfg config.Config, store state.Store) (c *Controller, st
 		store = h.store
 	}
 	c = New(Options{Config: cfg, Store: store, Driver: h.eng.Driver(cfg.Pool), Health: h.eng.Health, Now: h.clk.now, Logger: testLogger(h.t)})
+	return c, h.run(c)
+}
+
+// run runs c until the test ends (or stop is called).
+func (h *harness) run(c *Controller) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -117,7 +122,7 @@ func (h *harness) start(cfg config.Config, store state.Store) (c *Controller, st
 	}
 	h.t.Cleanup(stop)
 	h.stops = append(h.stops, started{c, stop})
-	return c, stop
+	return stop
 }
 
 // inBubble runs f in a synctest bubble, under a watchdog on real time.

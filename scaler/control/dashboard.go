@@ -17,9 +17,6 @@ import (
 const (
 	summaryEvery = time.Second
 	summaryTTL   = 10 * time.Minute
-	// reportFresh is how recent a balancer's report must be for the
-	// dashboard to say it reaches Redis: it reports every second.
-	reportFresh = 3 * time.Second
 )
 
 // Summary is what the leading scaler tells every scaler's dashboard
@@ -235,7 +232,7 @@ func balancerViews(reports []state.Report, now time.Time) []dashboard.Balancer {
 	out := make([]dashboard.Balancer, 0, len(reports))
 	for _, r := range reports {
 		v := dashboard.Balancer{ID: r.Balancer, LastSync: r.LastSync, Reported: r.At, Queued: r.Queued, Rate: r.Arrivals,
-			Redis: r.StoreUp && now.Sub(r.At) < reportFresh}
+			Redis: r.StoreUp && now.Sub(r.At) < state.ReportFresh}
 		for _, b := range r.Backends {
 			v.Inflight += b.Local
 		}

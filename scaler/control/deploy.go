@@ -183,11 +183,7 @@ func (d *deployer) step(ctx context.Context) {
 	if rec.Floor < 0 {
 		// Asked for through the admin API, which does not know the pool:
 		// the leader records the ready count the deploy begins with.
-		_, ready := d.members.images()
-		rec.Floor = 0
-		for _, n := range ready {
-			rec.Floor += n
-		}
+		rec.Floor, _, _ = d.members.counts()
 		if !d.put(ctx, rec, rec.ID) {
 			return
 		}
@@ -209,7 +205,7 @@ func (d *deployer) configured(ctx context.Context, rec state.Deploy, ok bool) (s
 	if ok && rec.ConfigImage == want {
 		return rec, ok
 	}
-	all, ready := d.members.images()
+	all, ready := countImages(d.members.list())
 	running, most := "", 0
 	for img, n := range ready {
 		if n > most || n == most && img < running {
@@ -447,6 +443,18 @@ func (c *Controller) StartDeploy(ctx context.Context, image string) (state.Deplo
 	}
 	c.log.Info("deploy requested", "image", image, "previous", running, "deploy", d.ID)
 	return d, nil
+}
+
+// countImages counts members by image, and the ready ones by image.
+func countImages(ms []snapshot) (all, ready map[string]int) {
+	all, ready = map[string]int{}, map[string]int{}
+	for _, m := range ms {
+		all[m.image]++
+		if m.phase == phaseReady {
+			ready[m.image]++
+		}
+	}
+	return all, ready
 }
 
 // newDeployID is a deploy's id: its time and 8 random hex digits.

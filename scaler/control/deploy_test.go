@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,17 +29,11 @@ func deployConfig() config.Config {
 // startWithHealth is harness.start with a health probe of the test's own.
 func (h *harness) startWithHealth(cfg config.Config, health func(context.Context, string) error) *Controller {
 	c := New(Options{Config: cfg, Store: h.store, Driver: h.eng.Driver(cfg.Pool), Health: health, Now: h.clk.now, Logger: testLogger(h.t)})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	h.t.Cleanup(stop)
-	h.stops = append(h.stops, started{c, stop})
+	h.run(c)
 	return c
 }
 
-// imageOf is the image a running container of the pool was started from,
+// imageByAddr is the image a running container of the pool was started from,
 // found by its address (what a health probe is given).
 func (h *harness) imageByAddr(addr string) string {
 	for _, id := range h.eng.Running(pool) {

@@ -182,20 +182,6 @@ func (t *memberTable) conns(stats map[string]backendStats) int64 {
 	return n
 }
 
-// images counts the members by image, and the ready ones by image.
-func (t *memberTable) images() (all, ready map[string]int) {
-	all, ready = map[string]int{}, map[string]int{}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, m := range t.byID {
-		all[m.image]++
-		if m.phase == phaseReady {
-			ready[m.image]++
-		}
-	}
-	return all, ready
-}
-
 // snapshot is a copy of a member's fields, read under the table's lock.
 type snapshot struct {
 	id, image string

@@ -79,7 +79,8 @@ type upscaler struct {
 	mu        sync.Mutex // protects the fields below
 	latestR   reading
 	loadR     state.ClusterLoad       // the latest reading's load
-	statsR    map[string]backendStats // per backend, from the latest reading
+	statsR    map[string]backendStats // per backend, from the latest reports read
+	statsAt   time.Time               // when they were read
 	lastUp    time.Time
 	failures  int       // consecutive failed starts
 	notBefore time.Time // no start before this (back-off after failures)
@@ -129,17 +130,24 @@ func (u *upscaler) observe(ctx context.Context) (decide.Sample, state.ClusterLoa
 	u.rep.recover("redis load")
 	cur := decide.Sample{At: u.now(), Arrivals: load.Arrivals, Service: load.Service, Queued: load.Queued}
 	cur.Inflight += u.members.inflight(load)
-	// The balancers' reports carry the long-lived connections: a failed
-	// read keeps the last figures (they hold for seconds; a scale-down
-	// that read none would take them for gone).
-	if rs, err := u.store.Reports(ctx); err != nil {
-		u.rep.fail("redis reports", err)
-	} else {
-		u.rep.recover("redis reports")
-		st := sumReports(rs, cur.At)
-		u.mu.Lock()
-		u.statsR = st
-		u.mu.Unlock()
+	// The balancers' reports carry the long-lived connections. They are
+	// written once per state.ReportEvery, so they are read no more often
+	// than that, not at every poll. A failed read keeps the last figures
+	// (they hold for seconds; a scale-down that read none would take them
+	// for gone).
+	u.mu.Lock()
+	due := u.statsR == nil || cur.At.Sub(u.statsAt) >= state.ReportEvery
+	u.mu.Unlock()
+	if due {
+		if rs, err := u.store.Reports(ctx); err != nil {
+			u.rep.fail("redis reports", err)
+		} else {
+			u.rep.recover("redis reports")
+			st := sumReports(rs, cur.At)
+			u.mu.Lock()
+			u.statsR, u.statsAt = st, cur.At
+			u.mu.Unlock()
+		}
 	}
 	cur.Conns = u.members.conns(u.stats())
 	u.mu.Lock()

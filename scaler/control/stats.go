@@ -6,12 +6,6 @@ import (
 	"lbscale/internal/state"
 )
 
-// connsFresh is how old a balancer's report may be for its open
-// connections to count: reports come every second, and a balancer that
-// stopped reporting (it died, or left) holds none any more. Its counters
-// of served requests still count, since they only ever grow.
-const connsFresh = 3 * time.Second
-
 // backendStats is one backend's figures summed over the balancers'
 // reports: counters since each balancer started (a deploy's canary is
 // judged on their growth) and the open long-lived connections.
@@ -25,7 +19,7 @@ type backendStats struct {
 func sumReports(rs []state.Report, now time.Time) map[string]backendStats {
 	out := map[string]backendStats{}
 	for _, r := range rs {
-		fresh := now.Sub(r.At) <= connsFresh
+		fresh := now.Sub(r.At) <= state.ReportFresh
 		for _, b := range r.Backends {
 			s := out[b.ID]
 			s.Served += b.Served

@@ -454,19 +454,6 @@ func storeMax(m *atomic.Int64, v int64) {
 	}
 }
 
-// hasToken reports whether a comma-separated header holds token
-// (case-insensitively), as "Connection: keep-alive, Upgrade" does.
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // SampleCPU measures the process's CPU use once per period until ctx ends;
 // /load reports the last measurement. Serve runs it.
 func (s *Server) SampleCPU(ctx context.Context) {

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Query parameters of /events.
@@ -72,7 +74,7 @@ func (s *Server) openConn() (closed func()) {
 // tunnels therefore leave CAPACITY to the requests.
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	proto := r.Header.Get("Upgrade")
-	if !hasToken(r.Header.Values("Connection"), "upgrade") || proto == "" {
+	if !httpguts.HeaderValuesContainsToken(r.Header.Values("Connection"), "upgrade") || proto == "" {
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Connection", "Upgrade")
 		http.Error(w, "/upgrade needs Connection: Upgrade and an Upgrade header", http.StatusUpgradeRequired)
