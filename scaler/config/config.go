@@ -58,6 +58,7 @@ const (
 	EnvPanicWindow       = "PANIC_WINDOW"
 	EnvMaxScaleDownRate  = "MAX_SCALE_DOWN_RATE"
 	EnvBacklogDrain      = "BACKLOG_DRAIN"
+	EnvLatencyTarget     = "LATENCY_TARGET"
 	EnvTargetConns       = "TARGET_CONNECTIONS"
 	EnvConnDrain         = "CONNECTION_DRAIN"
 	EnvDeploySurge       = "DEPLOY_SURGE"
@@ -177,9 +178,14 @@ type Config struct {
 	// MaxScaleDownRate bounds one scale-down decision: at least
 	// floor(ready / rate) stay.
 	MaxScaleDownRate float64
-	// BacklogDrain is the time a queue should take to drain; a scale-up
-	// sizes the backlog's share of the pool by it.
+	// BacklogDrain is the time a queue should take to drain once the
+	// containers started for it are ready; a scale-up sizes the backlog's
+	// share of the pool by it.
 	BacklogDrain time.Duration
+	// LatencyTarget is the 99th-percentile queue wait the pool is sized
+	// for: the headroom random arrivals need for it (square-root
+	// staffing); 0: none.
+	LatencyTarget time.Duration
 	// TargetConns is the long-lived connections (WebSocket, event
 	// streams) one container should carry; 0: they do not size the pool.
 	TargetConns int
@@ -232,8 +238,9 @@ var Vars = envconf.Join(envconf.Table{
 	{Name: EnvScaleDown, Default: ScaleDownDemand, OneOf: []string{ScaleDownDemand, ScaleDownIdle}, Help: "scale-down rule: demand drains what the stable window did not need; idle only stops idle containers (the rule before demand, kept for comparison). IDLE_TIMEOUT applies under both"},
 	{Name: EnvStableWindow, Default: 60 * time.Second, Min: time.Second, Max: 24 * time.Hour, Help: "a scale-down shrinks the pool to the most any moment of this window needed (1s…24h)"},
 	{Name: EnvPanicWindow, Default: 6 * time.Second, Min: 100 * time.Millisecond, Max: time.Hour, Help: "a scale-up sizes from the mean steady demand over this window, or at once from the latest reading while requests queue (100ms…STABLE_WINDOW)"},
-	{Name: EnvMaxScaleDownRate, Default: float64(2), Min: float64(1), Max: float64(1000), Help: "one scale-down decision leaves at least floor(ready / rate) containers (1…1000; 1 = no bound)"},
-	{Name: EnvBacklogDrain, Default: 2 * time.Second, Min: 100 * time.Millisecond, Max: time.Hour, Help: "time a queue should take to drain: the backlog's share of a scale-up (100ms…1h)"},
+	{Name: EnvMaxScaleDownRate, Default: float64(2), Min: float64(1), Max: float64(1000), Help: "one scale-down decision leaves at least floor(ready / rate) ready containers (1…1000; 1: the surplus rule never shrinks, idleness still may)"},
+	{Name: EnvBacklogDrain, Default: 2 * time.Second, Min: 100 * time.Millisecond, Max: time.Hour, Help: "time a queue should take to drain once the containers started for it are ready: the backlog's share of a scale-up (100ms…1h)"},
+	{Name: EnvLatencyTarget, Default: 200 * time.Millisecond, Min: time.Duration(0), Max: time.Hour, Help: "99th-percentile queue wait the pool is sized for: the headroom random arrivals need (square-root staffing); 0: none, the pool runs at TARGET_INFLIGHT (0…1h)"},
 	{Name: EnvTargetConns, Default: 100, Min: 0, Max: 1 << 20, Help: "long-lived connections (WebSocket, server-sent events, streams) one container should carry: the pool grows for them as for requests; 0: they do not size the pool"},
 	{Name: EnvConnDrain, Default: 30 * time.Second, Min: time.Duration(0), Max: time.Hour, Help: "a draining container (scale-down, deploy) takes no new connection; its open long-lived connections get this long from the drain's start before SIGTERM"},
 	{Name: EnvDeploySurge, Default: float64(25), Min: float64(1), Max: float64(100), Help: "share of the pool (percent) a deploy starts at once on the new image, at least one container; the pool never has fewer ready containers than when the deploy began"},
@@ -333,6 +340,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.MaxScaleDownRate = r.Float(EnvMaxScaleDownRate)
 	c.BacklogDrain = r.Duration(EnvBacklogDrain)
+	c.LatencyTarget = r.Duration(EnvLatencyTarget)
 	c.TargetConns = r.Int(EnvTargetConns)
 	c.ConnDrain = r.Duration(EnvConnDrain)
 	c.DeploySurge = r.Float(EnvDeploySurge)

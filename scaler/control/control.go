@@ -140,7 +140,7 @@ func New(o Options) *Controller {
 	}
 	c.auto = decide.Autoscaler{
 		Sizing: decide.Sizing{Target: c.cfg.TargetInflight, Min: c.cfg.MinReplicas, Max: c.cfg.MaxReplicas, BacklogDrain: c.cfg.BacklogDrain,
-			TargetConns: c.cfg.TargetConns},
+			WaitTarget: c.cfg.LatencyTarget, TargetConns: c.cfg.TargetConns},
 		Rule:        decide.Rule(c.cfg.ScaleDown),
 		Rate:        c.cfg.MaxScaleDownRate,
 		IdleTimeout: c.cfg.IdleTimeout,

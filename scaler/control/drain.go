@@ -75,8 +75,8 @@ func (d *drainer) scaleDown(ctx context.Context) {
 	if !ok {
 		return
 	}
-	cands, starting := d.members.candidates(load, d.load.stats(), d.deploy())
-	surplus, idle := d.auto.ScaleDown(cur, cands, starting)
+	cands := d.members.candidates(load, d.load.stats(), d.deploy())
+	surplus, idle := d.auto.ScaleDown(cur, cands, d.members.pool(cur.At))
 	if len(surplus) > 0 {
 		d.log.Info("scaling down to demand", "drain", surplus, "ready", len(cands),
 			"stable_max", fmt.Sprintf("%.2f", d.auto.Win.StableMax(cur.At)), "window", d.cfg.StableWindow.String())

@@ -51,8 +51,12 @@ type member struct {
 // across I/O, so a slow Docker or Redis call never holds up /status or
 // another worker.
 type memberTable struct {
-	mu   sync.Mutex // protects byID and the fields of every member in it
+	mu   sync.Mutex // protects byID, the fields of every member in it, and cold
 	byID map[string]*member
+	// cold is the pool's measured cold start (start decided → ready), a
+	// moving mean over its recent starts; 0 before the first. It outlives
+	// a term: the engine and the image do not change with the leader.
+	cold time.Duration
 }
 
 func newMemberTable() *memberTable { return &memberTable{byID: map[string]*member{}} }
@@ -118,23 +122,43 @@ func (t *memberTable) counts() (ready, starting, draining int) {
 }
 
 // pool counts members by phase as decide.Autoscaler.Poll takes them.
-func (t *memberTable) pool() decide.Pool {
-	var p decide.Pool
+func (t *memberTable) pool(now time.Time) decide.Pool {
+	p := decide.Pool{}
+	var left time.Duration
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	p.ColdStart = t.cold
 	for _, m := range t.byID {
 		switch m.phase {
 		case phaseReady:
 			p.Ready++
 		case phaseStarting:
 			p.Starting++
+			left += max(t.cold-now.Sub(m.created), 0)
 		case phaseDraining:
 			p.Draining++
 		case phaseStopping:
 			p.Stopping++
 		}
 	}
+	if p.Starting > 0 {
+		p.StartingLeft = left / time.Duration(p.Starting)
+	}
 	return p
+}
+
+// coldStarted records a start that took d to ready: the mean moves a
+// quarter of the way to it, so one slow start (an image pulled, a busy
+// engine) does not double the next estimate, and a lasting change shows
+// within a few starts.
+func (t *memberTable) coldStarted(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cold <= 0 {
+		t.cold = d
+		return
+	}
+	t.cold += (d - t.cold) / 4
 }
 
 // inflight sums load's cluster-wide in-flight counts over the members
@@ -149,26 +173,22 @@ func (t *memberTable) inflight(load state.ClusterLoad) int64 {
 	return n
 }
 
-// candidates returns the ready members as scale-down candidates, with the
-// number of starting ones (capacity on its way). conns are the members'
+// candidates returns the ready members as scale-down candidates. conns are the members'
 // long-lived connections; a deploy's view says which members are stale
 // (to be replaced) and which one, its canary, no scale-down may take.
-func (t *memberTable) candidates(load state.ClusterLoad, conns map[string]backendStats, dv deployView) (cands []decide.Candidate, starting int) {
+func (t *memberTable) candidates(load state.ClusterLoad, conns map[string]backendStats, dv deployView) (cands []decide.Candidate) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for id, m := range t.byID {
-		switch m.phase {
-		case phaseReady:
+		if m.phase == phaseReady {
 			if id == dv.canary {
 				continue
 			}
 			cands = append(cands, decide.Candidate{ID: id, ReadySince: m.since, LastSeen: load.LastSeen[id], Inflight: load.Inflight[id],
 				Conns: conns[id].Conns, Stale: dv.stale(m.image)})
-		case phaseStarting:
-			starting++
 		}
 	}
-	return cands, starting
+	return cands
 }
 
 // conns sums the members' long-lived connections.

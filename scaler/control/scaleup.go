@@ -181,7 +181,7 @@ func (u *upscaler) scaleUp(ctx context.Context) {
 		return
 	}
 	now := cur.At
-	p := u.members.pool()
+	p := u.members.pool(now)
 	u.mu.Lock()
 	lastUp, notBefore := u.lastUp, u.notBefore
 	u.mu.Unlock()
@@ -284,6 +284,7 @@ func (u *upscaler) startOne(ctx context.Context, m *member) {
 	ready := u.now()
 	cold := ready.Sub(t0)
 	u.m.coldStart.Observe(cold.Seconds())
+	u.members.coldStarted(cold)
 	u.becomeReady(ctx, m, ready)
 	u.mu.Lock()
 	u.failures, u.notBefore = 0, time.Time{}

@@ -24,18 +24,17 @@ func TestSteadyAndBacklog(t *testing.T) {
 		}
 	}
 	for _, tt := range []struct {
-		name           string
-		q              float64
-		service, drain time.Duration
-		want           float64
+		name    string
+		work    float64
+		horizon time.Duration
+		want    float64
 	}{
-		{"20 queued, 200ms, 2s: 2 slots", 20, 200 * ms, 2 * time.Second, 2},
-		{"service longer than drain: one slot each", 20, 5 * time.Second, 2 * time.Second, 20},
-		{"unknown service: one slot each (scale from zero)", 3, 0, 2 * time.Second, 3},
-		{"no queue", 0, 200 * ms, 2 * time.Second, 0},
-		{"negative (skewed counts) is none", -4, 200 * ms, 2 * time.Second, 0},
+		{"20 queued at 200ms over 2s: 2 slots", 4, 2 * time.Second, 2},
+		{"no work", 0, 2 * time.Second, 0},
+		{"negative work (spare capacity) is none", -4, 2 * time.Second, 0},
+		{"no horizon", 4, 0, 0},
 	} {
-		if got := Backlog(tt.q, tt.service, tt.drain); got < tt.want-1e-9 || got > tt.want+1e-9 {
+		if got := Backlog(tt.work, tt.horizon); !near(got, tt.want) {
 			t.Errorf("%s: Backlog = %v, want %v", tt.name, got, tt.want)
 		}
 	}
@@ -143,7 +142,7 @@ func TestSizing(t *testing.T) {
 			steadyAt(30, 70*time.Second), Sample{At: t0, Arrivals: 30, Service: 200 * ms}, 3, 4},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if up := z.Up(tt.w, tt.cur); up != tt.up {
+			if up := z.Up(tt.w, tt.cur, Pool{}); up != tt.up {
 				t.Errorf("Up = %d, want %d", up, tt.up)
 			}
 			if down := z.Down(tt.w, tt.cur); down != tt.down {
@@ -170,12 +169,12 @@ func TestSizing(t *testing.T) {
 			}
 			w.Add(cur)
 		}
-		if up := z.Up(w, cur); up != tt.wantUp {
+		if up := z.Up(w, cur, Pool{}); up != tt.wantUp {
 			t.Errorf("%s: Up = %d, want %d", tt.name, up, tt.wantUp)
 		}
 	}
 	zero := Sizing{Target: 4, Min: 0, Max: 10, BacklogDrain: time.Second}
-	if n := zero.Up(&Windows{Stable: time.Minute, Panic: time.Second}, Sample{At: t0}); n != 0 {
+	if n := zero.Up(&Windows{Stable: time.Minute, Panic: time.Second}, Sample{At: t0}, Pool{}); n != 0 {
 		t.Errorf("min 0, no demand: Up = %d, want 0", n)
 	}
 }
@@ -194,10 +193,13 @@ func TestShrink(t *testing.T) {
 		{"halving bound: 6 ready, keep 1, rate 2 leaves 3; idle newest first", ShrinkInput{Ready: six, Keep: 1, Rate: 2}, []string{"e", "d", "b"}},
 		{"then 3 → 1 in one more step", ShrinkInput{Ready: six[:3], Keep: 1, Rate: 2}, []string{"b", "c"}},
 		{"keep binds before the rate", ShrinkInput{Ready: six, Keep: 5, Rate: 2}, []string{"e"}},
-		{"rate 1 means no bound", ShrinkInput{Ready: six, Keep: 1, Rate: 1}, []string{"e", "d", "b", "c", "a"}},
-		{"never below one (idleness alone empties a pool)", ShrinkInput{Ready: six[:2], Keep: 0, Rate: 1}, []string{"b"}},
+		{"rate 0 means no bound", ShrinkInput{Ready: six, Keep: 1, Rate: 0}, []string{"e", "d", "b", "c", "a"}},
+		{"rate 1 means never: floor(6 / 1) = 6 stay, as Knative reads it", ShrinkInput{Ready: six, Keep: 1, Rate: 1}, nil},
+		{"never below one (idleness alone empties a pool)", ShrinkInput{Ready: six[:2], Keep: 0, Rate: 0}, []string{"b"}},
 		{"nothing to spare", ShrinkInput{Ready: six[:2], Keep: 2, Rate: 2}, nil},
-		{"starting containers: the pool is growing, no shrink", ShrinkInput{Ready: six, Keep: 1, Rate: 2, Starting: 1}, nil},
+		{"starting containers count toward keep: 6 ready + 2 starting, keep 5 drains 3", ShrinkInput{Ready: six, Keep: 5, Rate: 2, Starting: 2}, []string{"e", "d", "b"}},
+		{"however many start: 6 ready + 1 starting, keep 1, rate 2 halves the ready", ShrinkInput{Ready: six, Keep: 1, Rate: 2, Starting: 1}, []string{"e", "d", "b"}},
+		{"starting ones covering keep leave one ready", ShrinkInput{Ready: six[:2], Keep: 3, Rate: 0, Starting: 4}, []string{"b"}},
 		{"queued requests: the pool is short, no shrink", ShrinkInput{Ready: six, Keep: 1, Rate: 2, Queued: 1}, nil},
 		{"ties on in-flight and age: by id", ShrinkInput{Ready: []Candidate{c("y", time.Minute, 0), c("x", time.Minute, 0)}, Keep: 1, Rate: 2}, []string{"x"}},
 	} {
@@ -259,7 +261,7 @@ func TestAutoscalerStepDown(t *testing.T) {
 			ready[i].LastSeen = cur.At
 		}
 		if x%(2*time.Second) == 0 {
-			surplus, idle := a.ScaleDown(cur, ready, 0)
+			surplus, idle := a.ScaleDown(cur, ready, Pool{Ready: len(ready)})
 			if len(idle) > 0 {
 				t.Fatalf("at %v: idle victims %v under steady traffic", x, idle)
 			}
@@ -299,8 +301,8 @@ func TestScaleDownKeepsWhatUpWants(t *testing.T) {
 	for i := range 6 {
 		ready = append(ready, Candidate{ID: string(rune('a' + i)), ReadySince: ago(time.Minute), LastSeen: t0})
 	}
-	up := a.Sizing.Up(&a.Win, cur)
-	surplus, _ := a.ScaleDown(cur, ready, 0)
+	up := a.Sizing.Up(&a.Win, cur, Pool{Ready: 6})
+	surplus, _ := a.ScaleDown(cur, ready, Pool{Ready: len(ready)})
 	if left := len(ready) - len(surplus); left < up || up != 5 {
 		t.Fatalf("Up wants %d (want 5); scale-down left %d", up, left)
 	}
@@ -395,7 +397,7 @@ func TestSizingConns(t *testing.T) {
 			&Windows{Stable: time.Minute, Panic: time.Second}, Sample{At: t0, Conns: 1}, 1, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if up := tt.z.Up(tt.w, tt.cur); up != tt.up {
+			if up := tt.z.Up(tt.w, tt.cur, Pool{}); up != tt.up {
 				t.Errorf("Up = %d, want %d", up, tt.up)
 			}
 			if down := tt.z.Down(tt.w, tt.cur); down != tt.down {
@@ -413,7 +415,7 @@ func TestSizingConns(t *testing.T) {
 func TestAutoscalerConns(t *testing.T) {
 	a := &Autoscaler{
 		Sizing: Sizing{Target: 2, Min: 1, Max: 10, BacklogDrain: 2 * time.Second, TargetConns: 100},
-		Rule:   RuleDemand, Rate: 1, IdleTimeout: 5 * time.Second, Cooldown: time.Second,
+		Rule:   RuleDemand, Rate: 0, IdleTimeout: 5 * time.Second, Cooldown: time.Second,
 		Win: Windows{Stable: 20 * time.Second, Panic: 6 * time.Second, Every: 100 * ms},
 	}
 	cur := Sample{At: t0, Conns: 450}
@@ -432,7 +434,7 @@ func TestAutoscalerConns(t *testing.T) {
 		cur = Sample{At: t0.Add(x), Conns: 450}
 		a.Poll(cur, Pool{Ready: 5}, t0, time.Time{})
 	}
-	surplus, idle := a.ScaleDown(cur, ready, 0)
+	surplus, idle := a.ScaleDown(cur, ready, Pool{Ready: len(ready)})
 	if len(surplus) != 0 || !slices.Equal(idle, nil) {
 		t.Fatalf("450 connections on 5: surplus %v idle %v, want none", surplus, idle)
 	}
@@ -446,12 +448,12 @@ func TestAutoscalerConns(t *testing.T) {
 		cur = Sample{At: t0.Add(x), Conns: 300}
 		a.Poll(cur, Pool{Ready: 5}, t0, time.Time{})
 		if x == 40*time.Second {
-			if s, i := a.ScaleDown(cur, ready, 0); len(s) != 0 || len(i) != 2 {
+			if s, i := a.ScaleDown(cur, ready, Pool{Ready: len(ready)}); len(s) != 0 || len(i) != 2 {
 				t.Fatalf("at %v, window still holds 450: surplus %v, idle %v; want no surplus and the two without connections idle", x, s, i)
 			}
 		}
 	}
-	surplus, idle = a.ScaleDown(cur, ready, 0)
+	surplus, idle = a.ScaleDown(cur, ready, Pool{Ready: len(ready)})
 	if !slices.Equal(surplus, []string{"d"}) || !slices.Equal(idle, []string{"e"}) {
 		t.Fatalf("300 connections on 5: surplus %v idle %v, want surplus [d], idle [e]", surplus, idle)
 	}
@@ -502,7 +504,7 @@ func TestShrinkConnsAndStale(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			in := slices.Clone(tt.ready)
-			if got := Shrink(ShrinkInput{Ready: in, Keep: tt.keep, Rate: 1}); !slices.Equal(got, tt.want) {
+			if got := Shrink(ShrinkInput{Ready: in, Keep: tt.keep, Rate: 0}); !slices.Equal(got, tt.want) {
 				t.Fatalf("Shrink = %v, want %v", got, tt.want)
 			}
 			if !slices.Equal(in, tt.ready) {

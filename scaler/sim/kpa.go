@@ -3,6 +3,7 @@ package sim
 import (
 	"cmp"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -13,9 +14,18 @@ import (
 // (pkg/autoscaler/scaling, autoscaler.Scale), written from its published
 // formula with its defaults, concurrency metric:
 //
-//   - observed concurrency = in flight + queued, sampled at every poll and
-//     averaged over the stable window (60 s) and the panic window (10% of
-//     it, 6 s); a decision every Tick (2 s, Knative's tick interval);
+//   - observed concurrency is scraped once a Scrape (1 s), as Knative's
+//     stats scraper does: from every ready pod when there are at most 3,
+//     else from a random sample of ScrapeSample(ready) of them (14 of
+//     100, 16 of 1,000), whose mean concurrency times the ready count
+//     stands for the whole. A pod's concurrency is what its queue-proxy
+//     reports: its mean in flight over the last second plus the requests
+//     waiting in it, here an equal share of the balancers' queues (View.Pods).
+//     With no pod ready it is the cluster's in flight plus queued (what
+//     Knative's activator reports);
+//   - the scrapes, one per second, are averaged over the stable window
+//     (60 s, 60 buckets of a second) and the panic window (10% of it,
+//     6 s); a decision every Tick (2 s, Knative's tick interval);
 //   - desiredStable = ceil(stableAvg/target), desiredPanic =
 //     ceil(panicAvg/target), each kept within [floor(ready/MaxDownRate),
 //     ceil(MaxUpRate·ready)] (rates 2 and 1000), ready counted as at
@@ -39,16 +49,20 @@ import (
 // alike. Starting containers cannot be cancelled, so an excess is taken
 // from the ready ones.
 type KPA struct {
-	Target                 float64
-	Min, Max               int
-	Stable, Panic, Tick    time.Duration
-	PanicThreshold         float64
-	MaxUpRate, MaxDownRate float64
+	Target                      float64
+	Min, Max                    int
+	Stable, Panic, Tick, Scrape time.Duration
+	PanicThreshold              float64
+	MaxUpRate, MaxDownRate      float64
+	// Rand picks the scraped pods (nil: the first ones, in creation
+	// order).
+	Rand *rand.Rand
 
-	obs       []observation // oldest first, none older than Stable
-	next      time.Time     // the next decision
-	panicTime time.Time     // the last tick over the panic threshold (zero: calm)
-	maxPanic  int           // the most desired while panicking
+	obs        []observation // oldest first, none older than Stable
+	next       time.Time     // the next decision
+	nextScrape time.Time     // the next scrape
+	panicTime  time.Time     // the last tick over the panic threshold (zero: calm)
+	maxPanic   int           // the most desired while panicking
 }
 
 type observation struct {
@@ -57,22 +71,25 @@ type observation struct {
 }
 
 // NewKPA is Knative's defaults with the scaler's target, bounds and
-// stable window.
-func NewKPA(s Scaler) *KPA {
+// stable window; r picks the scraped pods.
+func NewKPA(s Scaler, r *rand.Rand) *KPA {
 	return &KPA{
 		Target: float64(max(s.Target, 1)), Min: s.Min, Max: s.Max,
-		Stable: s.Stable, Panic: s.Stable / 10, Tick: 2 * time.Second,
-		PanicThreshold: 2, MaxUpRate: 1000, MaxDownRate: 2,
+		Stable: s.Stable, Panic: s.Stable / 10, Tick: 2 * time.Second, Scrape: time.Second,
+		PanicThreshold: 2, MaxUpRate: 1000, MaxDownRate: 2, Rand: r,
 	}
 }
 
 // Name is "kpa".
 func (k *KPA) Name() string { return "kpa" }
 
-// Poll records the concurrency and, once a Tick, decides.
+// Poll scrapes once a Scrape and, once a Tick, decides.
 func (k *KPA) Poll(v View) Action {
 	now := v.Sample.At
-	k.record(now, float64(max(v.Sample.Inflight, 0)+max(v.Sample.Queued, 0)))
+	if k.nextScrape.IsZero() || !now.Before(k.nextScrape) {
+		k.nextScrape = now.Add(k.Scrape)
+		k.record(now, k.scrape(v))
+	}
 	if !k.next.IsZero() && now.Before(k.next) {
 		return Action{}
 	}
@@ -82,6 +99,44 @@ func (k *KPA) Poll(v View) Action {
 
 // ScaleDown does nothing: KPA scales both ways at its tick.
 func (k *KPA) ScaleDown(View) Action { return Action{} }
+
+// scrape is one reading of the revision's concurrency (see KPA).
+//
+// E.g. 100 ready pods: 14 sampled, reporting a mean of 3.5, read as 350.
+func (k *KPA) scrape(v View) float64 {
+	pods := v.Pods()
+	if len(pods) == 0 {
+		return float64(max(v.Sample.Inflight, 0) + max(v.Sample.Queued, 0))
+	}
+	n := ScrapeSample(len(pods))
+	var sum float64
+	for i := range n {
+		// A partial Fisher–Yates shuffle: pods[:n] is a uniform sample.
+		if k.Rand != nil {
+			j := i + k.Rand.IntN(len(pods)-i)
+			pods[i], pods[j] = pods[j], pods[i]
+		}
+		sum += pods[i]
+	}
+	return sum / float64(n) * float64(len(pods))
+}
+
+// ScrapeSample is how many of ready pods Knative's stats scraper reads:
+// all of them up to 3, else the sample that estimates the pods' mean
+// concurrency within ±5 at 95% confidence if their variance were 100,
+// corrected for a finite population: ceil(N·X / (N + X − 1)) with X =
+// 1.96² × 100 / 5² ≈ 15.37. It grows to 16 and no further, so at scale
+// the reading rests on 16 pods however many there are.
+//
+// E.g. 10 pods: 7; 100: 14; 1,000: 16.
+func ScrapeSample(ready int) int {
+	if ready <= 3 {
+		return max(ready, 0)
+	}
+	const x = 1.96 * 1.96 * 100 / (5 * 5)
+	n := float64(ready)
+	return int(math.Ceil(n * x / (n + x - 1)))
+}
 
 func (k *KPA) record(at time.Time, conc float64) {
 	k.obs = append(k.obs, observation{at, conc})

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func TestKPADesired(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := Default().Scaler
 			s.Min, s.Max = 2, 300
-			k := NewKPA(s)
+			k := NewKPA(s, nil)
 			now := epoch
 			for i, ph := range tt.phases {
 				for _, sg := range ph.feed {
@@ -94,7 +95,7 @@ func TestKPAAct(t *testing.T) {
 	view := func(at time.Duration, conc int64, p decide.Pool) View {
 		return View{Sample: decide.Sample{At: epoch.Add(at), Inflight: conc}, Pool: p, ready: func() []decide.Candidate { return ready }}
 	}
-	k := NewKPA(s)
+	k := NewKPA(s, nil)
 	// 4 ready, 1 draining, concurrency 32: 8 wanted (panic: 8/4 ≥ 2).
 	a := k.Poll(view(0, 32, decide.Pool{Ready: 4, Draining: 1, Stopping: 1}))
 	if a.Reclaim != 1 || a.Start != 3 || len(a.Drain) != 0 {
@@ -105,13 +106,65 @@ func TestKPAAct(t *testing.T) {
 		t.Errorf("%+v between ticks, want nothing", a)
 	}
 	// Room: 10 max, 9 containers: one start only.
-	k = NewKPA(s)
+	k = NewKPA(s, nil)
 	if a := k.Poll(view(0, 40, decide.Pool{Ready: 4, Stopping: 5})); a.Start != 1 {
 		t.Errorf("%+v: want 1 start (MAX_REPLICAS)", a)
 	}
 	// Too many: drain the least busy, newest first among the idle.
-	k = NewKPA(s)
+	k = NewKPA(s, nil)
 	if a := k.Poll(view(0, 4, decide.Pool{Ready: 4})); !slices.Equal(a.Drain, []string{"c", "b"}) {
 		t.Errorf("drain %v, want [c b] (4 → max(1, floor(4/2)))", a.Drain)
+	}
+}
+
+// Knative's scraper reads every pod up to 3, then a sample that grows to
+// 16 and no further.
+func TestScrapeSample(t *testing.T) {
+	for _, tt := range []struct{ ready, want int }{
+		{0, 0}, {1, 1}, {3, 3}, {4, 4}, {10, 7}, {100, 14}, {1000, 16}, {1000000, 16},
+	} {
+		if got := ScrapeSample(tt.ready); got != tt.want {
+			t.Errorf("ScrapeSample(%d) = %d, want %d", tt.ready, got, tt.want)
+		}
+	}
+}
+
+// KPA scrapes once a second, a sample of the pods, and reads the sample's
+// mean times the ready count: even pods give the exact total; one busy pod
+// among 100 is in a scrape's sample 14 times in 100, read as 100 × 8 / 14
+// each time, so the readings are unbiased but far apart.
+func TestKPAScrape(t *testing.T) {
+	view := func(at time.Duration, pods []float64) View {
+		return View{Sample: decide.Sample{At: epoch.Add(at)}, Pool: decide.Pool{Ready: len(pods)},
+			pods: func() []float64 { return slices.Clone(pods) }}
+	}
+	even := make([]float64, 100)
+	for i := range even {
+		even[i] = 3.5
+	}
+	k := NewKPA(Default().Scaler, rand.New(rand.NewPCG(1, 2)))
+	for at := time.Duration(0); at < 10*time.Second; at += 250 * ms {
+		k.Poll(view(at, even))
+	}
+	if len(k.obs) != 10 || k.obs[0].conc != 350 {
+		t.Errorf("%d scrapes in 10 s, first %v; want 10 of 350", len(k.obs), k.obs[0].conc)
+	}
+	one := make([]float64, 100)
+	one[42] = 8
+	const n = 4000
+	var sum float64
+	hits := 0
+	for i := range n {
+		c := k.scrape(view(time.Duration(i)*time.Second, one))
+		sum += c
+		if c != 0 {
+			hits++
+			if !near(c, 800.0/14, 1e-9) {
+				t.Fatalf("a scrape read %v, want 0 or 800/14", c)
+			}
+		}
+	}
+	if !near(sum/n, 8, 0.6) || !near(float64(hits)/n, 0.14, 0.02) {
+		t.Errorf("mean reading %.2f, the busy pod sampled %.3f of the time; want 8 and 0.14", sum/n, float64(hits)/n)
 	}
 }

@@ -18,6 +18,7 @@ func fixed(n int) Config {
 	c := Default()
 	c.Initial, c.Min, c.Max = n, 0, n
 	c.Poisson = false
+	c.Split = nil // one balancer: the pool's own behaviour, undivided
 	return c
 }
 
@@ -256,9 +257,9 @@ func TestAssignLeastConnections(t *testing.T) {
 		{"one big batch", []int64{0, 1, 2, 3}, 8, 20, []int64{6, 6, 7, 7}, 20},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newPool(2, int(tt.limit))
+			p := newPool(2, int(tt.limit), 1)
 			for _, n := range tt.inflight {
-				c := p.add(ready, 0, 0)
+				c := p.add(ready, 0, 0, 0)
 				c.inflight = n
 			}
 			var given int64
@@ -278,9 +279,9 @@ func TestAssignLeastConnections(t *testing.T) {
 	}
 	// Light load: the rotation hands every container requests in turn (the
 	// idle rule's LastSeen), as the balancers' random tie-break does.
-	p := newPool(2, 4)
+	p := newPool(2, 4, 1)
 	for range 10 {
-		p.add(ready, 0, 0)
+		p.add(ready, 0, 0, 0)
 	}
 	seen := map[string]int{}
 	for range 10 {

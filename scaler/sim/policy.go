@@ -30,6 +30,18 @@ type View struct {
 	// ready lists the ready containers as candidates (built on demand:
 	// most polls need only the counts).
 	ready func() []decide.Candidate
+	// pods lists the ready containers' concurrency over the last whole
+	// second, as their queue-proxies would report it to Knative's scraper.
+	pods func() []float64
+}
+
+// Pods is each ready container's concurrency over the last whole second:
+// its mean in flight plus its share of the mean queue (see sim.pods).
+func (v View) Pods() []float64 {
+	if v.pods == nil {
+		return nil
+	}
+	return v.pods()
 }
 
 // Ready lists the ready containers as scale-down candidates.
@@ -51,8 +63,8 @@ type Action struct {
 }
 
 // Ours drives decide.Autoscaler exactly as scaler/control does: Poll with
-// the pool's counts, the last demand start and no back-off; ScaleDown with
-// the ready candidates and the starting count.
+// the pool's counts and cold start, the last demand start and no
+// back-off; ScaleDown with the ready candidates and the same pool.
 type Ours struct {
 	A decide.Autoscaler
 }
@@ -61,7 +73,7 @@ type Ours struct {
 // controller's New sets it up from s.
 func NewOurs(s Scaler, rule decide.Rule) *Ours {
 	return &Ours{A: decide.Autoscaler{
-		Sizing:      decide.Sizing{Target: s.Target, Min: s.Min, Max: s.Max, BacklogDrain: s.BacklogDrain},
+		Sizing:      decide.Sizing{Target: s.Target, Min: s.Min, Max: s.Max, BacklogDrain: s.BacklogDrain, WaitTarget: s.LatencyTarget},
 		Rule:        rule,
 		Rate:        s.Rate,
 		IdleTimeout: s.IdleTimeout,
@@ -82,7 +94,7 @@ func (o *Ours) Poll(v View) Action {
 // ScaleDown is Autoscaler.ScaleDown; the surplus and idle victims are
 // drained alike.
 func (o *Ours) ScaleDown(v View) Action {
-	surplus, idle := o.A.ScaleDown(v.Sample, v.Ready(), v.Pool.Starting)
+	surplus, idle := o.A.ScaleDown(v.Sample, v.Ready(), v.Pool)
 	return Action{Drain: append(surplus, idle...)}
 }
 

@@ -31,9 +31,24 @@ type container struct {
 	// lastSeen is the last step it was handed a request (-1: never).
 	lastSeen int64
 	inflight int64
-	// done counts the requests it holds by completion step, modulo its
-	// length: a step's completions are one read.
+	// in is its in-flight count by balancer; grant is each balancer's
+	// grant of its slots (see balancers.go).
+	in, grant []int64
+	// done counts the requests it holds by completion step, modulo the
+	// ring, and balancer: done[slot·balancers + b]. A step's completions
+	// are one read per balancer.
 	done []int64
+	// area is the integral of inflight over steps up to step since; mark
+	// is area at the last whole second, and perSec the mean in flight
+	// over the last whole second (what its queue-proxy reports to KPA).
+	area, since, mark int64
+	perSec            float64
+}
+
+// touch brings area up to step k; call it before inflight changes.
+func (c *container) touch(k int64) {
+	c.area += c.inflight * (k - c.since)
+	c.since = k
 }
 
 // pool is the containers and the least-connections router over the ready
@@ -42,23 +57,29 @@ type container struct {
 type pool struct {
 	cs       []*container
 	byID     map[string]*container
-	n        [4]int // containers by phase
-	inflight int64  // over all containers
-	made     int    // containers created so far, for ids
-	ring     int64  // len of each container's done ring
-	cursor   int    // where the tie-break's rotation resumes
+	n        [4]int  // containers by phase
+	inflight int64   // over all containers
+	nb       int     // balancers
+	bIn      []int64 // in flight by balancer, over all containers
+	made     int     // containers created so far, for ids
+	ring     int64   // len of each container's done ring
+	cursor   int     // where the tie-break's rotation resumes
 	// lvl and exits are scratch for assign, indexed by in-flight level.
 	lvl, exits []int
 }
 
-func newPool(ring int64, capacity int) *pool {
-	return &pool{byID: map[string]*container{}, ring: ring, lvl: make([]int, capacity+1), exits: make([]int, capacity+1)}
+// newPool is an empty pool behind balancers balancers (at least one).
+func newPool(ring int64, capacity, balancers int) *pool {
+	nb := max(balancers, 1)
+	return &pool{byID: map[string]*container{}, ring: ring, nb: nb, bIn: make([]int64, nb),
+		lvl: make([]int, capacity+1), exits: make([]int, capacity+1)}
 }
 
-// add creates a container in phase ph.
-func (p *pool) add(ph phase, until, readyStep int64) *container {
+// add creates a container in phase ph at step k.
+func (p *pool) add(ph phase, until, readyStep, k int64) *container {
 	p.made++
-	c := &container{id: fmt.Sprintf("c%05d", p.made), ph: ph, until: until, readyStep: readyStep, lastSeen: -1, done: make([]int64, p.ring)}
+	c := &container{id: fmt.Sprintf("c%05d", p.made), ph: ph, until: until, readyStep: readyStep, lastSeen: -1,
+		in: make([]int64, p.nb), grant: make([]int64, p.nb), done: make([]int64, p.ring*int64(p.nb)), since: k}
 	p.cs = append(p.cs, c)
 	p.byID[c.id] = c
 	p.n[ph]++
@@ -83,15 +104,22 @@ func (p *pool) remove(gone func(*container) bool) {
 	})
 }
 
-// complete retires the requests that finish at slot's step and returns
+// complete retires the requests that finish at slot's step k and returns
 // how many.
-func (p *pool) complete(slot int64) int64 {
+func (p *pool) complete(slot, k int64) int64 {
 	var n int64
 	for _, c := range p.cs {
-		if c.inflight > 0 {
-			if d := c.done[slot]; d > 0 {
-				c.done[slot] = 0
+		if c.inflight == 0 {
+			continue
+		}
+		row := c.done[slot*int64(p.nb) : (slot+1)*int64(p.nb)]
+		for b, d := range row {
+			if d > 0 {
+				c.touch(k)
+				row[b] = 0
+				c.in[b] -= d
 				c.inflight -= d
+				p.bIn[b] -= d
 				n += d
 			}
 		}

@@ -11,6 +11,10 @@ type Result struct {
 	Trace, Policy string
 	// Arrivals is "poisson" or "spaced".
 	Arrivals string
+	// ColdStart is the run's cold start; Balancers how many balancers
+	// split the traffic, each with its own queue.
+	ColdStart time.Duration
+	Balancers int
 	// Scale is the most containers the trace needs at once (its ideal
 	// peak).
 	Scale    int
@@ -29,10 +33,14 @@ type Result struct {
 	// Started, Reclaimed and Drained count containers; Flaps counts
 	// scale-ups within STABLE_WINDOW of a scale-down (decide.Flap).
 	Started, Reclaimed, Drained, Flaps int
+	// QueuedStarts counts the scale-up decisions (starts or reclaims)
+	// taken while requests were queued: the scale-ups that came after
+	// the load, not before it.
+	QueuedStarts int
 	// PeakReplicas is the most containers that existed at once.
 	PeakReplicas int
-	// PeakQueued is the longest queue; MeanInflight and MeanQueued are
-	// time averages.
+	// PeakQueued is the longest queue, over every balancer; MeanInflight
+	// and MeanQueued are time averages.
 	PeakQueued               int64
 	MeanInflight, MeanQueued float64
 }
@@ -43,19 +51,30 @@ func (r Result) Failed() int64 { return r.TimedOut + r.Refused }
 // Events is the scale events: containers started, reclaimed and drained.
 func (r Result) Events() int { return r.Started + r.Reclaimed + r.Drained }
 
+// FlapsPerHour is Flaps over the run's length in hours (0 for an empty
+// run).
+//
+// E.g. 3 flaps in a 2-hour run: 1.5 an hour.
+func (r Result) FlapsPerHour() float64 {
+	if h := r.Duration.Hours(); h > 0 {
+		return float64(r.Flaps) / h
+	}
+	return 0
+}
+
 // WriteTable writes rs as a markdown table, one row per run.
 func WriteTable(w io.Writer, rs []Result) error {
-	if _, err := fmt.Fprintln(w, "| trace | arrivals | scale | hours | policy | container-s | ideal | ratio | p50 | p99 | p99 steady | failed | started | reclaimed | drained | flaps | peak replicas | peak queue |"); err != nil {
+	if _, err := fmt.Fprintln(w, "| trace | scale | cold start | hours | policy | container-s | ideal | used÷ideal | p50 | p99 | p99 steady | failed | flaps | flaps/h | peak replicas | peak queue | queued starts |"); err != nil {
 		return err
 	}
-	if _, err := fmt.Fprintln(w, "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"); err != nil {
+	if _, err := fmt.Fprintln(w, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"); err != nil {
 		return err
 	}
 	for _, r := range rs {
-		_, err := fmt.Fprintf(w, "| %s | %s | %d | %g | %s | %.0f | %.0f | %.3f | %s | %s | %s | %d | %d | %d | %d | %d | %d | %d |\n",
-			r.Trace, r.Arrivals, r.Scale, r.Duration.Hours(), r.Policy, r.ContainerSeconds, r.IdealSeconds, r.Ratio,
-			millis(r.P50), millis(r.P99), millis(r.SteadyP99), r.Failed(), r.Started, r.Reclaimed, r.Drained, r.Flaps,
-			r.PeakReplicas, r.PeakQueued)
+		_, err := fmt.Fprintf(w, "| %s | %d | %v | %g | %s | %.0f | %.0f | %.3f | %s | %s | %s | %d | %d | %.1f | %d | %d | %d |\n",
+			r.Trace, r.Scale, r.ColdStart, r.Duration.Hours(), r.Policy, r.ContainerSeconds, r.IdealSeconds, r.Ratio,
+			millis(r.P50), millis(r.P99), millis(r.SteadyP99), r.Failed(), r.Flaps, r.FlapsPerHour(),
+			r.PeakReplicas, r.PeakQueued, r.QueuedStarts)
 		if err != nil {
 			return err
 		}

@@ -45,8 +45,20 @@ type sim struct {
 	poll, down      int64 // poll and scale-down intervals, in steps
 
 	pool *pool
-	q    queue
-	acc  float64 // deterministic arrivals' fraction carried to the next step
+	// bal is the balancers, each with its queue; capOf and give are
+	// their routers' hooks into pool.assign, made once.
+	bal         []*balancer
+	capOf       []func(*container) int64
+	give        []func(*container, int64)
+	sync        int64   // SYNC_INTERVAL, in steps
+	decay       float64 // a balancer's demand's decay per sync
+	syncs       int64   // syncs so far (the sampling epoch's clock)
+	first, last []int64 // scratch for syncGrants: each balancer's stretch
+	target      []int64 // scratch for syncGrants: one container's targets
+	readyBuf    []*container
+	// queuedMark is queuedSteps at the last whole second; secQueued the
+	// mean queue over that second.
+	queuedMark, secQueued float64
 
 	// The last second's flow, one slot per step, and its sums.
 	arrived, doneN, doneSvc []int64
@@ -90,11 +102,24 @@ func newSim(cfg Config, p Policy, tr Trace) *sim {
 	s.stop = int64(cfg.StopDelay / cfg.Step)
 	s.poll = cfg.steps(cfg.Poll)
 	s.down = cfg.steps(cfg.ScaleDownEvery)
-	s.pool = newPool(s.ring, int(s.capacity))
+	split := cfg.split()
+	s.pool = newPool(s.ring, int(s.capacity), len(split))
+	for i, w := range split {
+		s.bal = append(s.bal, &balancer{share: w})
+		s.capOf = append(s.capOf, func(c *container) int64 { return s.room(c, i) })
+		s.give = append(s.give, func(c *container, n int64) { s.start(c, i, n) })
+	}
+	s.first, s.last, s.target = make([]int64, len(split)), make([]int64, len(split)), make([]int64, len(split))
+	s.sync = 1
+	if cfg.Sync > 0 {
+		s.sync = cfg.steps(cfg.Sync)
+	}
+	s.decay = math.Exp(-(time.Duration(s.sync) * cfg.Step).Seconds())
 	s.arrived, s.doneN, s.doneSvc = make([]int64, s.perSec), make([]int64, s.perSec), make([]int64, s.perSec)
 	s.compN, s.compSvc = make([]int64, s.ring), make([]int64, s.ring)
 	s.lat, s.steadyLat = newHist(s.timeout+s.maxSvc+1), newHist(s.timeout+s.maxSvc+1)
-	s.res = Result{Trace: tr.Name, Policy: p.Name(), Arrivals: "spaced", Duration: time.Duration(s.end) * cfg.Step}
+	s.res = Result{Trace: tr.Name, Policy: p.Name(), Arrivals: "spaced", Duration: time.Duration(s.end) * cfg.Step,
+		ColdStart: cfg.ColdStart, Balancers: len(split)}
 	if cfg.Poisson {
 		s.res.Arrivals = "poisson"
 	}
@@ -106,7 +131,7 @@ func newSim(cfg Config, p Policy, tr Trace) *sim {
 	}
 	for range min(max(n, 0), cfg.Max) {
 		// Ready long enough to be past any slow start: a warm pool.
-		s.pool.add(ready, 0, -s.slow)
+		s.pool.add(ready, 0, -s.slow, 0)
 	}
 	return s
 }
@@ -158,13 +183,14 @@ func changed(prev, cur float64) bool {
 func (s *sim) at(k int64) time.Time { return epoch.Add(time.Duration(k) * s.cfg.Step) }
 
 // tick advances one step: containers change phase, requests finish,
-// arrive, time out and start, and at their intervals the policy is asked.
+// arrive, time out, the balancers divide the slots (every SYNC_INTERVAL)
+// and start requests, and at their intervals the policy is asked.
 func (s *sim) tick() {
 	k := s.k
 	s.phases(k)
 
 	slot := k % s.ring
-	s.pool.complete(slot)
+	s.pool.complete(slot, k)
 	h := k % s.perSec
 	s.doneSum += s.compN[slot] - s.doneN[h]
 	s.svcSum += s.compSvc[slot] - s.doneSvc[h]
@@ -174,15 +200,27 @@ func (s *sim) tick() {
 		s.service = time.Duration(float64(s.svcSum) / float64(s.doneSum) * float64(s.cfg.Step))
 	}
 
-	a := s.arrivals(k)
+	var a int64
+	for _, b := range s.bal {
+		n := s.arrivals(k, b)
+		a += n
+		b.q.push(k, n)
+		s.res.TimedOut += b.q.expire(k - s.timeout)
+	}
 	s.res.Offered += a
 	s.arrSum += a - s.arrived[h]
 	s.arrived[h] = a
-	s.q.push(k, a)
-	s.res.TimedOut += s.q.expire(k - s.timeout)
-	s.pool.assign(s.q.total, s.limit, s.give)
-	if s.cfg.QueueMax > 0 && s.q.total > int64(s.cfg.QueueMax) {
-		s.res.Refused += s.q.dropNewest(s.q.total - int64(s.cfg.QueueMax))
+	if k%s.sync == 0 {
+		s.syncGrants()
+	}
+	for i, b := range s.bal {
+		s.pool.assign(b.q.total, s.capOf[i], s.give[i])
+		if s.cfg.QueueMax > 0 && b.q.total > int64(s.cfg.QueueMax) {
+			s.res.Refused += b.q.dropNewest(b.q.total - int64(s.cfg.QueueMax))
+		}
+	}
+	if k > 0 && k%s.perSec == 0 {
+		s.second(k)
 	}
 
 	if k%s.poll == 0 {
@@ -197,9 +235,32 @@ func (s *sim) tick() {
 	s.containerSteps += int64(n)
 	s.res.PeakReplicas = max(s.res.PeakReplicas, n)
 	s.inflightSteps += float64(s.pool.inflight)
-	s.queuedSteps += float64(s.q.total)
-	s.res.PeakQueued = max(s.res.PeakQueued, s.q.total)
+	q := s.queued()
+	s.queuedSteps += float64(q)
+	s.res.PeakQueued = max(s.res.PeakQueued, q)
 	s.k++
+}
+
+// queued is the requests waiting in every balancer's queue.
+func (s *sim) queued() int64 {
+	var n int64
+	for _, b := range s.bal {
+		n += b.q.total
+	}
+	return n
+}
+
+// second closes the whole second ending at step k: each container's mean
+// in flight over it (what its queue-proxy would report to KPA's scraper),
+// and the mean queue.
+func (s *sim) second(k int64) {
+	for _, c := range s.pool.cs {
+		c.touch(k)
+		c.perSec = float64(c.area-c.mark) / float64(s.perSec)
+		c.mark = c.area
+	}
+	s.secQueued = (s.queuedSteps - s.queuedMark) / float64(s.perSec)
+	s.queuedMark = s.queuedSteps
 }
 
 // phases turns starting containers ready and lets stopped ones go.
@@ -237,18 +298,20 @@ func (s *sim) settleDrains(k int64) {
 	}
 }
 
-// arrivals is the count of requests offered in step k.
-func (s *sim) arrivals(k int64) int64 {
-	mean := s.tr.Rate(time.Duration(k)*s.cfg.Step) * s.dt
+// arrivals is the count of requests offered to balancer b in step k: its
+// share of the trace's rate (a Poisson stream thinned by a fixed share is
+// a Poisson stream).
+func (s *sim) arrivals(k int64, b *balancer) int64 {
+	mean := s.tr.Rate(time.Duration(k)*s.cfg.Step) * s.dt * b.share
 	if mean <= 0 {
 		return 0
 	}
 	if s.cfg.Poisson {
 		return poisson(s.rng, mean)
 	}
-	s.acc += mean
-	n := math.Floor(s.acc + 1e-9)
-	s.acc -= n
+	b.acc += mean
+	n := math.Floor(b.acc + 1e-9)
+	b.acc -= n
 	return int64(n)
 }
 
@@ -262,13 +325,25 @@ func (s *sim) limit(c *container) int64 {
 	return slowstart.Limit(s.capacity, age, s.cfg.SlowStart)
 }
 
-// give starts n queued requests, oldest first, on c.
-func (s *sim) give(c *container, n int64) {
+// room is the most in flight container c may hold once balancer b has
+// started what it may there: its in flight plus b's unused grant, within
+// its present limit. That is the level pool.assign fills it to.
+func (s *sim) room(c *container, b int) int64 {
+	free := min(c.grant[b]-c.in[b], s.limit(c)-c.inflight)
+	return c.inflight + max(free, 0)
+}
+
+// start starts n of balancer b's queued requests, oldest first, on c.
+func (s *sim) start(c *container, b int, n int64) {
+	c.touch(s.k)
 	c.inflight += n
+	c.in[b] += n
 	s.pool.inflight += n
+	s.pool.bIn[b] += n
 	c.lastSeen = s.k
+	q := &s.bal[b].q
 	for n > 0 {
-		at, got := s.q.pop(n)
+		at, got := q.pop(n)
 		if got == 0 {
 			panic("sim: gave more requests than were queued")
 		}
@@ -276,19 +351,20 @@ func (s *sim) give(c *container, n int64) {
 		wait := s.k - at
 		steady := s.steady[at/s.perSec]
 		if s.cfg.Jitter <= 0 {
-			s.begin(c, got, wait, s.svc, steady)
+			s.begin(c, b, got, wait, s.svc, steady)
 			continue
 		}
 		for range got {
-			s.begin(c, 1, wait, s.draw(), steady)
+			s.begin(c, b, 1, wait, s.draw(), steady)
 		}
 	}
 }
 
-// begin records n requests that waited wait steps and take svc steps.
-func (s *sim) begin(c *container, n, wait, svc int64, steady bool) {
+// begin records n requests of balancer b that waited wait steps and take
+// svc steps.
+func (s *sim) begin(c *container, b int, n, wait, svc int64, steady bool) {
 	slot := (s.k + svc) % s.ring
-	c.done[slot] += n
+	c.done[slot*int64(len(s.bal))+int64(b)] += n
 	s.compN[slot] += n
 	s.compSvc[slot] += n * svc
 	s.lat.add(wait+svc, n)
@@ -305,6 +381,25 @@ func (s *sim) draw() int64 {
 	return min(max(int64(math.Round(d/float64(s.cfg.Step))), 1), s.maxSvc)
 }
 
+// decidePool is the pool's counts by phase at step k, with the cold start
+// the controller measures (the model's: the pool is taken to have started
+// containers before) and the starting containers' mean time left.
+func (s *sim) decidePool(k int64) decide.Pool {
+	p := s.pool
+	dp := decide.Pool{Ready: p.n[ready], Starting: p.n[starting], Draining: p.n[draining], Stopping: p.n[stopping],
+		ColdStart: s.cfg.ColdStart}
+	if p.n[starting] > 0 {
+		var left int64
+		for _, c := range p.cs {
+			if c.ph == starting {
+				left += max(c.until-k, 0)
+			}
+		}
+		dp.StartingLeft = time.Duration(left/int64(p.n[starting])) * s.cfg.Step
+	}
+	return dp
+}
+
 // view is what the policy sees at step k.
 func (s *sim) view(k int64) View {
 	p := s.pool
@@ -314,12 +409,40 @@ func (s *sim) view(k int64) View {
 			Arrivals: float64(s.arrSum) / (float64(min(k+1, s.perSec)) * s.dt),
 			Service:  s.service,
 			Inflight: p.inflight,
-			Queued:   s.q.total,
+			Queued:   s.queued(),
 		},
-		Pool:   decide.Pool{Ready: p.n[ready], Starting: p.n[starting], Draining: p.n[draining], Stopping: p.n[stopping]},
+		Pool:   s.decidePool(k),
 		LastUp: s.lastUp,
 		ready:  s.candidates,
+		pods:   s.pods,
 	}
+}
+
+// pods is each ready container's concurrency over the last whole second
+// as its queue-proxy would report it: its mean in flight plus an equal
+// share of the mean queue (in Knative a request waits in the queue-proxy
+// of the pod it was sent to, so the pods hold the queue between them).
+//
+// Before the first whole second it is the present counts.
+func (s *sim) pods() []float64 {
+	out := make([]float64, 0, s.pool.n[ready])
+	whole := s.k >= s.perSec
+	queue := s.secQueued
+	if !whole {
+		queue = float64(s.queued())
+	}
+	share := queue / float64(max(s.pool.n[ready], 1))
+	for _, c := range s.pool.cs {
+		if c.ph != ready {
+			continue
+		}
+		conc := c.perSec
+		if !whole {
+			conc = float64(c.inflight)
+		}
+		out = append(out, conc+share)
+	}
+	return out
 }
 
 // candidates lists the ready containers as the controller's scaleDown
@@ -344,6 +467,9 @@ func (s *sim) candidates() []decide.Candidate {
 func (s *sim) apply(k int64, a Action) {
 	now := s.at(k)
 	if a.Start > 0 || a.Reclaim > 0 {
+		if s.queued() > 0 {
+			s.res.QueuedStarts++
+		}
 		if decide.Flap(s.lastDown, now, s.cfg.Stable) {
 			s.res.Flaps++
 			s.lastDown = time.Time{} // one scale-down undone counts once
@@ -357,7 +483,7 @@ func (s *sim) apply(k int64, a Action) {
 			s.lastUp = now
 		}
 		for range a.Start {
-			s.pool.add(starting, k+s.cold, -1)
+			s.pool.add(starting, k+s.cold, -1, k)
 		}
 		s.res.Started += a.Start
 		// A start with no cold start is ready at once.
