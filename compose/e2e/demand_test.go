@@ -121,6 +121,13 @@ type scalerStatus struct {
 		Reason    string `json:"reason"`
 		Count     int    `json:"count"`
 		Flap      bool   `json:"flap"`
+		// What the decision saw (scale-ups).
+		Time      time.Time `json:"time"`
+		Desired   int       `json:"desired"`
+		Inflight  int64     `json:"inflight"`
+		Queued    int64     `json:"queued"`
+		Arrivals  float64   `json:"arrivals"`
+		ServiceMs float64   `json:"service_ms"`
 	} `json:"events"`
 	Problems map[string]string `json:"problems"`
 }

@@ -57,6 +57,12 @@ func TestStep(t *testing.T) {
 	sc := getScaler(t)
 	t.Logf("step 0 → 60 req/s (need 3): %d requests, %d failed; p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms; peak %d containers at %.1f s; flaps %d; containers over time:%s",
 		len(res), failed, quantile(all, 0.5), quantile(all, 0.9), quantile(all, 0.99), quantile(all, 1), peak, peakAt, sc.Flaps, path)
+	for _, e := range sc.Events {
+		if e.Direction == "up" {
+			t.Logf("scale-up %s +%d at %s: desired %d, %.1f req/s, S %.0f ms, %d in flight, %d queued",
+				e.Reason, e.Count, e.Time.Format("15:04:05.000"), e.Desired, e.Arrivals, e.ServiceMs, e.Inflight, e.Queued)
+		}
+	}
 	if failed > 0 {
 		t.Errorf("%d of %d requests failed", failed, len(res))
 	}

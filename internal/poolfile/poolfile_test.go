@@ -193,3 +193,29 @@ func TestWatcherReportsEachChangeOnce(t *testing.T) {
 		t.Fatalf("invalid %v; want one error naming file, line and key, and nothing applied", invalid)
 	}
 }
+
+// The floors are per pool: a quoted schedule keeps its spaces, ";" and
+// "*", and forecast: on reads as the text on, not YAML 1.1's true.
+func TestFloorSettings(t *testing.T) {
+	c, err := Parse("pools.yml", []byte(`pools:
+  web:
+    min_schedule: "*/30 8-17 * * 1-5 10m 4; 0 20 * * * 30m 2"
+    forecast: on
+    forecast_bucket: 1m
+    forecast_period: 168h
+    forecast_days: 4
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, _ := c.Pool("web")
+	look := web.Lookup(func(string) (string, bool) { return "", false })
+	for name, want := range map[string]string{
+		"MIN_SCHEDULE": "*/30 8-17 * * 1-5 10m 4; 0 20 * * * 30m 2", "FORECAST": "on",
+		"FORECAST_BUCKET": "1m", "FORECAST_PERIOD": "168h", "FORECAST_DAYS": "4",
+	} {
+		if got, ok := look(name); !ok || got != want {
+			t.Errorf("%s = %q (%v), want %q", name, got, ok, want)
+		}
+	}
+}

@@ -146,3 +146,10 @@ func (k Keys) Summary() string { return k.prefix + "summary" }
 // Deploy is a hash: "id" (the deploy's ID) and "doc" (state.Deploy as
 // JSON), written only by a script that checks "id" first.
 func (k Keys) Deploy() string { return k.prefix + "deploy" }
+
+// Forecast is a hash: the start of a bucket (unix seconds) -> the pool's
+// mean offered arrival rate in it (requests per second, a decimal). The
+// leading scaler writes one field when a bucket ends and drops the fields
+// older than FORECAST_DAYS periods; a new leader reads it whole at the
+// start of its term, so the learned floor survives a leader change.
+func (k Keys) Forecast() string { return k.prefix + "forecast" }

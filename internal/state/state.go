@@ -195,6 +195,7 @@ type Store interface {
 	Reports
 	Summaries
 	Deploys
+	Forecasts
 	// Sync publishes a balancer's counts and returns its grants and the
 	// cluster picture, in one round trip. It is called from the balancer's
 	// sync loop, never on the request path.

@@ -19,6 +19,7 @@ import (
 	"lbscale/internal/poolfile"
 	"lbscale/internal/state"
 	"lbscale/internal/state/redisstore"
+	"lbscale/scaler/forecast"
 )
 
 // Environment variable names (the design's contract; do not rename).
@@ -66,6 +67,11 @@ const (
 	EnvCanaryTime        = "DEPLOY_CANARY_TIME"
 	EnvCanaryErrorRate   = "DEPLOY_MAX_ERROR_RATE"
 	EnvCanaryLatency     = "DEPLOY_MAX_LATENCY"
+	EnvMinSchedule       = "MIN_SCHEDULE"
+	EnvForecast          = "FORECAST"
+	EnvForecastBucket    = "FORECAST_BUCKET"
+	EnvForecastPeriod    = "FORECAST_PERIOD"
+	EnvForecastDays      = "FORECAST_DAYS"
 	// EnvWebListenAddr is not read by the scaler: it is the web server's
 	// variable, which the scaler sets in every container it starts so that
 	// the server listens on WEB_PORT.
@@ -85,6 +91,12 @@ const (
 	// ScaleDownIdle stops only containers idle past IDLE_TIMEOUT (the rule
 	// before demand-based scale-down, kept for comparison).
 	ScaleDownIdle = "idle"
+)
+
+// Values of FORECAST.
+const (
+	ForecastOff = "off"
+	ForecastOn  = "on"
 )
 
 // DefaultTargetInflight is the per-container concurrency target when neither
@@ -204,6 +216,23 @@ type Config struct {
 	CanaryTime      time.Duration
 	CanaryErrorRate float64
 	CanaryLatency   float64
+	// MinSchedule raises the pool's minimum at the times it names
+	// (MIN_SCHEDULE): the floor is the largest active entry's replicas,
+	// never below MinReplicas nor above MaxReplicas.
+	MinSchedule forecast.Schedule
+	// Forecast turns the learned floor on: the pool's arrival rate is
+	// recorded per ForecastBucket of each ForecastPeriod, and the highest
+	// rate of the last ForecastDays periods at the same time of the
+	// period, one cold start ahead, sizes a floor.
+	Forecast       bool
+	ForecastBucket time.Duration
+	ForecastPeriod time.Duration
+	ForecastDays   int
+}
+
+// Bucketing is the learned floor's division of time.
+func (c Config) Bucketing() forecast.Bucketing {
+	return forecast.Bucketing{Bucket: c.ForecastBucket, Period: c.ForecastPeriod, Days: c.ForecastDays}
 }
 
 // Vars declares every variable the scaler reads: name, default, range
@@ -216,7 +245,7 @@ var Vars = envconf.Join(envconf.Table{
 	{Name: EnvMaxReplicas, Default: 10, Min: 1, Max: 1000, Help: "never more containers, starting, draining and stopping ones included"},
 	{Name: EnvMaxInflight, Default: DefaultTargetInflight, Min: 1, Max: 1 << 20, Help: "the balancers' per-backend limit (compose passes one value to both): TARGET_INFLIGHT's default and ceiling"},
 	{Name: EnvTargetInflight, Min: 1, Max: 1 << 20, Shown: "MAX_INFLIGHT, else 4", Help: "requests one container should carry (≤ MAX_INFLIGHT); see Autoscaling"},
-	{Name: EnvScaleUpCooldown, Default: time.Second, Min: time.Duration(0), Max: time.Hour, Help: "least time between scale-up decisions"},
+	{Name: EnvScaleUpCooldown, Default: time.Duration(0), Min: time.Duration(0), Max: time.Hour, Help: "least time between scale-up decisions that start containers; 0: none, a scale-up counts the containers already starting"},
 	{Name: EnvIdleTimeout, Default: 60 * time.Second, Min: 100 * time.Millisecond, Max: 7 * 24 * time.Hour, Help: "a container with no request for this long and nothing in flight may be stopped; the only rule that takes a pool below one container (MIN_REPLICAS=0)"},
 	{Name: EnvDrainTimeout, Default: 30 * time.Second, Min: time.Duration(0), Max: time.Hour, Help: "longest wait for a draining container's in-flight to reach 0 (≥ DRAIN_SETTLE)"},
 	{Name: EnvDrainSettle, Default: time.Second, Min: time.Duration(0), Max: 10 * time.Minute, Help: "least time draining before stopping, so every balancer has seen it; the scaler also waits two of the slowest live balancer's SYNC_INTERVALs (balancers publish theirs)"},
@@ -248,6 +277,11 @@ var Vars = envconf.Join(envconf.Table{
 	{Name: EnvCanaryTime, Default: 60 * time.Second, Min: time.Second, Max: 24 * time.Hour, Help: "longest watch of the canary; then it is judged on what it served (nothing served: its health gate alone)"},
 	{Name: EnvCanaryErrorRate, Default: 0.05, Min: float64(0), Max: float64(1), Help: "the canary fails when its share of failed requests (5xx, gateway failures) exceeds the old containers' by more than this; the deploy then rolls back by itself"},
 	{Name: EnvCanaryLatency, Default: float64(2), Min: float64(1), Max: float64(1000), Help: "the canary fails when its mean service time is over this many times the old containers' (means under 5ms are not compared)"},
+	{Name: EnvMinSchedule, Help: "scheduled minimum: ;-separated entries <cron spec> <duration> <replicas> (5-field cron, CRON_TZ=<zone> prefix allowed, else local time), e.g. 0 8 * * 1-5 10h 4; 0 20 * * * 30m 2. While an entry's schedule fired within its duration the pool keeps at least its replicas (the largest active entry; ≤ MAX_REPLICAS)"},
+	{Name: EnvForecast, Default: ForecastOff, OneOf: []string{ForecastOff, ForecastOn}, Help: "learned floor: on records the pool's arrival rate per FORECAST_BUCKET of each FORECAST_PERIOD (in Redis) and keeps, one cold start ahead, the containers the highest rate of the last FORECAST_DAYS periods at that time needs"},
+	{Name: EnvForecastBucket, Default: 5 * time.Minute, Min: 10 * time.Second, Max: time.Hour, Help: "the learned floor's resolution: the arrival rate's mean per bucket (whole seconds, 10s…1h; FORECAST_PERIOD a multiple of it)"},
+	{Name: EnvForecastPeriod, Default: 24 * time.Hour, Min: time.Minute, Max: 31 * 24 * time.Hour, Help: "the learned floor's cycle, counted from 00:00 UTC: 24h compares days, 168h weeks (1m…744h)"},
+	{Name: EnvForecastDays, Default: 7, Min: 1, Max: 90, Help: "how many past FORECAST_PERIODs the learned floor reads (the highest of them counts); older buckets are dropped"},
 	{Name: EnvScaleDownInterval, Default: "@every 10s", Help: "how often the scale-down job runs: a cron spec or a Go duration (≥ 1s)"},
 	{Name: EnvMemoryLimit, Help: "memory per web container (128m, 1g; at least 6m); none by default"},
 	{Name: EnvWebEnv, Help: "comma-separated KEY=VALUE list given to every web container (e.g. CAPACITY=2,SLEEP_MS=300)"},
@@ -348,6 +382,19 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.CanaryTime = r.Duration(EnvCanaryTime)
 	c.CanaryErrorRate = r.Float(EnvCanaryErrorRate)
 	c.CanaryLatency = r.Float(EnvCanaryLatency)
+	c.MinSchedule = minSchedule(r, EnvMinSchedule, c.MaxReplicas)
+	c.Forecast = r.OneOf(EnvForecast) == ForecastOn
+	c.ForecastBucket = r.Duration(EnvForecastBucket)
+	c.ForecastPeriod = r.Duration(EnvForecastPeriod)
+	c.ForecastDays = r.Int(EnvForecastDays)
+	switch {
+	case c.ForecastBucket%time.Second != 0:
+		// The store keys a bucket by its start in whole seconds.
+		r.Fail(EnvForecastBucket, "%s is not a whole number of seconds", c.ForecastBucket)
+	case c.ForecastPeriod%c.ForecastBucket != 0 || c.ForecastPeriod < 2*c.ForecastBucket:
+		// A bucket across two periods would compare different times of day.
+		r.Fail(EnvForecastPeriod, "%s is not a multiple (of at least 2) of FORECAST_BUCKET=%s", c.ForecastPeriod, c.ForecastBucket)
+	}
 	return c, r.Err()
 }
 
@@ -379,6 +426,21 @@ func scheduleSpec(r *envconf.Reader, name string) string {
 		return def
 	}
 	return v
+}
+
+// minSchedule parses MIN_SCHEDULE (forecast.ParseSchedule); an entry
+// above MAX_REPLICAS is refused rather than cut, since it says the pool
+// needs more than it may ever have.
+func minSchedule(r *envconf.Reader, name string, most int) forecast.Schedule {
+	s, err := forecast.ParseSchedule(r.String(name))
+	if err != nil {
+		r.Fail(name, "%v (e.g. 0 8 * * 1-5 10h 4; 0 20 * * * 30m 2)", err)
+		return forecast.Schedule{}
+	}
+	if n := s.Most(); n > most {
+		r.Fail(name, "an entry asks for %d replicas, above MAX_REPLICAS=%d", n, most)
+	}
+	return s
 }
 
 // memSize is a Docker-style size: a byte count with an optional binary

@@ -10,6 +10,7 @@ import (
 	"lbscale/internal/envconf"
 	"lbscale/internal/state/redisstore"
 	"lbscale/internal/testenv/tlstest"
+	"lbscale/scaler/forecast"
 )
 
 func load(t *testing.T, env map[string]string) (Config, error) {
@@ -26,7 +27,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Pool != "web" || c.MinReplicas != 1 || c.MaxReplicas != 10 || c.TargetInflight != 4 ||
-		c.ScaleUpCooldown != time.Second || c.IdleTimeout != time.Minute || c.ScaleDownSpec != "@every 10s" ||
+		c.ScaleUpCooldown != 0 || c.IdleTimeout != time.Minute || c.ScaleDownSpec != "@every 10s" ||
 		c.DrainTimeout != 30*time.Second || c.NanoCPUs != 0 || c.MemoryBytes != 0 ||
 		c.WebImage != "lbscale/webserver:local" || c.WebPort != 8080 || c.Network != "bridge" ||
 		c.Driver != DriverDocker || c.HealthTimeout != 30*time.Second || c.LeaseTTL != 5*time.Second ||
@@ -132,12 +133,44 @@ func TestInvalidNamesTheVariable(t *testing.T) {
 		{map[string]string{EnvMaxScaleDownRate: "NaN"}, EnvMaxScaleDownRate},
 		{map[string]string{EnvBacklogDrain: "0s"}, EnvBacklogDrain},
 		{map[string]string{EnvHealthPath: "healthz"}, EnvHealthPath},
+		{map[string]string{EnvMinSchedule: "0 8 * * 1-5 10h"}, EnvMinSchedule},
+		{map[string]string{EnvMinSchedule: "0 25 * * * 1h 2"}, EnvMinSchedule},
+		{map[string]string{EnvMinSchedule: "0 8 * * * 1h 11"}, EnvMinSchedule}, // above MAX_REPLICAS=10
+		{map[string]string{EnvForecast: "yes"}, EnvForecast},
+		{map[string]string{EnvForecastBucket: "1s"}, EnvForecastBucket},
+		{map[string]string{EnvForecastBucket: "10500ms"}, EnvForecastBucket},
+		{map[string]string{EnvForecastBucket: "7m"}, EnvForecastPeriod}, // 24h is no multiple of 7m
+		{map[string]string{EnvForecastBucket: "1h", EnvForecastPeriod: "1h"}, EnvForecastPeriod},
+		{map[string]string{EnvForecastDays: "0"}, EnvForecastDays},
 	}
 	for _, tt := range tests {
 		_, err := load(t, tt.env)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("env %v: error %v, want one naming %s", tt.env, err, tt.want)
 		}
+	}
+}
+
+// TestFloors: MIN_SCHEDULE parses into a schedule the controller reads,
+// and the learned floor's settings default to a week of days in 5-minute
+// buckets, off.
+func TestFloors(t *testing.T) {
+	c, err := load(t, map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Forecast || c.ForecastBucket != 5*time.Minute || c.ForecastPeriod != 24*time.Hour || c.ForecastDays != 7 || len(c.MinSchedule.Entries) != 0 {
+		t.Fatalf("defaults: forecast %v %s %s %d, schedule %q", c.Forecast, c.ForecastBucket, c.ForecastPeriod, c.ForecastDays, c.MinSchedule)
+	}
+	c, err = load(t, map[string]string{EnvMinSchedule: "0 8 * * 1-5 10h 4; 0 20 * * * 30m 2", EnvForecast: "on",
+		EnvForecastBucket: "1m", EnvForecastPeriod: "168h", EnvForecastDays: "4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	monday := time.Date(2026, 12, 7, 9, 0, 0, 0, time.Local)
+	if !c.Forecast || c.Bucketing() != (forecast.Bucketing{Bucket: time.Minute, Period: 168 * time.Hour, Days: 4}) ||
+		len(c.MinSchedule.Entries) != 2 || c.MinSchedule.Floor(monday) != 4 {
+		t.Fatalf("read forecast %v %+v, schedule %+v", c.Forecast, c.Bucketing(), c.MinSchedule)
 	}
 }
 

@@ -21,6 +21,7 @@ var fuzzVars = []string{
 	EnvLeaseTTL, EnvReconcileInterval, EnvPollInterval, EnvAdminAddr, EnvScalerID,
 	EnvLogLevel, EnvScaleDown, EnvStableWindow, EnvPanicWindow,
 	EnvMaxScaleDownRate, EnvBacklogDrain, EnvWebConstraints,
+	EnvMinSchedule, EnvForecast, EnvForecastBucket, EnvForecastPeriod, EnvForecastDays,
 }
 
 // FuzzLoad sets one variable of an otherwise valid environment to arbitrary
@@ -47,6 +48,9 @@ func FuzzLoad(f *testing.F) {
 		{EnvWebConstraints, "node.role=worker"},
 		{EnvPanicWindow, "2m"},
 		{EnvMaxScaleDownRate, "NaN"},
+		{EnvMinSchedule, "0 8 * * 1-5 10h 4; 0 20 * * * 30m 2"},
+		{EnvMinSchedule, "CRON_TZ=Europe/Paris @daily 1h 2;;"},
+		{EnvForecastBucket, "7m"},
 	}
 	for _, s := range seeds {
 		f.Add(uint8(slices.Index(fuzzVars, s.name)), s.value)
@@ -64,7 +68,8 @@ func FuzzLoad(f *testing.F) {
 		}
 		switch {
 		case c.MinReplicas > c.MaxReplicas, c.DrainTimeout < c.DrainSettle, c.PanicWindow > c.StableWindow,
-			c.NanoCPUs < 0, c.MemoryBytes != 0 && c.MemoryBytes < 6<<20, state.CheckPool(c.Pool) != nil:
+			c.NanoCPUs < 0, c.MemoryBytes != 0 && c.MemoryBytes < 6<<20, state.CheckPool(c.Pool) != nil,
+			c.ForecastPeriod%c.ForecastBucket != 0, c.MinSchedule.Most() > c.MaxReplicas:
 			t.Fatalf("%s=%q: accepted %+v", name, value, c)
 		}
 	})

@@ -48,6 +48,10 @@ type Status struct {
 	Queued   int64 `json:"queued"`
 	// Demand is the latest demand reading and what the windows make of it.
 	Demand Demand `json:"demand"`
+	// Floor is the pool's minimum now and its source: MIN_REPLICAS, an
+	// active MIN_SCHEDULE entry, or the learned floor (FORECAST), never
+	// above MAX_REPLICAS. The leader's view, as Desired.
+	Floor Floor `json:"floor"`
 	// Flaps counts scale-ups within STABLE_WINDOW of a scale-down, this
 	// process's lifetime.
 	Flaps int `json:"flaps"`
@@ -164,6 +168,7 @@ func (c *Controller) Status(ctx context.Context) Status {
 			s.Leader = true
 			s.Desired, s.Inflight, s.Queued, s.Demand = r.desired, r.inflight, r.queued, r.demand
 			s.Replicas, s.Starting, s.Draining = ready, starting, draining
+			s.Floor = c.floor.latest()
 		}
 	}
 	s.Members = c.members.status()
@@ -182,6 +187,7 @@ func (c *Controller) Status(ctx context.Context) Status {
 		if sum, ok, err := c.readSummary(ctx); err == nil && ok && sum.Leader == s.LeaderID {
 			s.Desired, s.Replicas, s.Starting, s.Draining = sum.Desired, sum.Replicas, sum.Starting, sum.Draining
 			s.Inflight, s.Queued, s.Demand = sum.Inflight, sum.Queued, sum.Demand
+			s.Floor = sum.Floor
 		}
 	}
 	if d, ok, err := c.store.Deploy(ctx); err == nil && ok {

@@ -104,6 +104,7 @@ type Controller struct {
 	down    *drainer
 	recon   *reconciler
 	dep     *deployer
+	floor   *floorKeeper
 	flaps   *flapMeter
 	pools   func() []string
 
@@ -175,6 +176,8 @@ func New(o Options) *Controller {
 		members: c.members, auto: &c.auto, workers: &c.wg, flaps: c.flaps, load: c.up,
 	}
 	c.up.remove = c.down
+	c.floor = newFloorKeeper(c.cfg, c.store, c.log, c.rep, c.m.reg, c.up.coldStart)
+	c.up.floor, c.down.floor = c.floor, c.floor
 	c.dep = &deployer{cfg: c.cfg, store: c.store, now: c.now, log: c.log, rep: c.rep, m: c.m, members: c.members, up: c.up, down: c.down}
 	c.up.image, c.up.failed = c.dep.startImage, c.dep.startFailed
 	c.down.deploy = c.dep.view
@@ -279,6 +282,7 @@ func (c *Controller) startTerm(parent context.Context) func() {
 		// must not hold back the starts of the next.
 		c.up.endTerm()
 		c.dep.endTerm()
+		c.floor.endTerm()
 		c.flaps.endTerm()
 		c.up.gauges() // a follower reports no replicas: only the leader's view counts
 		c.m.leader.Set(0)

@@ -45,6 +45,8 @@ type Summary struct {
 	// leader tracks either, and a follower's page shows them.
 	Deploy *state.Deploy       `json:"deploy,omitempty"`
 	Images map[string][]string `json:"images,omitempty"`
+	// Floor is the pool's minimum at the leader's latest poll.
+	Floor Floor `json:"floor"`
 }
 
 // summary is this scaler's Summary, as leader.
@@ -54,7 +56,7 @@ func (c *Controller) summary() Summary {
 	s := Summary{Leader: c.instance, Since: c.lease.leaderSince(), Desired: r.desired,
 		Ideal: r.demand.Steady / float64(max(c.cfg.TargetInflight, 1)), Events: c.rep.events.list(),
 		Replicas: ready, Starting: starting, Draining: draining, Inflight: r.inflight, Queued: r.queued, Demand: r.demand,
-		Images: map[string][]string{}}
+		Images: map[string][]string{}, Floor: c.floor.latest()}
 	if d, ok := c.dep.current(); ok {
 		s.Deploy = &d
 	}

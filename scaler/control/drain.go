@@ -62,6 +62,8 @@ type drainer struct {
 	// deploy says which members a deploy is replacing (scale-down takes
 	// them first) and which is its canary (scale-down leaves it alone).
 	deploy func() deployView
+	// floor is the pool's minimum at each poll; scale-down never goes below.
+	floor *floorKeeper
 }
 
 var _ remover = (*drainer)(nil)
@@ -76,6 +78,7 @@ func (d *drainer) scaleDown(ctx context.Context) {
 		return
 	}
 	cands := d.members.candidates(load, d.load.stats(), d.deploy())
+	d.auto.Sizing.Min = d.floor.at(cur).Replicas
 	surplus, idle := d.auto.ScaleDown(cur, cands, d.members.pool(cur.At))
 	if len(surplus) > 0 {
 		d.log.Info("scaling down to demand", "drain", surplus, "ready", len(cands),

@@ -75,6 +75,9 @@ type upscaler struct {
 	// fails its health gate rolls back).
 	image  func() string
 	failed func(image string, err error)
+	// floor is the pool's minimum at each poll (MIN_REPLICAS, the
+	// schedule, the forecast).
+	floor *floorKeeper
 
 	mu        sync.Mutex // protects the fields below
 	latestR   reading
@@ -82,8 +85,17 @@ type upscaler struct {
 	statsR    map[string]backendStats // per backend, from the latest reports read
 	statsAt   time.Time               // when they were read
 	lastUp    time.Time
-	failures  int       // consecutive failed starts
-	notBefore time.Time // no start before this (back-off after failures)
+	failures  int           // consecutive failed starts
+	notBefore time.Time     // no start before this (back-off after failures)
+	cold      time.Duration // the latest measured cold start; kept across terms
+}
+
+// coldStart is the latest measured cold start (0: none yet): the image's,
+// not the term's, so a new term keeps it.
+func (u *upscaler) coldStart() time.Duration {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.cold
 }
 
 // latest returns the latest reading (zero before the first of a term).
@@ -185,7 +197,10 @@ func (u *upscaler) scaleUp(ctx context.Context) {
 	u.mu.Lock()
 	lastUp, notBefore := u.lastUp, u.notBefore
 	u.mu.Unlock()
+	fl := u.floor.poll(ctx, cur)
+	u.auto.Sizing.Min = fl.Replicas
 	res := u.auto.Poll(cur, p, lastUp, notBefore)
+	res.Reason = fl.reason(res.Reason, p.Ready+p.Starting, u.cfg.MinReplicas)
 	d := Demand{Arrivals: cur.Arrivals, ServiceMs: float64(cur.Service) / 1e6, Steady: cur.Steady(),
 		PanicMean: u.auto.Win.PanicMean(now), StableMax: u.auto.Win.StableMax(now), Down: u.auto.Sizing.Down(&u.auto.Win, cur)}
 	u.mu.Lock()
@@ -233,7 +248,8 @@ func (u *upscaler) startWith(ctx context.Context, n int, image string, reason de
 	ms := make([]*member, n)
 	if reason == decide.ReasonDemand || reason == decide.ReasonFromZero {
 		// The cooldown spaces reactions to measured load; keeping the
-		// MIN_REPLICAS floor is no such reaction and must not delay one.
+		// floor (MIN_REPLICAS, the schedule's, the forecast's) is no such
+		// reaction and must not delay one.
 		u.mu.Lock()
 		u.lastUp = now
 		u.mu.Unlock()
@@ -287,7 +303,7 @@ func (u *upscaler) startOne(ctx context.Context, m *member) {
 	u.members.coldStarted(cold)
 	u.becomeReady(ctx, m, ready)
 	u.mu.Lock()
-	u.failures, u.notBefore = 0, time.Time{}
+	u.failures, u.notBefore, u.cold = 0, time.Time{}, cold
 	u.mu.Unlock()
 	u.rep.recover(opStart)
 	u.log.Info("container ready", "id", m.id, "addr", inst.Addr, "cold_start", cold.Round(time.Millisecond).String())

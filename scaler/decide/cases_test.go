@@ -246,3 +246,23 @@ func TestComposeStep(t *testing.T) {
 		t.Fatalf("peak %d containers (want 4), queue gone at %v (want within 6 s)", peak, drained)
 	}
 }
+
+func TestForRate(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		z       Sizing
+		rate    float64
+		service time.Duration
+		want    int
+	}{
+		{"60 req/s at 200 ms, staffed: 15.2 slots", Sizing{Target: 4, WaitTarget: 200 * ms}, 60, 200 * ms, 4},
+		{"no wait target: 12 slots", Sizing{Target: 4}, 60, 200 * ms, 3},
+		{"no service time: nothing known", Sizing{Target: 4}, 60, 0, 0},
+		{"no rate", Sizing{Target: 4, WaitTarget: 200 * ms}, 0, 200 * ms, 0},
+		{"not bounded by Max", Sizing{Target: 4, Max: 2}, 2000, 200 * ms, 100},
+	} {
+		if got := tt.z.ForRate(tt.rate, tt.service); got != tt.want {
+			t.Errorf("%s: ForRate = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

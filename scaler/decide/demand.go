@@ -65,7 +65,7 @@ type Windows struct {
 	// ones.
 	Every time.Duration
 	// Gap is the longest time between two samples that still counts as a
-	// continuous record (0: the panic window). After a longer gap (the load
+	// continuous record (0: the panic window, and at least four Every). After a longer gap (the load
 	// could not be read, say, while the lease held) the record restarts:
 	// Full waits for a whole stable window again, since what happened in
 	// the gap is unknown and a scale-down must not act on it.
@@ -108,7 +108,7 @@ func (w *Windows) gap() time.Duration {
 	if w.Gap > 0 {
 		return w.Gap
 	}
-	return max(w.Panic, w.Every)
+	return max(w.Panic, 4*w.Every)
 }
 
 // Reset forgets every sample and the service time: a new leader has no
@@ -312,6 +312,22 @@ func (z Sizing) Staff(r float64, service time.Duration) float64 {
 	return r + Beta(r, z.WaitTarget.Seconds()/service.Seconds(), 0.01)*math.Sqrt(r)
 }
 
+// ForRate is the containers an arrival rate (req/s) needs at a service
+// time, staffed as Up staffs the steady demand, not bounded by Min or Max:
+// what a forecast of the rate asks for ahead of time, so that the pool it
+// starts is the one the reactive rule would keep. 0 with no service time
+// (a rate then says nothing about concurrency).
+//
+// E.g. target 4, wait target 200 ms: 60 req/s at 200 ms is 12 slots, 15.2
+// with headroom, 4 containers; with no wait target 3.
+func (z Sizing) ForRate(rate float64, service time.Duration) int {
+	if rate <= 0 || service <= 0 || math.IsNaN(rate) {
+		return 0
+	}
+	n := math.Ceil(z.Staff(rate*service.Seconds(), service)/float64(max(z.Target, 1)) - 1e-9)
+	return int(min(max(n, 0), math.MaxInt32))
+}
+
 // Beta is the square-root staffing factor for an offered load of r slots:
 // the least β ≥ 0 with P(wait > t·S) ≤ p in the Halfin–Whitt approximation
 // of a queue with c = r + β√r servers, where a request waits at all with
@@ -363,7 +379,9 @@ func Beta(r, t, p float64) float64 {
 //
 // The backlog is the work that will be waiting when containers started now
 // are ready: the panic window's mean queue (a queue that comes and goes
-// within a second is no shortage), plus what the steady load adds over the
+// within a second is no shortage; but while the steady load exceeds the
+// pool with what is starting, the queue is growing and the latest count
+// stands), plus what the steady load adds over the
 // cold start beyond the ready containers' target, less what the starting
 // ones work off once they are ready. That work is to be done within
 // BACKLOG_DRAIN after the cold start (and never faster than a cold start
@@ -418,7 +436,13 @@ func (z Sizing) Up(w *Windows, cur Sample, p Pool) int {
 	s := service.Seconds()
 	t := float64(max(z.Target, 1))
 	cold := p.ColdStart.Seconds()
-	work := w.panicMean(cur.At, queued, extra)*s +
+	q := w.panicMean(cur.At, queued, extra)
+	if steady > float64(p.Ready+p.Starting)*t {
+		// Short even with what is on its way: the queue is growing, and its
+		// mean over the panic window lags it.
+		q = max(q, queued(cur))
+	}
+	work := q*s +
 		(steady-float64(p.Ready)*t)*cold -
 		float64(p.Starting)*t*max(cold-p.StartingLeft.Seconds(), 0)
 	horizon := max(z.BacklogDrain, p.ColdStart, service)

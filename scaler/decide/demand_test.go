@@ -169,7 +169,7 @@ func TestSizing(t *testing.T) {
 			}
 			w.Add(cur)
 		}
-		if up := z.Up(w, cur, Pool{}); up != tt.wantUp {
+		if up := z.Up(w, cur, Pool{Ready: 4}); up != tt.wantUp {
 			t.Errorf("%s: Up = %d, want %d", tt.name, up, tt.wantUp)
 		}
 	}

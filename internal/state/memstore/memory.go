@@ -33,6 +33,7 @@ type Store struct {
 	summary    []byte                  // the leader's dashboard summary
 	summaryEnd time.Time               // when summary expires
 	deploy     *state.Deploy           // the pool's latest deploy
+	forecast   map[int64]float64       // bucket start (unix s) -> mean arrival rate
 }
 
 type memBalancer struct {
