@@ -117,6 +117,11 @@ type UpResult struct {
 	// Held says why containers are needed but none start now ("cooldown",
 	// "backoff"); empty otherwise.
 	Held string
+	// Panic: a start for demand while requests queue and the latest
+	// reading is more than the pool carries at target, starting containers
+	// counted: the load came before the pool, which a floor (MIN_SCHEDULE,
+	// FORECAST) exists to avoid.
+	Panic bool
 }
 
 // Up decides whether to add capacity now. It never removes any: shrinking is

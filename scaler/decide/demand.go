@@ -628,12 +628,15 @@ type Pool struct {
 // failure back-off (see UpInput).
 func (a *Autoscaler) Poll(cur Sample, p Pool, lastUp, notBefore time.Time) UpResult {
 	a.Win.Add(cur)
-	return Up(UpInput{
+	res := Up(UpInput{
 		Desired: a.Sizing.Up(&a.Win, cur, p),
 		Ready:   p.Ready, Starting: p.Starting, Draining: p.Draining, Stopping: p.Stopping,
 		Min: a.Sizing.Min, Max: a.Sizing.Max,
 		LastUp: lastUp, Cooldown: a.Cooldown, NotBefore: notBefore,
 	}, cur.At)
+	res.Panic = res.Reason == ReasonDemand && (res.Start > 0 || res.Reclaim > 0) && cur.Queued > 0 &&
+		a.Win.steady(cur) > float64((p.Ready+p.Starting)*max(a.Sizing.Target, 1))
+	return res
 }
 
 // ScaleDown records cur and picks the containers to drain: surplus ones

@@ -3,6 +3,7 @@ package sim
 import (
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -364,7 +365,7 @@ func TestDeterministic(t *testing.T) {
 	tr := Bursts(PeakRate(20, 4, cfg.Service), 20*time.Minute)
 	a := Run(cfg, NewOurs(cfg.Scaler, "demand"), tr)
 	b := Run(cfg, NewOurs(cfg.Scaler, "demand"), tr)
-	if a != b {
+	if !reflect.DeepEqual(a, b) {
 		t.Errorf("two runs differ:\n%+v\n%+v", a, b)
 	}
 	cfg.Seed = 2

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"lbscale/scaler/decide"
+	"lbscale/scaler/forecast"
 )
 
 // Policy is a scaling policy as the simulation loop drives it: the
@@ -60,13 +61,18 @@ type Action struct {
 	// cooldown's reference), as the controller's start does.
 	Reason decide.Reason
 	Drain  []string
+	// Panic: a scale-up read from the latest reading, a step beyond the
+	// mean and its noise while requests queued (UpResult.Panic; KPA's
+	// panic mode for the baseline).
+	Panic bool
 }
 
 // Ours drives decide.Autoscaler exactly as scaler/control does: Poll with
 // the pool's counts and cold start, the last demand start and no
 // back-off; ScaleDown with the ready candidates and the same pool.
 type Ours struct {
-	A decide.Autoscaler
+	A  decide.Autoscaler
+	fc *floorForecast // the learned floor (nil: off)
 }
 
 // NewOurs is the project's policy with rule (SCALE_DOWN), set up as the
@@ -82,18 +88,60 @@ func NewOurs(s Scaler, rule decide.Rule) *Ours {
 	}}
 }
 
-// Name is "ours/" and the rule.
-func (o *Ours) Name() string { return "ours/" + string(o.A.Rule) }
+// WithForecast turns on the learned floor (FORECAST=on) over b, as the
+// controller's floor keeper runs it: each poll records the offered rate
+// into its bucket, and the minimum of each decision is the containers
+// (Sizing.ForRate) the highest recorded rate one cold start ahead needs.
+func (o *Ours) WithForecast(b forecast.Bucketing, min0 int) *Ours {
+	o.fc = &floorForecast{b: b, rec: forecast.Recorder{Bucketing: b}, hist: forecast.History{}, min: min0}
+	return o
+}
+
+// floorForecast is the learned floor's state in a run.
+type floorForecast struct {
+	b       forecast.Bucketing
+	rec     forecast.Recorder
+	hist    forecast.History
+	min     int // MIN_REPLICAS
+	service time.Duration
+}
+
+// floor records v's rate and sets the autoscaler's minimum for this call.
+func (o *Ours) floor(v View) {
+	f := o.fc
+	if f == nil {
+		return
+	}
+	if start, mean, done := f.rec.Add(v.Sample.At, v.Sample.Arrivals); done {
+		f.hist[start] = mean
+		f.hist.Trim(f.b, v.Sample.At)
+	}
+	if v.Sample.Service > 0 {
+		f.service = v.Sample.Service
+	}
+	rate := f.hist.Predict(f.b, v.Sample.At, v.Pool.ColdStart)
+	o.A.Sizing.Min = min(max(f.min, o.A.Sizing.ForRate(rate, f.service)), o.A.Sizing.Max)
+}
+
+// Name is "ours/" and the rule, "+forecast" with the learned floor.
+func (o *Ours) Name() string {
+	if o.fc != nil {
+		return "ours/" + string(o.A.Rule) + "+forecast"
+	}
+	return "ours/" + string(o.A.Rule)
+}
 
 // Poll is Autoscaler.Poll.
 func (o *Ours) Poll(v View) Action {
+	o.floor(v)
 	res := o.A.Poll(v.Sample, v.Pool, v.LastUp, time.Time{})
-	return Action{Start: res.Start, Reclaim: res.Reclaim, Reason: res.Reason}
+	return Action{Start: res.Start, Reclaim: res.Reclaim, Reason: res.Reason, Panic: res.Panic}
 }
 
 // ScaleDown is Autoscaler.ScaleDown; the surplus and idle victims are
 // drained alike.
 func (o *Ours) ScaleDown(v View) Action {
+	o.floor(v)
 	surplus, idle := o.A.ScaleDown(v.Sample, v.Ready(), v.Pool)
 	return Action{Drain: append(surplus, idle...)}
 }

@@ -34,9 +34,13 @@ type Result struct {
 	// scale-ups within STABLE_WINDOW of a scale-down (decide.Flap).
 	Started, Reclaimed, Drained, Flaps int
 	// QueuedStarts counts the scale-up decisions (starts or reclaims)
-	// taken while requests were queued: the scale-ups that came after
-	// the load, not before it.
+	// taken while requests were queued, for demand (not to keep a
+	// minimum or a floor): the scale-ups that came after the load, not
+	// before it.
 	QueuedStarts int
+	// PanicStartsAt are the times, from the run's start, of the scale-ups
+	// decided in panic (Action.Panic): the load came before the pool.
+	PanicStartsAt []time.Duration
 	// PeakReplicas is the most containers that existed at once.
 	PeakReplicas int
 	// PeakQueued is the longest queue, over every balancer; MeanInflight

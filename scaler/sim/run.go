@@ -467,8 +467,11 @@ func (s *sim) candidates() []decide.Candidate {
 func (s *sim) apply(k int64, a Action) {
 	now := s.at(k)
 	if a.Start > 0 || a.Reclaim > 0 {
-		if s.queued() > 0 {
+		if s.queued() > 0 && a.Reason != decide.ReasonMinReplicas {
 			s.res.QueuedStarts++
+		}
+		if a.Panic {
+			s.res.PanicStartsAt = append(s.res.PanicStartsAt, now.Sub(epoch))
 		}
 		if decide.Flap(s.lastDown, now, s.cfg.Stable) {
 			s.res.Flaps++

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"sync"
 	"testing"
@@ -108,7 +109,7 @@ func TestRunAll(t *testing.T) {
 	}
 	for i, r := range runAll(jobs) {
 		j := jobs[i]
-		if want := Run(j.cfg, j.policy(j.cfg), j.trace); r != want {
+		if want := Run(j.cfg, j.policy(j.cfg), j.trace); !reflect.DeepEqual(r, want) {
 			t.Errorf("job %d: %+v\nalone: %+v", i, r, want)
 		}
 	}
