@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 // TestStep is the step a new user tries first (scripts/exp-step runs it,
 // about 3 minutes; it runs only with STEP_RUN=1): a cluster with the
 // defaults, idle, then 60 req/s of /?sleep_ms=200 through both balancers
-// (alternately) for 40 s. The need is 12 in flight, 3 containers at the
+// (alternately) for 40 s; STEP_ENV changes settings. The need is 12 in flight, 3 containers at the
 // default target of 4. It logs the pool's containers over time (every
 // container of the pool, starting ones too), the peak and the latency,
 // and fails on a failed request.
@@ -22,7 +23,9 @@ func TestStep(t *testing.T) {
 		t.Skip("STEP_RUN unset: the step runs from scripts/exp-step")
 	}
 	needDocker(t)
-	up(t)
+	// STEP_ENV: settings to try instead of the defaults, e.g.
+	// "BACKLOG_DRAIN=4s LATENCY_TARGET=0".
+	up(t, strings.Fields(os.Getenv("STEP_ENV"))...)
 	testenv.Eventually(t, 60*time.Second, "pool settles at 1 replica", func() bool { return getStatus(t, adminA).Replicas == 1 })
 	time.Sleep(5 * time.Second)
 	sh := shape{name: "step", dur: 40 * time.Second, rate: func(float64) float64 { return 60 }}

@@ -69,6 +69,9 @@ func TestSwarmStack(t *testing.T) {
 		"MIN_REPLICAS=1", "MAX_REPLICAS=4", "MAX_INFLIGHT=2", "TARGET_INFLIGHT=2",
 		fmt.Sprintf("WEB_ENV=CAPACITY=%d,SLEEP_MS=%d", webCapacity, webService.Milliseconds()),
 		"QUEUE_TIMEOUT=60s", "STABLE_WINDOW=8s", "SCALE_DOWN_INTERVAL=1s", "LEASE_TTL=3s",
+		// The trickle's need is one service at target (no staffing
+		// headroom): the test times the way back to it.
+		"LATENCY_TARGET=0",
 	}
 	t.Cleanup(func() {
 		script(t, "stack-down", env...)

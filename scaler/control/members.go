@@ -57,6 +57,10 @@ type memberTable struct {
 	// moving mean over its recent starts; 0 before the first. It outlives
 	// a term: the engine and the image do not change with the leader.
 	cold time.Duration
+	// pending is the latest reconcile's count of containers created and
+	// not started by any worker of ours (decide.Plan.Pending): they count
+	// against MAX_REPLICAS as stopping ones do.
+	pending int
 }
 
 func newMemberTable() *memberTable { return &memberTable{byID: map[string]*member{}} }
@@ -65,7 +69,7 @@ func newMemberTable() *memberTable { return &memberTable{byID: map[string]*membe
 // first reconcile.
 func (t *memberTable) reset() {
 	t.mu.Lock()
-	t.byID = map[string]*member{}
+	t.byID, t.pending = map[string]*member{}, 0
 	t.mu.Unlock()
 }
 
@@ -144,6 +148,7 @@ func (t *memberTable) pool(now time.Time) decide.Pool {
 	if p.Starting > 0 {
 		p.StartingLeft = left / time.Duration(p.Starting)
 	}
+	p.Stopping += t.pending
 	return p
 }
 
@@ -277,6 +282,7 @@ func (t *memberTable) reconcile(busy map[string]bool, insts []driver.Instance, p
 		}
 	}
 	p := plan(starting)
+	t.pending = p.Pending
 	images := make(map[string]string, len(insts))
 	for _, in := range insts {
 		images[in.ID] = in.Image

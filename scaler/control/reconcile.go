@@ -45,6 +45,20 @@ type reconciler struct {
 	surge func() int
 }
 
+// createGracer is a driver that knows how long one of its containers may
+// stay created and not started before it is debris.
+type createGracer interface{ CreateGrace() time.Duration }
+
+// staleCreate is how long a created container no worker of this scaler
+// owns is left to start: the driver's grace, or a health timeout and a
+// minute (a Swarm service whose task Swarm is replacing reads as created).
+func (r *reconciler) staleCreate() time.Duration {
+	if g, ok := r.drv.(createGracer); ok {
+		return g.CreateGrace()
+	}
+	return r.cfg.HealthTimeout + time.Minute
+}
+
 // reconcile makes the registry and the engine agree (see decide.Reconcile)
 // and keeps MIN_REPLICAS..MAX_REPLICAS.
 func (r *reconciler) reconcile(ctx context.Context) error {
@@ -76,7 +90,7 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 			Starting:    starting,
 			Min:         r.cfg.MinReplicas,
 			Max:         r.cfg.MaxReplicas + r.surge(),
-			StaleCreate: r.cfg.HealthTimeout + time.Minute,
+			StaleCreate: r.staleCreate(),
 		}, now)
 	})
 

@@ -266,3 +266,28 @@ func TestForRate(t *testing.T) {
 		}
 	}
 }
+
+// TestNoiseIsNoStep: while requests queue, a reading above the panic
+// window's mean counts at once only beyond three standard deviations of a
+// one-second Poisson count: a step, not a fluctuation.
+func TestNoiseIsNoStep(t *testing.T) {
+	z := Sizing{Target: 4, Min: 1, Max: 1000, BacklogDrain: 2 * time.Second}
+	for _, tt := range []struct {
+		name    string
+		reading float64
+		want    int
+	}{
+		// The mean holds the reading's quarter second (401 slots: 101);
+		// the queued request adds a hair of backlog to the reading (111).
+		{"2,120 req/s (+2.7σ): the mean", 2120, 101},
+		{"2,200 req/s (+4.5σ, a 10% step): the reading", 2200, 111},
+	} {
+		w := &Windows{Stable: time.Minute, Panic: 6 * time.Second, Every: 125 * ms}
+		steadyFor(w, t0, 30*time.Second, 2000, 200*ms, 400, 0)
+		cur := Sample{At: t0.Add(250 * ms), Arrivals: tt.reading, Service: 200 * ms, Inflight: 400, Queued: 1}
+		w.Add(cur)
+		if got := z.Up(w, cur, Pool{Ready: 100}); got != tt.want {
+			t.Errorf("%s: Up = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

@@ -315,6 +315,11 @@ type Plan struct {
 	Reason Reason
 	// Trim: drain these ready ones (newest first) to get back to Max.
 	Trim []string
+	// Pending counts the containers created, not started and not Busy,
+	// still within StaleCreate: another scaler's start that may yet run
+	// (or a Swarm replacement on its way). They carry nothing, but they
+	// are containers, so they count against Max until they run or go.
+	Pending int
 }
 
 // Reconcile compares the engine and the registry. Containers and entries
@@ -367,8 +372,11 @@ func Reconcile(w World, now time.Time) Plan {
 			// may take: it will never serve, yet it is a container of the
 			// pool, so it goes rather than sit beside its replacement.
 			stuck := c.State == driver.StateCreated || c.Running() && c.Addr == ""
-			if stuck && now.Sub(c.Created) > w.StaleCreate {
+			switch {
+			case stuck && now.Sub(c.Created) > w.StaleCreate:
 				p.Remove = append(p.Remove, c.ID)
+			case c.State == driver.StateCreated:
+				p.Pending++
 			}
 		}
 	}
@@ -380,10 +388,14 @@ func Reconcile(w World, now time.Time) Plan {
 
 	capacity := len(p.Ready) + len(p.Adopt) + w.Starting
 	if capacity < w.Min {
-		p.Start = w.Min - capacity
+		// Never past Max with the pending ones: they leave room as they go.
+		p.Start = max(min(w.Min-capacity, w.Max-capacity-p.Pending), 0)
 		p.Reason = ReasonMinReplicas
 		if len(p.Remove) > 0 {
 			p.Reason = ReasonReplace
+		}
+		if p.Start == 0 {
+			p.Reason = ""
 		}
 	}
 	if excess := capacity - w.Max; excess > 0 {

@@ -80,6 +80,16 @@ func (d *Docker) Ping(ctx context.Context) error {
 // Close releases the client's connections.
 func (d *Docker) Close() error { return d.eng.Close() }
 
+// CreateGrace is how long a container may stay created, not started, with
+// no scaler's start on it, before it is debris: Start starts what it
+// creates within milliseconds, so one still created after this was left by
+// a scaler that died between the two (Swarm, which restarts tasks itself,
+// needs the longer default).
+func (d *Docker) CreateGrace() time.Duration { return createGrace }
+
+// createGrace is Docker.CreateGrace's value.
+const createGrace = 10 * time.Second
+
 func (d *Docker) poolArgs() filters.Args {
 	return filters.NewArgs(filters.Arg("label", driver.PoolFilter(d.cfg.Pool)))
 }
