@@ -13,12 +13,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/robfig/cron/v3"
-
 	"lbscale/internal/envconf"
 	"lbscale/internal/poolfile"
 	"lbscale/internal/state"
 	"lbscale/internal/state/redisstore"
+	"lbscale/scaler/cronspec"
 	"lbscale/scaler/forecast"
 )
 
@@ -421,7 +420,7 @@ func scheduleSpec(r *envconf.Reader, name string) string {
 		}
 		v = "@every " + d.String()
 	}
-	if _, err := cron.ParseStandard(v); err != nil {
+	if _, err := cronspec.Parse(v); err != nil {
 		r.Fail(name, "%q is neither a Go duration nor a cron spec (e.g. @every 10s, */1 * * * *): %v", v, err)
 		return def
 	}

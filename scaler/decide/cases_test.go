@@ -291,3 +291,43 @@ func TestNoiseIsNoStep(t *testing.T) {
 		}
 	}
 }
+
+// TestNoShrinkWhileRising: a rise through the whole stable window keeps
+// setting new maxima, so a surplus seen during one is kept until it stops;
+// after a step the surplus goes as usual.
+func TestNoShrinkWhileRising(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		rate      func(x time.Duration) float64 // x ≤ 0: seconds before now
+		wantDrain bool
+	}{
+		{"flat at 10,000 req/s: the surplus goes", func(time.Duration) float64 { return 10000 }, true},
+		{"rising 10 req/s every second for the window: kept", func(x time.Duration) float64 { return 10600 + 10*x.Seconds() }, false},
+		{"a step 20 s ago, flat since: goes", func(x time.Duration) float64 {
+			if x > -20*time.Second {
+				return 10400
+			}
+			return 10000
+		}, true},
+	} {
+		a := &Autoscaler{
+			Sizing: Sizing{Target: 4, Min: 1, Max: 2000, BacklogDrain: 2 * time.Second},
+			Rule:   RuleDemand, Rate: 2,
+			Win: Windows{Stable: time.Minute, Panic: 6 * time.Second, Every: 125 * ms},
+		}
+		var cur Sample
+		for x := -70 * time.Second; x <= 0; x += 250 * ms {
+			rate := tt.rate(x)
+			cur = Sample{At: t0.Add(x), Arrivals: rate, Service: 200 * ms, Inflight: int64(rate * 0.2)}
+			a.Win.Add(cur)
+		}
+		var ready []Candidate
+		for i := range 900 {
+			ready = append(ready, Candidate{ID: string(rune(0x4e00 + i)), ReadySince: ago(time.Hour), LastSeen: t0})
+		}
+		surplus, _ := a.ScaleDown(cur, ready, Pool{Ready: 900})
+		if got := len(surplus) > 0; got != tt.wantDrain {
+			t.Errorf("%s: drained %d, want a drain %v (rising %v)", tt.name, len(surplus), tt.wantDrain, a.Win.Rising(cur.At))
+		}
+	}
+}

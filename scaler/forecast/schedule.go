@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"lbscale/scaler/cronspec"
 )
 
 // Entry is one line of a Schedule: from each time Spec fires, for For, at
@@ -83,7 +85,7 @@ func ParseSchedule(s string) (Schedule, error) {
 		if err != nil || n < 0 {
 			return Schedule{}, fmt.Errorf("entry %d %q: replicas %q is not a whole number ≥ 0", i+1, strings.TrimSpace(raw), f[len(f)-1])
 		}
-		sched, err := cron.ParseStandard(spec)
+		sched, err := cronspec.Parse(spec)
 		if err != nil {
 			return Schedule{}, fmt.Errorf("entry %d %q: cron spec %q: %w", i+1, strings.TrimSpace(raw), spec, err)
 		}
