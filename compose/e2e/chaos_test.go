@@ -407,14 +407,25 @@ func chaosLeaderKilled(t *testing.T, lt string) fault {
 	}
 	// Another instance leads: the standby, or the crashed scaler's
 	// restarted process if it campaigns first (a new instance either way).
+	// The survivor tells: the restarted process answers only once it is up
+	// again, which on a loaded machine can take longer than the takeover
+	// (its agreement is checked below).
+	survivor := adminScaler
+	if oldAdmin == adminScaler {
+		survivor = adminScalerB
+	}
 	took := testenv.Eventually(t, 2*chaosLeaseTTL, "another scaler leads", func() bool {
-		id := leaderID(t)
-		return id != "" && id != oldInstance
+		s, err := readScaler(survivor)
+		return err == nil && s.LeaderID != "" && s.LeaderID != oldInstance
 	})
 	if took > chaosLeaseTTL+500*time.Millisecond {
 		t.Errorf("a new leader took over %v after the crash, want within the lease TTL %v", took, chaosLeaseTTL)
 	}
-	newLeader := leaderID(t)
+	sv, err := readScaler(survivor)
+	if err != nil {
+		t.Fatalf("the surviving scaler: %v", err)
+	}
+	newLeader := sv.LeaderID
 	testenv.Eventually(t, 40*time.Second, "the pool reaches the size the demand needs", func() bool {
 		return len(readyIDs(getStatus(t, adminA))) == chaosMax
 	})
